@@ -1,0 +1,24 @@
+//! wifipos: sell Wi-Fi through the point of sale.
+//!
+//! The till signs a voucher (Ed25519) and prints it as a QR code; the router verifies it offline
+//! and lets the paying device's MAC through an nftables set whose per-element timeout ends the
+//! session in the kernel. See `README.md` for the tour.
+//!
+//! Everything testable lives in this library; the binaries in `src/bin/` only wire modules
+//! together. Features keep each binary lean: `pos` (signing, QR rendering) for `wifipos`,
+//! `router` (portal, store, firewall) for `wifiposd`. Pure modules (`voucher`, `keys`,
+//! `duration`, `policy`, `config`) do no I/O and read no clock.
+
+pub mod config;
+pub mod duration;
+pub mod keys;
+pub mod policy;
+pub mod voucher;
+
+#[cfg(feature = "pos")]
+pub mod receipt;
+
+#[cfg(feature = "router")]
+pub mod firewall;
+#[cfg(feature = "router")]
+pub mod store;
