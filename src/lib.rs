@@ -12,6 +12,7 @@
 pub mod config;
 pub mod duration;
 pub mod keys;
+pub mod mac;
 pub mod policy;
 pub mod voucher;
 
