@@ -1,10 +1,11 @@
-//! Human durations for the command lines and the pages: `90m`, `2h`, `1d`, `1h30m`, `2w`.
+//! Human durations for the command lines and the pages: `90m`, `2h`, `1d`, `1h30m`, `2w`, `1y`
+//! (365 days).
 //!
 //! Owns: parsing such text into seconds and formatting seconds back for people. Pure.
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DurationError {
-    #[error("'{0}' is not a duration: use a number and a unit, like 90m, 2h, 1d or 1h30m (units: s, m, h, d, w)")]
+    #[error("'{0}' is not a duration: use a number and a unit, like 90m, 2h, 1d or 1h30m (units: s, m, h, d, w, y)")]
     Syntax(String),
     #[error("'{0}' is zero; a duration must be positive")]
     Zero(String),
@@ -33,6 +34,7 @@ pub fn parse(text: &str) -> Result<u64, DurationError> {
             'h' => 3600,
             'd' => 86_400,
             'w' => 604_800,
+            'y' => 31_536_000,
             _ => return Err(syntax()),
         };
         if digits.is_empty() || digits.len() > 12 {
