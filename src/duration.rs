@@ -1,7 +1,7 @@
 //! Human durations for the command lines and the pages: `90m`, `2h`, `1d`, `1h30m`, `2w`, `1y`
 //! (365 days).
 //!
-//! Owns: parsing such text into seconds and formatting seconds back for people. Pure.
+//! Owns: parsing such text into seconds, formatting seconds and UTC dates back for people. Pure.
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DurationError {
@@ -80,6 +80,27 @@ pub fn format(secs: u64) -> String {
     }
 }
 
+/// `YYYY-MM-DD HH:MM UTC` for Unix seconds, without a date library (civil-from-days, Howard
+/// Hinnant's algorithm).
+pub fn utc_date(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        secs / 3600,
+        secs % 3600 / 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +130,13 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad}");
         }
         assert_eq!(parse("0m"), Err(DurationError::Zero("0m".into())));
+    }
+
+    #[test]
+    fn dates_are_civil_utc() {
+        assert_eq!(utc_date(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc_date(1_764_547_200), "2025-12-01 00:00 UTC");
+        assert_eq!(utc_date(951_825_600), "2000-02-29 12:00 UTC");
     }
 
     #[test]

@@ -22,4 +22,8 @@ pub mod receipt;
 #[cfg(feature = "router")]
 pub mod firewall;
 #[cfg(feature = "router")]
+pub mod neigh;
+#[cfg(feature = "router")]
+pub mod portal;
+#[cfg(feature = "router")]
 pub mod store;

@@ -95,7 +95,10 @@ pub fn caption(v: &Voucher) -> Vec<String> {
         ),
     ];
     if v.redeem_by != 0 {
-        lines.push(format!("Use before {}", utc_date(i64::from(v.redeem_by))));
+        lines.push(format!(
+            "Use before {}",
+            duration::utc_date(i64::from(v.redeem_by))
+        ));
     }
     if !v.purchase_ref.is_empty() {
         lines.push(format!("Receipt {}", v.purchase_ref));
@@ -186,37 +189,9 @@ fn ascii_line(s: &str) -> String {
     line
 }
 
-/// `YYYY-MM-DD HH:MM UTC` for Unix seconds, without a date library (civil-from-days, Howard
-/// Hinnant's algorithm).
-pub fn utc_date(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        secs / 3600,
-        secs % 3600 / 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates_are_civil_utc() {
-        assert_eq!(utc_date(0), "1970-01-01 00:00 UTC");
-        assert_eq!(utc_date(1_764_547_200), "2025-12-01 00:00 UTC");
-        assert_eq!(utc_date(951_825_600), "2000-02-29 12:00 UTC");
-    }
 
     #[test]
     fn qr_module_size_fits_the_paper() {

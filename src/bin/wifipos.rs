@@ -373,7 +373,7 @@ fn print_fields(v: &Voucher) {
     println!(
         "issued_at      {} ({})",
         v.issued_at,
-        receipt::utc_date(v.issued_at.into())
+        duration::utc_date(v.issued_at.into())
     );
     if v.redeem_by == 0 {
         println!("redeem_by      0 (no deadline)");
@@ -381,7 +381,7 @@ fn print_fields(v: &Voucher) {
         println!(
             "redeem_by      {} ({})",
             v.redeem_by,
-            receipt::utc_date(v.redeem_by.into())
+            duration::utc_date(v.redeem_by.into())
         );
     }
     println!(

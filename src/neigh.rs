@@ -1,0 +1,154 @@
+//! Client IP → MAC: which device is asking, from the kernel's neighbour tables (ARP for IPv4,
+//! NDP for IPv6), read with one rtnetlink dump (`RTM_GETNEIGH`).
+//!
+//! Owns: the [`Neighbours`] trait, the kernel implementation and a fixed one for `--dev`. Knows
+//! nothing of vouchers or HTTP. A client whose address has no complete neighbour entry gets no
+//! MAC, and so never gets access.
+
+use std::net::IpAddr;
+
+use crate::mac::Mac;
+
+pub trait Neighbours {
+    fn mac_of(&mut self, ip: IpAddr) -> Option<Mac>;
+}
+
+/// Every device is the same MAC: for `wifiposd serve --dev` on a laptop.
+pub struct Fixed(pub Mac);
+
+impl Neighbours for Fixed {
+    fn mac_of(&mut self, _ip: IpAddr) -> Option<Mac> {
+        Some(self.0)
+    }
+}
+
+/// The kernel's neighbour table, as seen from the daemon's network namespace.
+#[derive(Default)]
+pub struct Kernel;
+
+const RTM_NEWNEIGH: u16 = 28;
+const RTM_GETNEIGH: u16 = 30;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_DUMP: u16 = 0x300;
+const NDA_DST: u16 = 1;
+const NDA_LLADDR: u16 = 2;
+/// NUD_INCOMPLETE and NUD_FAILED: no usable link-layer address.
+const NUD_UNUSABLE: u16 = 0x01 | 0x20;
+
+impl Neighbours for Kernel {
+    fn mac_of(&mut self, ip: IpAddr) -> Option<Mac> {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        match dump(ip) {
+            Ok(found) => found,
+            Err(e) => {
+                eprintln!("wifiposd: cannot read the neighbour table: {e}");
+                None
+            }
+        }
+    }
+}
+
+fn dump(ip: IpAddr) -> std::io::Result<Option<Mac>> {
+    let family: u8 = if ip.is_ipv4() { 2 } else { 10 };
+    let sock = mnl::Socket::new(mnl::Bus::Route)?;
+    let seq = 1u32;
+    // nlmsghdr (16) + ndmsg (12)
+    let mut req = Vec::with_capacity(28);
+    req.extend_from_slice(&28u32.to_ne_bytes());
+    req.extend_from_slice(&RTM_GETNEIGH.to_ne_bytes());
+    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req.extend_from_slice(&seq.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    req.extend_from_slice(&[family, 0, 0, 0]);
+    req.extend_from_slice(&[0; 8]);
+    sock.send(&req)?;
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut found = None;
+    loop {
+        let n = sock.recv_raw(&mut buf)?;
+        if n == 0 {
+            return Ok(found);
+        }
+        let mut msgs = &buf[..n];
+        while msgs.len() >= 16 {
+            let len = u32::from_ne_bytes(msgs[0..4].try_into().unwrap_or_default()) as usize;
+            let kind = u16::from_ne_bytes([msgs[4], msgs[5]]);
+            if len < 16 || len > msgs.len() {
+                return Ok(found);
+            }
+            match kind {
+                NLMSG_DONE => return Ok(found),
+                NLMSG_ERROR => {
+                    let code = msgs
+                        .get(16..20)
+                        .map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap_or_default()));
+                    return Err(std::io::Error::from_raw_os_error(-code));
+                }
+                RTM_NEWNEIGH if found.is_none() => found = parse_neigh(&msgs[16..len], ip),
+                _ => {}
+            }
+            let step = (len + 3) & !3;
+            msgs = msgs.get(step..).unwrap_or(&[]);
+        }
+    }
+}
+
+/// One `ndmsg` with its attributes: the MAC if it belongs to `ip` and is usable.
+fn parse_neigh(m: &[u8], ip: IpAddr) -> Option<Mac> {
+    if m.len() < 12 {
+        return None;
+    }
+    let state = u16::from_ne_bytes([m[8], m[9]]);
+    if state & NUD_UNUSABLE != 0 || state == 0 {
+        return None;
+    }
+    let (mut dst, mut lladdr) = (None, None);
+    let mut attrs = &m[12..];
+    while attrs.len() >= 4 {
+        let alen = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
+        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]);
+        if alen < 4 || alen > attrs.len() {
+            break;
+        }
+        let data = &attrs[4..alen];
+        match kind {
+            NDA_DST => dst = Some(data),
+            NDA_LLADDR if data.len() == 6 => lladdr = data.try_into().ok().map(Mac),
+            _ => {}
+        }
+        attrs = attrs.get((alen + 3) & !3..).unwrap_or(&[]);
+    }
+    let matches = match (ip, dst) {
+        (IpAddr::V4(a), Some(d)) => d == a.octets(),
+        (IpAddr::V6(a), Some(d)) => d == a.octets(),
+        _ => false,
+    };
+    if matches {
+        lladdr
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reachable_entry_for_the_address_yields_its_mac() {
+        let mut m = vec![2, 0, 0, 0, 5, 0, 0, 0, 0x02, 0, 0, 1]; // family, ifindex 5, REACHABLE
+        m.extend_from_slice(&[8, 0, 1, 0, 10, 0, 0, 7]); // NDA_DST 10.0.0.7
+        m.extend_from_slice(&[10, 0, 2, 0, 2, 0xaa, 0, 0, 0, 1, 0, 0]); // NDA_LLADDR + pad
+        let ip: IpAddr = "10.0.0.7".parse().unwrap();
+        assert_eq!(parse_neigh(&m, ip), Some(Mac([2, 0xaa, 0, 0, 0, 1])));
+        assert_eq!(parse_neigh(&m, "10.0.0.8".parse().unwrap()), None);
+        m[8] = 0x20; // FAILED
+        assert_eq!(parse_neigh(&m, ip), None);
+        assert_eq!(parse_neigh(&m[..7], ip), None);
+    }
+}

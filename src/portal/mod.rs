@@ -1,0 +1,250 @@
+//! The captive portal's HTTP server (hyper 1 on a current-thread tokio runtime).
+//!
+//! Owns: accepting connections and the limits that keep a small router standing — connection
+//! caps (total and per client), a header read timeout and a connection lifetime (slowloris),
+//! header and body size limits — and turning hyper requests into [`routes::Req`]. What to
+//! answer is `routes`; what the pages say is `pages`; who the client is comes from `neigh`.
+
+pub mod pages;
+pub mod routes;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use crate::neigh::Neighbours;
+pub use routes::{Access, Gate, Portal, PortalConfig, RedeemError, Req, Resp};
+
+/// Limits on what clients may cost the router.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open connections in all; more are closed at once.
+    pub max_connections: usize,
+    /// Open connections from one client address.
+    pub max_per_client: usize,
+    /// Time to send a request's headers.
+    pub header_timeout: Duration,
+    /// Longest a connection may stay open, busy or idle.
+    pub connection_lifetime: Duration,
+    /// Largest request body (the photo upload is the largest legitimate one).
+    pub max_body: usize,
+    /// Largest request head (request line and headers).
+    pub max_head: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 512,
+            max_per_client: 16,
+            header_timeout: Duration::from_secs(10),
+            connection_lifetime: Duration::from_secs(60),
+            max_body: routes::MAX_PHOTO_SIDE * routes::MAX_PHOTO_SIDE,
+            max_head: 16 * 1024,
+        }
+    }
+}
+
+struct Shared<G, N> {
+    portal: RefCell<Portal<G>>,
+    neigh: RefCell<N>,
+    limits: Limits,
+    open: RefCell<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// Counts a connection while it lives.
+struct Slot<G, N> {
+    shared: Rc<Shared<G, N>>,
+    ip: IpAddr,
+}
+
+impl<G, N> Drop for Slot<G, N> {
+    fn drop(&mut self) {
+        let mut open = self.shared.open.borrow_mut();
+        open.0 -= 1;
+        if let Some(n) = open.1.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.1.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Serves the portal on `listener` until `shutdown` completes. Runs its connections on a
+/// `LocalSet`, so the portal, store and firewall need not be `Send`.
+pub async fn serve<G, N>(
+    listener: TcpListener,
+    portal: Portal<G>,
+    neigh: N,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) -> Portal<G>
+where
+    G: Gate + 'static,
+    N: Neighbours + 'static,
+{
+    let shared = Rc::new(Shared {
+        portal: RefCell::new(portal),
+        neigh: RefCell::new(neigh),
+        limits,
+        open: RefCell::new((0, HashMap::new())),
+    });
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(accept_loop(listener, shared.clone(), shutdown))
+        .await;
+    drop(local);
+    match Rc::try_unwrap(shared) {
+        Ok(s) => s.portal.into_inner(),
+        Err(_) => unreachable!("all connection tasks ended with the LocalSet"),
+    }
+}
+
+async fn accept_loop<G, N>(
+    listener: TcpListener,
+    shared: Rc<Shared<G, N>>,
+    shutdown: impl Future<Output = ()>,
+) where
+    G: Gate + 'static,
+    N: Neighbours + 'static,
+{
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    eprintln!("wifiposd: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let ip = unmap(peer.ip());
+        {
+            let mut open = shared.open.borrow_mut();
+            let per = open.1.get(&ip).copied().unwrap_or(0);
+            if open.0 >= shared.limits.max_connections || per >= shared.limits.max_per_client {
+                continue; // dropping the stream closes it
+            }
+            open.0 += 1;
+            *open.1.entry(ip).or_insert(0) += 1;
+        }
+        let slot = Slot {
+            shared: shared.clone(),
+            ip,
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::task::spawn_local(async move {
+            let s = slot.shared.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let s = s.clone();
+                async move { Ok::<_, Infallible>(respond(&s, req, peer).await) }
+            });
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(slot.shared.limits.header_timeout)
+                .max_buf_size(slot.shared.limits.max_head.max(8192))
+                .keep_alive(true);
+            let conn = http.serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(slot.shared.limits.connection_lifetime, conn).await;
+            drop(slot);
+        });
+    }
+}
+
+fn unmap(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn header(req: &Request<Incoming>, name: hyper::header::HeaderName) -> Option<String> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+async fn respond<G: Gate, N: Neighbours>(
+    shared: &Shared<G, N>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    let max = shared.limits.max_body;
+    let declared = header(&req, CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return plain(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large\n");
+    }
+    let method = req.method().as_str().to_owned();
+    let host = header(&req, HOST).or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let accept_language = header(&req, hyper::header::ACCEPT_LANGUAGE);
+    let body = match Limited::new(req.into_body(), max).collect().await {
+        Ok(b) => b.to_bytes().to_vec(),
+        Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large\n"),
+    };
+    let is_portal = shared.portal.borrow().is_portal_host(host.as_deref());
+    // Only requests to the portal itself need to know the device; probe redirects do not.
+    let mac = if is_portal {
+        shared.neigh.borrow_mut().mac_of(unmap(peer.ip()))
+    } else {
+        None
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let head = method == "HEAD";
+    let r = Req {
+        method,
+        host,
+        path,
+        query,
+        accept_language,
+        body,
+        mac,
+        now,
+    };
+    let resp = shared.portal.borrow_mut().handle(&r);
+    let mut builder = Response::builder()
+        .status(resp.status)
+        .header(CONTENT_TYPE, resp.content_type)
+        .header(CACHE_CONTROL, "no-store");
+    if let Some(loc) = resp
+        .location
+        .as_deref()
+        .and_then(|l| HeaderValue::from_str(l).ok())
+    {
+        builder = builder.header(LOCATION, loc);
+    }
+    let body = if head { Vec::new() } else { resp.body };
+    builder
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal error\n"))
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
