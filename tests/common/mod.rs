@@ -4,7 +4,15 @@
 pub mod lab;
 
 pub fn voucher_png_gray(url: &str) -> (usize, Vec<u8>) {
-    let png = wifipos::receipt::png(url).unwrap();
+    gray_png(wifipos::receipt::png(url).unwrap())
+}
+
+pub fn voucher_png_gray_file(path: &std::path::Path) -> (usize, Vec<u8>) {
+    gray_png(std::fs::read(path).unwrap())
+}
+
+/// Decodes a square 8-bit grayscale PNG.
+fn gray_png(png: Vec<u8>) -> (usize, Vec<u8>) {
     let mut reader = png::Decoder::new(std::io::Cursor::new(png))
         .read_info()
         .unwrap();
