@@ -1,1 +1,257 @@
-//! (to be written)
+//! The session rules of VOUCHER.md, as pure functions of (verified voucher, what the store
+//! knows, the clock). No I/O and no clock of its own: `store` reads the state, asks here, and
+//! writes the outcome in the same transaction.
+//!
+//! Rules: access starts at the first redemption and ends for all of a voucher's devices at
+//! `first_redeemed_at + duration_s`; up to `max_devices` distinct MACs; a MAC already on the
+//! voucher redeeming again is idempotent; a revoked voucher, a passed deadline (only while the
+//! clock is trusted), an expired voucher and a full voucher are each refused with their reason.
+
+use crate::mac::Mac;
+use crate::voucher::{Rejection, Voucher};
+
+/// The router's wall clock, and whether it can be trusted yet (NTP has synced). A router
+/// boots with a stale clock: until it is trusted, deadlines are not enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clock {
+    pub now: i64,
+    pub trusted: bool,
+}
+
+/// What the store knows about one voucher.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VoucherState {
+    /// `None` until first redeemed.
+    pub ends_at: Option<i64>,
+    pub revoked: bool,
+    /// The devices already on the voucher.
+    pub devices: Vec<Mac>,
+}
+
+/// A redemption the rules allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// When the voucher's access ends (the same for all its devices).
+    pub ends_at: i64,
+    /// This redemption starts the voucher's clock.
+    pub first_use: bool,
+    /// This device takes a new slot.
+    pub new_device: bool,
+    /// Devices on the voucher after this redemption.
+    pub devices: u8,
+}
+
+/// Decides one redemption of `v` by `mac`.
+pub fn redeem(v: &Voucher, st: &VoucherState, mac: Mac, clock: Clock) -> Result<Grant, Rejection> {
+    if st.revoked {
+        return Err(Rejection::Revoked);
+    }
+    let (ends_at, first_use) = match st.ends_at {
+        None => {
+            // The deadline counts only on a trusted clock: a stale clock after boot must not
+            // refuse a customer who just paid. Redeeming exactly at redeem_by is too late.
+            if clock.trusted && v.redeem_by != 0 && clock.now >= i64::from(v.redeem_by) {
+                return Err(Rejection::DeadlinePassed {
+                    redeem_by: v.redeem_by,
+                });
+            }
+            (v.ends_at(clock.now), true)
+        }
+        Some(ends_at) => (ends_at, false),
+    };
+    // Exactly at ends_at the time is up.
+    if clock.now >= ends_at {
+        return Err(Rejection::Expired { ended_at: ends_at });
+    }
+    let known = st.devices.contains(&mac);
+    if !known && st.devices.len() >= usize::from(v.max_devices) {
+        return Err(Rejection::DeviceLimit {
+            max_devices: v.max_devices,
+        });
+    }
+    Ok(Grant {
+        ends_at,
+        first_use,
+        new_device: !known,
+        devices: (st.devices.len() + usize::from(!known)) as u8,
+    })
+}
+
+/// How long a device may stay in the firewall: until the latest end among its live vouchers.
+/// `None` when none is live (remove it).
+pub fn device_until(ends: impl IntoIterator<Item = i64>, now: i64) -> Option<i64> {
+    ends.into_iter().filter(|&e| e > now).max()
+}
+
+/// What the firewall must do after an admin action or a redemption.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FirewallAction {
+    /// Let `mac` through until `until` (absolute Unix seconds).
+    Allow { mac: Mac, until: i64 },
+    /// Take `mac` out of the allowed set.
+    Remove { mac: Mac },
+}
+
+/// After a voucher's devices lost that voucher (revoked, or a device kicked): each device keeps
+/// the time of its other live vouchers, or is removed. `others(mac)` gives a device's remaining
+/// vouchers' ends.
+pub fn after_loss(
+    macs: &[Mac],
+    now: i64,
+    mut others: impl FnMut(Mac) -> Vec<i64>,
+) -> Vec<FirewallAction> {
+    macs.iter()
+        .map(|&mac| match device_until(others(mac), now) {
+            Some(until) => FirewallAction::Allow { mac, until },
+            None => FirewallAction::Remove { mac },
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::KeyId;
+
+    fn voucher(max: u8, redeem_by: u32) -> Voucher {
+        Voucher {
+            key_id: KeyId([1; 4]),
+            serial: 1,
+            issued_at: 1000,
+            redeem_by,
+            duration_s: 3600,
+            max_devices: max,
+            purchase_ref: String::new(),
+        }
+    }
+
+    const T: Clock = Clock {
+        now: 10_000,
+        trusted: true,
+    };
+
+    fn mac(n: u8) -> Mac {
+        Mac([2, 0, 0, 0, 0, n])
+    }
+
+    #[test]
+    fn first_redemption_starts_the_clock() {
+        let g = redeem(&voucher(3, 0), &VoucherState::default(), mac(1), T).unwrap();
+        assert_eq!(g.ends_at, 13_600);
+        assert!(g.first_use && g.new_device);
+        assert_eq!(g.devices, 1);
+    }
+
+    #[test]
+    fn all_devices_share_the_first_redemptions_end() {
+        let st = VoucherState {
+            ends_at: Some(12_000),
+            devices: vec![mac(1)],
+            ..Default::default()
+        };
+        let g = redeem(&voucher(3, 0), &st, mac(2), T).unwrap();
+        assert_eq!(g.ends_at, 12_000);
+        assert!(!g.first_use && g.new_device);
+    }
+
+    #[test]
+    fn the_nth_device_fits_and_the_next_is_refused_with_the_limit_reason() {
+        let st = VoucherState {
+            ends_at: Some(12_000),
+            devices: vec![mac(1), mac(2)],
+            ..Default::default()
+        };
+        assert_eq!(redeem(&voucher(3, 0), &st, mac(3), T).unwrap().devices, 3);
+        let full = VoucherState {
+            devices: vec![mac(1), mac(2), mac(3)],
+            ..st
+        };
+        assert_eq!(
+            redeem(&voucher(3, 0), &full, mac(4), T),
+            Err(Rejection::DeviceLimit { max_devices: 3 })
+        );
+        // A device already on the voucher is not a new one.
+        let again = redeem(&voucher(3, 0), &full, mac(2), T).unwrap();
+        assert!(!again.new_device);
+        assert_eq!(again.devices, 3);
+    }
+
+    #[test]
+    fn exactly_at_the_end_the_time_is_up() {
+        let st = VoucherState {
+            ends_at: Some(T.now),
+            devices: vec![mac(1)],
+            ..Default::default()
+        };
+        assert_eq!(
+            redeem(&voucher(3, 0), &st, mac(1), T),
+            Err(Rejection::Expired { ended_at: T.now })
+        );
+        let one_before = VoucherState {
+            ends_at: Some(T.now + 1),
+            ..st
+        };
+        assert!(redeem(&voucher(3, 0), &one_before, mac(1), T).is_ok());
+    }
+
+    #[test]
+    fn the_deadline_counts_only_on_a_trusted_clock() {
+        let v = voucher(1, T.now as u32);
+        let st = VoucherState::default();
+        assert_eq!(
+            redeem(&v, &st, mac(1), T),
+            Err(Rejection::DeadlinePassed {
+                redeem_by: T.now as u32
+            })
+        );
+        let stale = Clock {
+            trusted: false,
+            ..T
+        };
+        assert!(redeem(&v, &st, mac(1), stale).is_ok());
+        let before = voucher(1, T.now as u32 + 1);
+        assert!(redeem(&before, &st, mac(1), T).is_ok());
+    }
+
+    #[test]
+    fn issued_in_the_routers_future_is_fine() {
+        let mut v = voucher(1, 0);
+        v.issued_at = u32::MAX;
+        assert!(redeem(&v, &VoucherState::default(), mac(1), T).is_ok());
+    }
+
+    #[test]
+    fn revoked_is_refused_first() {
+        let st = VoucherState {
+            revoked: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            redeem(&voucher(1, 0), &st, mac(1), T),
+            Err(Rejection::Revoked)
+        );
+    }
+
+    #[test]
+    fn a_device_keeps_the_latest_of_its_vouchers() {
+        assert_eq!(device_until([5, 20, 15], 10), Some(20));
+        assert_eq!(device_until([5, 10], 10), None);
+        let acts = after_loss(&[mac(1), mac(2)], 10, |m| {
+            if m == mac(1) {
+                vec![30]
+            } else {
+                vec![]
+            }
+        });
+        assert_eq!(
+            acts,
+            vec![
+                FirewallAction::Allow {
+                    mac: mac(1),
+                    until: 30
+                },
+                FirewallAction::Remove { mac: mac(2) }
+            ]
+        );
+    }
+}

@@ -35,10 +35,16 @@ impl Cafe {
         let lab = common::lab::up(tag)?;
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("till.pem").to_str().unwrap().to_owned();
-        let out = Command::new(WIFIPOS).args(["keygen", "--out", &key]).output().unwrap();
+        let out = Command::new(WIFIPOS)
+            .args(["keygen", "--out", &key])
+            .output()
+            .unwrap();
         assert!(out.status.success());
         let stdout = String::from_utf8(out.stdout).unwrap();
-        let trusted = stdout.lines().find(|l| l.contains("list trusted_key")).unwrap();
+        let trusted = stdout
+            .lines()
+            .find(|l| l.contains("list trusted_key"))
+            .unwrap();
         let config = format!(
             "config wifipos 'main'\n\
              \toption guest_iface 'br-guest'\n\
@@ -81,10 +87,22 @@ impl Cafe {
 
     /// Issues a voucher and returns its JSON (token, url, fields).
     fn issue(&self, args: &[&str]) -> serde_json::Value {
-        let mut all = vec!["issue", "--key", &self.key, "--portal-url", PORTAL, "--format", "json"];
+        let mut all = vec![
+            "issue",
+            "--key",
+            &self.key,
+            "--portal-url",
+            PORTAL,
+            "--format",
+            "json",
+        ];
         all.extend_from_slice(args);
         let out = Command::new(WIFIPOS).args(&all).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 }
@@ -92,16 +110,30 @@ impl Cafe {
 const PROBES: [(&str, &str, u16, &str); 6] = [
     ("captive.apple.com", "/hotspot-detect.html", 200, "Success"),
     ("connectivitycheck.gstatic.com", "/generate_204", 204, ""),
-    ("www.msftconnecttest.com", "/connecttest.txt", 200, "Microsoft Connect Test"),
+    (
+        "www.msftconnecttest.com",
+        "/connecttest.txt",
+        200,
+        "Microsoft Connect Test",
+    ),
     ("www.msftncsi.com", "/ncsi.txt", 200, "Microsoft NCSI"),
-    ("detectportal.firefox.com", "/canonical.html", 200, "support.mozilla.org"),
+    (
+        "detectportal.firefox.com",
+        "/canonical.html",
+        200,
+        "support.mozilla.org",
+    ),
     ("detectportal.firefox.com", "/success.txt", 200, "success"),
 ];
 
 fn probe(cafe: &Cafe, phone: &str, upstream: &str, host: &str, path: &str) -> (u16, String) {
     cafe.lab.curl(
         phone,
-        &["-H", &format!("Host: {host}"), &format!("http://{upstream}{path}")],
+        &[
+            "-H",
+            &format!("Host: {host}"),
+            &format!("http://{upstream}{path}"),
+        ],
     )
 }
 
@@ -114,9 +146,15 @@ fn a_customer_gets_online_with_a_voucher_and_the_kernel_ends_it() {
     for upstream in ["10.99.0.2", "[fd99::2]"] {
         for (host, path, _, _) in PROBES {
             let (status, text) = probe(&cafe, "client", upstream, host, path);
-            assert_eq!(status, 302, "{upstream} {host}{path}: {text}\n{}", cafe.log());
+            assert_eq!(
+                status,
+                302,
+                "{upstream} {host}{path}: {text}\n{}",
+                cafe.log()
+            );
             assert!(
-                text.to_ascii_lowercase().contains(&format!("location: {PORTAL}/")),
+                text.to_ascii_lowercase()
+                    .contains(&format!("location: {PORTAL}/")),
                 "{text}"
             );
         }
@@ -129,7 +167,10 @@ fn a_customer_gets_online_with_a_voucher_and_the_kernel_ends_it() {
     let url = v["url"].as_str().unwrap();
     let (status, page) = cafe.lab.curl("client", &[url]);
     assert_eq!(status, 200, "{page}\n{}", cafe.log());
-    assert!(page.contains("id=\"online\"") && page.contains("1 / 3"), "{page}");
+    assert!(
+        page.contains("id=\"online\"") && page.contains("1 / 3"),
+        "{page}"
+    );
 
     // Online: the upstream's own answers come through, over IPv4 and IPv6.
     for upstream in ["10.99.0.2", "[fd99::2]"] {
@@ -150,7 +191,10 @@ fn a_customer_gets_online_with_a_voucher_and_the_kernel_ends_it() {
     let (status, page) = cafe.lab.curl("client4", &[url]);
     assert_eq!(status, 403, "{page}");
     assert!(page.contains("data-reason=\"device_limit\""), "{page}");
-    assert_eq!(probe(&cafe, "client4", "10.99.0.2", "x", "/generate_204").0, 302);
+    assert_eq!(
+        probe(&cafe, "client4", "10.99.0.2", "x", "/generate_204").0,
+        302
+    );
     drop(daemon);
 }
 
@@ -160,14 +204,27 @@ fn access_ends_in_the_kernel_when_the_time_is_up_even_with_the_daemon_dead() {
     let mut daemon = cafe.start();
     let v = cafe.issue(&["--duration", "60s"]);
     let redeemed = Instant::now();
-    assert_eq!(cafe.lab.curl("client", &[v["url"].as_str().unwrap()]).0, 200);
+    assert_eq!(
+        cafe.lab.curl("client", &[v["url"].as_str().unwrap()]).0,
+        200
+    );
     // The daemon dies; the paid phone keeps its access until the minute is over...
     let _ = daemon.0.kill();
     let _ = daemon.0.wait();
-    assert_eq!(cafe.lab.curl("client", &["http://10.99.0.2:8080/generate_204"]).0, 204);
+    assert_eq!(
+        cafe.lab
+            .curl("client", &["http://10.99.0.2:8080/generate_204"])
+            .0,
+        204
+    );
     // ...and loses it then, with nobody doing anything.
     std::thread::sleep(Duration::from_secs(62).saturating_sub(redeemed.elapsed()));
-    assert_eq!(cafe.lab.curl("client", &["http://10.99.0.2:8080/generate_204"]).0, 0);
+    assert_eq!(
+        cafe.lab
+            .curl("client", &["http://10.99.0.2:8080/generate_204"])
+            .0,
+        0
+    );
 }
 
 #[test]
@@ -178,7 +235,11 @@ fn chromium_on_a_phone_gets_online_by_photo_paste_and_link() {
     if !Path::new(&format!("{root}/node_modules/playwright-core")).exists()
         || !Path::new("/usr/bin/chromium").exists()
     {
-        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "run scripts/setup first");
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "run scripts/setup first"
+        );
         eprintln!("SKIPPED: chromium or playwright-core missing (run scripts/setup)");
         return;
     }
@@ -188,7 +249,15 @@ fn chromium_on_a_phone_gets_online_by_photo_paste_and_link() {
     // A photo of a printed voucher: the PNG `wifipos issue` wrote, rotated and noisy.
     let png = cafe.dir.path().join("voucher.png");
     let out = Command::new(WIFIPOS)
-        .args(["issue", "--key", &cafe.key, "--portal-url", PORTAL, "--duration", "2h"])
+        .args([
+            "issue",
+            "--key",
+            &cafe.key,
+            "--portal-url",
+            PORTAL,
+            "--duration",
+            "2h",
+        ])
         .args(["--devices", "3", "--format", "png", "--out"])
         .arg(&png)
         .output()

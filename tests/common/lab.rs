@@ -47,7 +47,10 @@ impl Lab {
     }
 
     pub fn run(&self, host: &str, program: &str, args: &[&str]) -> Output {
-        self.cmd(host, program).args(args).output().expect("ip netns exec")
+        self.cmd(host, program)
+            .args(args)
+            .output()
+            .expect("ip netns exec")
     }
 
     /// `curl` from a host: returns (HTTP status or 0, headers and body).
