@@ -205,7 +205,10 @@ pub fn parse(file: &str, text: &str) -> Result<(Config, Vec<String>), ConfigErro
         let err = |allowed: &str| ConfigError {
             file: file.into(),
             line: *line,
-            message: format!("option '{name}': '{}' is not valid; {allowed}", values.join(" ")),
+            message: format!(
+                "option '{name}': '{}' is not valid; {allowed}",
+                values.join(" ")
+            ),
         };
         let one = values.last().map(String::as_str).unwrap_or("");
         let number = |lo: u64, hi: u64| -> Result<u64, ConfigError> {
@@ -222,9 +225,9 @@ pub fn parse(file: &str, text: &str) -> Result<(Config, Vec<String>), ConfigErro
                 cfg.guest_iface = one.into();
             }
             "portal_address" => {
-                cfg.portal_address = one
-                    .parse()
-                    .map_err(|_| err("expected the router's IPv4 or IPv6 address on the guest network"))?
+                cfg.portal_address = one.parse().map_err(|_| {
+                    err("expected the router's IPv4 or IPv6 address on the guest network")
+                })?
             }
             "portal_port" => cfg.portal_port = number(1, 65535)? as u16,
             "database" => {
@@ -318,7 +321,11 @@ mod tests {
 
     #[test]
     fn errors_name_the_file_line_option_and_what_is_allowed() {
-        let e = parse("/etc/config/wifipos", "config wifipos\n\toption portal_port 99999\n").unwrap_err();
+        let e = parse(
+            "/etc/config/wifipos",
+            "config wifipos\n\toption portal_port 99999\n",
+        )
+        .unwrap_err();
         assert_eq!(
             e.to_string(),
             "/etc/config/wifipos:2: option 'portal_port': '99999' is not valid; expected a whole number from 1 to 65535"
@@ -328,6 +335,8 @@ mod tests {
         let e = parse_uci("f", "config x\n option a 'b\n").unwrap_err();
         assert_eq!(e.to_string(), "f:2: unterminated ' quote");
         let e = parse("f", "config wifipos\n list trusted_key 'abc'\n").unwrap_err();
-        assert!(e.to_string().starts_with("f:2: option 'trusted_key': 'abc' is not a public key"));
+        assert!(e
+            .to_string()
+            .starts_with("f:2: option 'trusted_key': 'abc' is not a public key"));
     }
 }

@@ -75,3 +75,23 @@ impl Drop for Lab {
             .status();
     }
 }
+
+impl Lab {
+    /// Moves the calling thread into the lab's router namespace: netlink sockets it opens and
+    /// processes it starts (such as `nft`) act there. Use from a test's own thread only.
+    pub fn enter_router(&self) {
+        let f = std::fs::File::open(format!("/run/netns/{}-router", self.name)).unwrap();
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    }
+
+    /// `nft -j list table inet wifipos` inside the router, parsed.
+    pub fn nft_json(&self) -> serde_json::Value {
+        let out = self.run("router", "nft", &["-j", "list", "table", "inet", "wifipos"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
