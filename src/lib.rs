@@ -20,6 +20,8 @@ pub mod voucher;
 pub mod receipt;
 
 #[cfg(feature = "router")]
+pub mod daemon;
+#[cfg(feature = "router")]
 pub mod firewall;
 #[cfg(feature = "router")]
 pub mod neigh;

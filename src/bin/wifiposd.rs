@@ -1,1 +1,137 @@
-fn main() {}
+//! `wifiposd`: the router daemon and its admin commands. Thin: the work is in the library
+//! (`daemon`, `config`, …).
+//!
+//! Exit codes: 0 success; 1 the config is invalid (`check-config`) or the daemon failed;
+//! 2 bad arguments or an unreadable file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use argh::FromArgs;
+use wifipos::daemon::{self, ServeOptions};
+
+const DEFAULT_CONFIG: &str = "/etc/config/wifipos";
+
+#[derive(FromArgs)]
+/// The wifipos router daemon: captive portal, voucher verification, nftables sessions.
+struct Cli {
+    #[argh(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Cmd {
+    Serve(Serve),
+    CheckConfig(CheckConfig),
+    CaptiveUrl(CaptiveUrl),
+    Version(Version),
+}
+
+#[derive(FromArgs)]
+/// Run the portal and keep the firewall in step with the session store (procd starts this).
+#[argh(subcommand, name = "serve")]
+struct Serve {
+    /// the UCI config file (default /etc/config/wifipos)
+    #[argh(option, default = "PathBuf::from(DEFAULT_CONFIG)")]
+    config: PathBuf,
+    /// laptop mode: no root, 127.0.0.1, in-memory firewall, temporary database; uses the
+    /// embedded default config unless --config is given
+    #[argh(switch)]
+    dev: bool,
+    /// listen on this port instead of the configured one
+    #[argh(option)]
+    port: Option<u16>,
+}
+
+#[derive(FromArgs)]
+/// Check the config file and print every problem with its line.
+#[argh(subcommand, name = "check-config")]
+struct CheckConfig {
+    /// the UCI config file (default /etc/config/wifipos)
+    #[argh(option, default = "PathBuf::from(DEFAULT_CONFIG)")]
+    config: PathBuf,
+}
+
+#[derive(FromArgs)]
+/// Print the RFC 8910 captive-portal API URL to hand out as DHCP option 114.
+#[argh(subcommand, name = "captive-url")]
+struct CaptiveUrl {
+    /// the UCI config file (default /etc/config/wifipos)
+    #[argh(option, default = "PathBuf::from(DEFAULT_CONFIG)")]
+    config: PathBuf,
+}
+
+#[derive(FromArgs)]
+/// Print the version.
+#[argh(subcommand, name = "version")]
+struct Version {}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let argv: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    let cli = match Cli::from_args(&["wifiposd"], &argv) {
+        Ok(c) => c,
+        Err(early) => {
+            return if early.status.is_ok() {
+                println!("{}", early.output);
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("{}", early.output.trim_end());
+                ExitCode::from(2)
+            };
+        }
+    };
+    match cli.cmd {
+        Cmd::Version(_) => {
+            println!("wifiposd {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Cmd::CheckConfig(c) => match daemon::load_config(Some(&c.config)) {
+            Ok(cfg) => {
+                println!(
+                    "{}: OK (portal {}, {} trusted key(s))",
+                    c.config.display(),
+                    cfg.portal_url(),
+                    cfg.trusted_keys.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("wifiposd: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::CaptiveUrl(c) => match daemon::load_config(Some(&c.config)) {
+            Ok(cfg) => {
+                println!("{}", cfg.captive_api_url());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("wifiposd: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Serve(s) => {
+            let explicit = args.iter().any(|a| a == "--config");
+            let path = (!s.dev || explicit).then_some(s.config);
+            let result = daemon::load_config(path.as_deref()).and_then(|cfg| {
+                daemon::serve(
+                    cfg,
+                    ServeOptions {
+                        config_path: path,
+                        dev: s.dev,
+                        port: s.port,
+                    },
+                )
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("wifiposd: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

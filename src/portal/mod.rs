@@ -57,7 +57,7 @@ impl Default for Limits {
 }
 
 struct Shared<G, N> {
-    portal: RefCell<Portal<G>>,
+    portal: Rc<RefCell<Portal<G>>>,
     neigh: RefCell<N>,
     limits: Limits,
     open: RefCell<(usize, HashMap<IpAddr, usize>)>,
@@ -83,33 +83,26 @@ impl<G, N> Drop for Slot<G, N> {
 }
 
 /// Serves the portal on `listener` until `shutdown` completes. Runs its connections on a
-/// `LocalSet`, so the portal, store and firewall need not be `Send`.
+/// `LocalSet`, so the portal, store and firewall need not be `Send`. The caller keeps a handle
+/// on `portal` to change its settings on reload.
 pub async fn serve<G, N>(
     listener: TcpListener,
-    portal: Portal<G>,
+    portal: Rc<RefCell<Portal<G>>>,
     neigh: N,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
-) -> Portal<G>
-where
+) where
     G: Gate + 'static,
     N: Neighbours + 'static,
 {
     let shared = Rc::new(Shared {
-        portal: RefCell::new(portal),
+        portal,
         neigh: RefCell::new(neigh),
         limits,
         open: RefCell::new((0, HashMap::new())),
     });
     let local = tokio::task::LocalSet::new();
-    local
-        .run_until(accept_loop(listener, shared.clone(), shutdown))
-        .await;
-    drop(local);
-    match Rc::try_unwrap(shared) {
-        Ok(s) => s.portal.into_inner(),
-        Err(_) => unreachable!("all connection tasks ended with the LocalSet"),
-    }
+    local.run_until(accept_loop(listener, shared, shutdown)).await;
 }
 
 async fn accept_loop<G, N>(

@@ -35,6 +35,15 @@ pub trait Gate {
     fn access(&mut self, mac: Mac, now: i64) -> Option<Access>;
 }
 
+impl<G: Gate> Gate for std::rc::Rc<std::cell::RefCell<G>> {
+    fn redeem(&mut self, input: &str, mac: Mac, now: i64) -> Result<Access, RedeemError> {
+        self.borrow_mut().redeem(input, mac, now)
+    }
+    fn access(&mut self, mac: Mac, now: i64) -> Option<Access> {
+        self.borrow_mut().access(mac, now)
+    }
+}
+
 /// The parts of an HTTP request the portal looks at.
 #[derive(Debug, Clone, Default)]
 pub struct Req {

@@ -1,0 +1,382 @@
+//! `wifiposd serve`: wires config → store → firewall → portal and keeps them true to each other.
+//!
+//! Owns: the [`Sessions`] gate (verify a voucher, decide and record it in the store, open the
+//! firewall), start-up restore of every active session, the periodic check that rebuilds a
+//! flushed table and re-programs remaining times after a wall-clock jump, SIGHUP reload and
+//! SIGTERM exit. The kernel keeps enforcing when the daemon is gone.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::config::{self, Config};
+use crate::firewall::netlink::NetlinkFirewall;
+use crate::firewall::{Firewall, FirewallError, Health, MemoryFirewall, Ruleset};
+use crate::keys::Keyring;
+use crate::mac::Mac;
+use crate::neigh;
+use crate::policy::{Clock, FirewallAction};
+use crate::portal::pages::Lang;
+use crate::portal::{self, Access, Gate, Limits, Portal, PortalConfig, RedeemError};
+use crate::store::{Store, StoreError};
+use crate::voucher;
+
+/// Before this moment (2026-01-01) the router's clock is surely stale (not yet set by NTP):
+/// redemption deadlines are not enforced while the clock reads earlier.
+pub const CLOCK_SANE_AFTER: i64 = 1_767_225_600;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+pub fn wall_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Sessions as the portal sees them: store and firewall behind the [`Gate`].
+pub struct Sessions {
+    pub store: Store,
+    pub firewall: Box<dyn Firewall>,
+    pub keyring: Keyring,
+}
+
+impl Sessions {
+    fn clock(now: i64) -> Clock {
+        Clock {
+            now,
+            trusted: now >= CLOCK_SANE_AFTER,
+        }
+    }
+
+    /// Puts the whole table back with every active session's remaining time.
+    pub fn restore(&mut self, rules: &Ruleset, now: i64) -> Result<usize, DaemonError> {
+        let active = self.store.active_sessions(now)?;
+        let allowed: Vec<(Mac, Duration)> = active
+            .iter()
+            .map(|(m, until)| (*m, Duration::from_secs((until - now).max(1) as u64)))
+            .collect();
+        self.firewall.install(rules, &allowed)?;
+        Ok(allowed.len())
+    }
+
+    /// After a wall-clock jump: give every device exactly its remaining time, and take out the
+    /// ones whose time is now over.
+    pub fn reprogram(&mut self, now: i64) -> Result<(usize, usize), DaemonError> {
+        let active = self.store.active_sessions(now)?;
+        let keep: std::collections::HashSet<Mac> = active.iter().map(|(m, _)| *m).collect();
+        let gone: Vec<Mac> = self
+            .firewall
+            .list_allowed()?
+            .into_iter()
+            .map(|(m, _)| m)
+            .filter(|m| !keep.contains(m))
+            .collect();
+        self.firewall.remove(&gone)?;
+        let allowed: Vec<(Mac, Duration)> = active
+            .iter()
+            .map(|(m, until)| (*m, Duration::from_secs((until - now).max(1) as u64)))
+            .collect();
+        self.firewall.allow(&allowed)?;
+        Ok((allowed.len(), gone.len()))
+    }
+
+    /// Applies what the store decided (revocations, kicks).
+    pub fn apply(&mut self, actions: &[FirewallAction], now: i64) -> Result<(), DaemonError> {
+        let mut allow = Vec::new();
+        let mut remove = Vec::new();
+        for a in actions {
+            match a {
+                FirewallAction::Allow { mac, until } => {
+                    allow.push((*mac, Duration::from_secs((until - now).max(0) as u64)))
+                }
+                FirewallAction::Remove { mac } => remove.push(*mac),
+            }
+        }
+        self.firewall.remove(&remove)?;
+        self.firewall.allow(&allow)?;
+        Ok(())
+    }
+}
+
+impl Gate for Sessions {
+    fn redeem(&mut self, input: &str, mac: Mac, now: i64) -> Result<Access, RedeemError> {
+        let v = match voucher::verify(input, &self.keyring) {
+            Ok(v) => v,
+            Err(why) => {
+                if let Err(e) = self.store.record_refusal(Some(mac), &why, now) {
+                    eprintln!("wifiposd: cannot record a refusal: {e}");
+                }
+                return Err(RedeemError::Refused(why));
+            }
+        };
+        let r = match self.store.redeem(&v, mac, Sessions::clock(now)) {
+            Err(e) => return Err(RedeemError::Internal(e.to_string())),
+            Ok(Err(why)) => return Err(RedeemError::Refused(why)),
+            Ok(Ok(r)) => r,
+        };
+        let left = Duration::from_secs((r.device_until - now).max(1) as u64);
+        self.firewall
+            .allow(&[(mac, left)])
+            .map_err(|e| RedeemError::Internal(e.to_string()))?;
+        Ok(Access {
+            seconds_left: (r.grant.ends_at - now).max(0) as u64,
+            devices: r.grant.devices,
+            max_devices: r.max_devices,
+        })
+    }
+
+    fn access(&mut self, mac: Mac, now: i64) -> Option<Access> {
+        match self.store.access(mac, now) {
+            Ok(a) => a.map(|a| Access {
+                seconds_left: (a.until - now).max(0) as u64,
+                devices: a.devices,
+                max_devices: a.max_devices,
+            }),
+            Err(e) => {
+                eprintln!("wifiposd: cannot read sessions: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// How `serve` runs.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Where the config was read from, to re-read on SIGHUP (`None` for the embedded default).
+    pub config_path: Option<PathBuf>,
+    /// Unprivileged laptop mode: 127.0.0.1, in-memory firewall, temporary database, every
+    /// client is one device.
+    pub dev: bool,
+    /// Overrides the configured port.
+    pub port: Option<u16>,
+}
+
+pub fn ruleset(cfg: &Config) -> Ruleset {
+    Ruleset {
+        guest_iface: cfg.guest_iface.clone(),
+        portal_port: cfg.portal_port,
+        trusted: cfg.trusted_macs.clone(),
+        blocked: cfg.blocked_macs.clone(),
+        garden: cfg.garden.clone(),
+    }
+}
+
+fn portal_config(cfg: &Config) -> PortalConfig {
+    PortalConfig {
+        venue: cfg.venue.clone(),
+        portal_url: cfg.portal_url(),
+        default_lang: Lang::from_code(&cfg.language).unwrap_or(Lang::En),
+        attempts_per_minute: cfg.attempts_per_minute,
+    }
+}
+
+/// Reads and validates a config file, printing its warnings.
+pub fn load_config(path: Option<&std::path::Path>) -> Result<Config, DaemonError> {
+    let (name, text) = match path {
+        Some(p) => (
+            p.display().to_string(),
+            std::fs::read_to_string(p)
+                .map_err(|e| DaemonError::Config(format!("cannot read {}: {e}", p.display())))?,
+        ),
+        None => ("(embedded default)".to_owned(), config::DEFAULT_UCI.to_owned()),
+    };
+    let (cfg, warnings) = config::parse(&name, &text).map_err(|e| DaemonError::Config(e.to_string()))?;
+    for w in warnings {
+        eprintln!("wifiposd: warning: {w}");
+    }
+    Ok(cfg)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    let mut _dev_dir = None;
+    if opts.dev {
+        cfg.portal_address = std::net::IpAddr::from([127, 0, 0, 1]);
+        let dir = std::env::temp_dir().join(format!("wifiposd-dev-{}", std::process::id()));
+        cfg.database = dir.join("wifipos.db");
+        _dev_dir = Some(TempDir(dir));
+    }
+    if let Some(p) = opts.port {
+        cfg.portal_port = p;
+    }
+    let keyring = Keyring::from_b64(&cfg.trusted_keys)
+        .map_err(|e| DaemonError::Config(e.to_string()))?;
+    if keyring.is_empty() {
+        eprintln!("wifiposd: warning: no trusted_key configured: every voucher will be refused");
+    }
+    let store = Store::open(&cfg.database)?;
+    let firewall: Box<dyn Firewall> = if opts.dev {
+        Box::new(MemoryFirewall::new())
+    } else {
+        Box::new(NetlinkFirewall::new())
+    };
+    let started = Instant::now();
+    let mut sessions = Sessions {
+        store,
+        firewall,
+        keyring,
+    };
+    let restored = sessions.restore(&ruleset(&cfg), wall_now())?;
+    eprintln!(
+        "wifiposd: {} sessions restored in {} ms; portal {} on {}",
+        restored,
+        started.elapsed().as_millis(),
+        cfg.portal_url(),
+        cfg.guest_iface
+    );
+    let sessions = Rc::new(RefCell::new(sessions));
+    let portal = Rc::new(RefCell::new(Portal::new(
+        portal_config(&cfg),
+        sessions.clone(),
+    )));
+    let limits = Limits {
+        max_connections: cfg.max_connections,
+        ..Limits::default()
+    };
+    let bind = if opts.dev {
+        format!("127.0.0.1:{}", cfg.portal_port)
+    } else {
+        format!("[::]:{}", cfg.portal_port)
+    };
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&bind)
+            .await
+            .map_err(|source| DaemonError::Listen {
+                addr: bind.clone(),
+                source,
+            })?;
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async move {
+                let keeper = tokio::task::spawn_local(keep_in_sync(
+                    sessions.clone(),
+                    portal.clone(),
+                    cfg,
+                    opts.config_path.clone(),
+                ));
+                let shutdown = async {
+                    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+                    match term {
+                        Ok(mut term) => {
+                            tokio::select! {
+                                _ = term.recv() => {},
+                                _ = tokio::signal::ctrl_c() => {},
+                            }
+                        }
+                        Err(_) => {
+                            let _ = tokio::signal::ctrl_c().await;
+                        }
+                    }
+                    eprintln!("wifiposd: stopping; paid devices keep their access in the kernel");
+                };
+                if opts.dev {
+                    portal::serve(listener, portal, neigh::Fixed(Mac([2, 0, 0, 0, 0, 1])), limits, shutdown).await;
+                } else {
+                    portal::serve(listener, portal, neigh::Kernel, limits, shutdown).await;
+                }
+                keeper.abort();
+            })
+            .await;
+        Ok(())
+    })
+}
+
+/// Every 2 s: rebuild the table if someone removed it; after a wall-clock jump, re-program
+/// remaining times. On SIGHUP: re-read the config and apply it without dropping anyone.
+async fn keep_in_sync(
+    sessions: Rc<RefCell<Sessions>>,
+    portal: Rc<RefCell<Portal<Rc<RefCell<Sessions>>>>>,
+    mut cfg: Config,
+    config_path: Option<PathBuf>,
+) {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let (mut mono, mut wall) = (Instant::now(), wall_now());
+    loop {
+        let reload = async {
+            match hup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let reloading = tokio::select! {
+            _ = tick.tick() => false,
+            _ = reload => true,
+        };
+        let now = wall_now();
+        let mut s = sessions.borrow_mut();
+        if reloading {
+            match load_config(config_path.as_deref()) {
+                Ok(mut new) => {
+                    // Where the daemon listens and what it stores cannot change under it.
+                    new.portal_port = cfg.portal_port;
+                    new.database = cfg.database.clone();
+                    match Keyring::from_b64(&new.trusted_keys) {
+                        Ok(k) => s.keyring = k,
+                        Err(e) => eprintln!("wifiposd: reload: {e}"),
+                    }
+                    portal.borrow_mut().cfg = portal_config(&new);
+                    cfg = new;
+                    match s.restore(&ruleset(&cfg), now) {
+                        Ok(n) => eprintln!("wifiposd: reloaded; {n} sessions kept"),
+                        Err(e) => eprintln!("wifiposd: reload: {e}"),
+                    }
+                }
+                Err(e) => eprintln!("wifiposd: reload refused, keeping the running config: {e}"),
+            }
+            continue;
+        }
+        // A jump: wall time moved differently from monotonic time by more than 10 s.
+        let expected = wall + mono.elapsed().as_secs() as i64;
+        if (now - expected).abs() > 10 {
+            match s.reprogram(now) {
+                Ok((kept, gone)) => eprintln!(
+                    "wifiposd: the clock jumped by {} s; {kept} sessions re-programmed, {gone} ended",
+                    now - expected
+                ),
+                Err(e) => eprintln!("wifiposd: after a clock jump: {e}"),
+            }
+        }
+        (mono, wall) = (Instant::now(), now);
+        match s.firewall.health() {
+            Ok(Health::Intact) => {}
+            Ok(Health::Missing) => match s.restore(&ruleset(&cfg), now) {
+                Ok(n) => eprintln!("wifiposd: the firewall table was removed from outside; rebuilt with {n} sessions"),
+                Err(e) => eprintln!("wifiposd: cannot rebuild the firewall table: {e}"),
+            },
+            Err(e) => eprintln!("wifiposd: firewall check failed: {e}"),
+        }
+    }
+}
+
+/// Removes the dev mode's temporary folder on exit.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
