@@ -195,9 +195,13 @@ pub fn load_config(path: Option<&std::path::Path>) -> Result<Config, DaemonError
             std::fs::read_to_string(p)
                 .map_err(|e| DaemonError::Config(format!("cannot read {}: {e}", p.display())))?,
         ),
-        None => ("(embedded default)".to_owned(), config::DEFAULT_UCI.to_owned()),
+        None => (
+            "(embedded default)".to_owned(),
+            config::DEFAULT_UCI.to_owned(),
+        ),
     };
-    let (cfg, warnings) = config::parse(&name, &text).map_err(|e| DaemonError::Config(e.to_string()))?;
+    let (cfg, warnings) =
+        config::parse(&name, &text).map_err(|e| DaemonError::Config(e.to_string()))?;
     for w in warnings {
         eprintln!("wifiposd: warning: {w}");
     }
@@ -220,8 +224,8 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
     if let Some(p) = opts.port {
         cfg.portal_port = p;
     }
-    let keyring = Keyring::from_b64(&cfg.trusted_keys)
-        .map_err(|e| DaemonError::Config(e.to_string()))?;
+    let keyring =
+        Keyring::from_b64(&cfg.trusted_keys).map_err(|e| DaemonError::Config(e.to_string()))?;
     if keyring.is_empty() {
         eprintln!("wifiposd: warning: no trusted_key configured: every voucher will be refused");
     }
@@ -276,7 +280,8 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
                     opts.config_path.clone(),
                 ));
                 let shutdown = async {
-                    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+                    let term =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
                     match term {
                         Ok(mut term) => {
                             tokio::select! {
@@ -291,7 +296,14 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
                     eprintln!("wifiposd: stopping; paid devices keep their access in the kernel");
                 };
                 if opts.dev {
-                    portal::serve(listener, portal, neigh::Fixed(Mac([2, 0, 0, 0, 0, 1])), limits, shutdown).await;
+                    portal::serve(
+                        listener,
+                        portal,
+                        neigh::Fixed(Mac([2, 0, 0, 0, 0, 1])),
+                        limits,
+                        shutdown,
+                    )
+                    .await;
                 } else {
                     portal::serve(listener, portal, neigh::Kernel, limits, shutdown).await;
                 }

@@ -73,7 +73,10 @@ fn start(limits: Limits) -> Server {
                 default_lang: Lang::En,
                 attempts_per_minute: 5,
             };
-            let portal = std::rc::Rc::new(std::cell::RefCell::new(Portal::new(cfg, Scripted::default())));
+            let portal = std::rc::Rc::new(std::cell::RefCell::new(Portal::new(
+                cfg,
+                Scripted::default(),
+            )));
             let neigh = Fixed(Mac([2, 0, 0, 0, 0, 1]));
             portal::serve(listener, portal, neigh, limits, async {
                 let _ = rx.await;

@@ -102,7 +102,9 @@ pub async fn serve<G, N>(
         open: RefCell::new((0, HashMap::new())),
     });
     let local = tokio::task::LocalSet::new();
-    local.run_until(accept_loop(listener, shared, shutdown)).await;
+    local
+        .run_until(accept_loop(listener, shared, shutdown))
+        .await;
 }
 
 async fn accept_loop<G, N>(

@@ -74,6 +74,7 @@ struct Texts {
     devices: &'static str,
     not_online: &'static str,
     try_again: &'static str,
+    another: &'static str,
     ask_staff: &'static str,
     no_mac_title: &'static str,
     no_mac: &'static str,
@@ -102,6 +103,7 @@ const EN: Texts = Texts {
     devices: "Devices on this voucher",
     not_online: "Not connected",
     try_again: "Try another voucher",
+    another: "Add another voucher",
     ask_staff: "Please ask the staff for help.",
     no_mac_title: "We cannot see your device",
     no_mac: "Your device could not be identified on the Wi-Fi. Turn Wi-Fi off and on again, reconnect to the network, then open this page again.",
@@ -130,6 +132,7 @@ const DE: Texts = Texts {
     devices: "Geräte mit diesem Gutschein",
     not_online: "Nicht verbunden",
     try_again: "Anderen Gutschein versuchen",
+    another: "Weiteren Gutschein hinzufügen",
     ask_staff: "Bitte fragen Sie das Personal.",
     no_mac_title: "Ihr Gerät ist nicht erkennbar",
     no_mac: "Ihr Gerät wurde im WLAN nicht erkannt. Schalten Sie WLAN aus und wieder ein, verbinden Sie sich neu und öffnen Sie diese Seite erneut.",
@@ -158,6 +161,7 @@ const ES: Texts = Texts {
     devices: "Dispositivos con este bono",
     not_online: "No conectado",
     try_again: "Probar otro bono",
+    another: "Añadir otro bono",
     ask_staff: "Pida ayuda al personal.",
     no_mac_title: "No vemos su dispositivo",
     no_mac: "No se pudo identificar su dispositivo en el Wi-Fi. Apague y encienda el Wi-Fi, vuelva a conectarse y abra esta página otra vez.",
@@ -227,6 +231,17 @@ fn layout(lang: Lang, title: &str, body: &str, script: bool) -> String {
     )
 }
 
+/// The form to type or paste a code.
+fn code_form(t: &Texts, label: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"/redeem\"><label for=\"code\">{}</label>\
+<input type=\"text\" id=\"code\" name=\"code\" autocomplete=\"off\" autocapitalize=\"off\" spellcheck=\"false\" required>\
+<button type=\"submit\">{}</button></form>",
+        esc(label),
+        esc(t.submit)
+    )
+}
+
 /// The portal: how to get online, a field for the code, and the photo button.
 pub fn portal(lang: Lang, venue: &str, notice: Option<&str>) -> String {
     let t = lang.t();
@@ -234,18 +249,14 @@ pub fn portal(lang: Lang, venue: &str, notice: Option<&str>) -> String {
         .map(|n| format!("<div class=\"card err\" role=\"alert\">{}</div>", esc(n)))
         .unwrap_or_default();
     let body = format!(
-        "<h1>{} {}</h1>{notice}<div class=\"card\"><p>{}</p>\
-<form method=\"post\" action=\"/redeem\"><label for=\"code\">{}</label>\
-<input type=\"text\" id=\"code\" name=\"code\" autocomplete=\"off\" autocapitalize=\"off\" spellcheck=\"false\" required>\
-<button type=\"submit\">{}</button></form></div>\
+        "<h1>{} {}</h1>{notice}<div class=\"card\"><p>{}</p>{}</div>\
 <div class=\"card js-only\" id=\"photo-box\" data-busy=\"{}\"><label for=\"photo\">{}</label>\
 <p class=\"muted\">{}</p><input type=\"file\" id=\"photo\" accept=\"image/*\" capture=\"environment\">\
 <p id=\"photo-msg\" class=\"muted\"></p></div>",
         esc(t.welcome),
         esc(venue),
         esc(t.how),
-        esc(t.code_label),
-        esc(t.submit),
+        code_form(t, t.code_label),
         esc(t.photo_busy),
         esc(t.photo),
         esc(t.photo_hint),
@@ -258,11 +269,13 @@ pub fn success(lang: Lang, venue: &str, seconds_left: u64, devices: u8, max: u8)
     let t = lang.t();
     let body = format!(
         "<h1>{}</h1><div class=\"card ok\" id=\"online\"><p>{}</p><p class=\"big\" id=\"left\">{}</p>\
-<p>{}: <strong id=\"devices\">{devices} / {max}</strong></p></div><p class=\"muted\">{}</p>",
+<p>{}: <strong id=\"devices\">{devices} / {max}</strong></p></div>\
+<div class=\"card\">{}</div><p class=\"muted\">{}</p>",
         esc(t.online),
         esc(t.time_left),
         esc(&duration::format(seconds_left)),
         esc(t.devices),
+        code_form(t, t.another),
         esc(venue),
     );
     layout(lang, t.online, &body, false)
