@@ -356,6 +356,84 @@ impl Store {
         }))
     }
 
+    /// Takes one device off a voucher (frees its slot). It keeps the time of its other live
+    /// vouchers, or is removed from the firewall. `Ok(None)` if the device was not on it.
+    pub fn kick(
+        &mut self,
+        key_id: KeyId,
+        serial: u64,
+        mac: Mac,
+        now: i64,
+    ) -> Result<Option<FirewallAction>, StoreError> {
+        let (key, s, m) = (key_id.to_string(), serial_sql(serial), mac.to_string());
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "DELETE FROM devices WHERE key_id = ?1 AND serial = ?2 AND mac = ?3",
+            params![key, s, m],
+        )?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let ends = ends_of(&tx, &m, now)?;
+        event(
+            &tx,
+            now,
+            "kicked",
+            Some(&m),
+            None,
+            &format!("{key}:{serial}"),
+        )?;
+        tx.commit()?;
+        Ok(policy::after_loss(&[mac], now, |_| ends.clone()).pop())
+    }
+
+    /// Adds `secs` to a used voucher's end; its devices get the new time. `Ok(None)` if the
+    /// voucher was never used or is revoked.
+    pub fn extend(
+        &mut self,
+        key_id: KeyId,
+        serial: u64,
+        secs: i64,
+        now: i64,
+    ) -> Result<Option<Vec<FirewallAction>>, StoreError> {
+        let (key, s) = (key_id.to_string(), serial_sql(serial));
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE vouchers SET ends_at = MAX(ends_at, ?3) + ?4
+             WHERE key_id = ?1 AND serial = ?2 AND ends_at IS NOT NULL AND revoked_at IS NULL",
+            params![key, s, now, secs],
+        )?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let macs: Vec<Mac> = {
+            let mut stmt =
+                tx.prepare_cached("SELECT mac FROM devices WHERE key_id = ?1 AND serial = ?2")?;
+            let rows = stmt.query_map(params![key, s], |r| r.get::<_, String>(0))?;
+            rows.filter_map(|r| r.ok().and_then(|m| m.parse().ok()))
+                .collect()
+        };
+        let mut actions = Vec::new();
+        for mac in macs {
+            let ends = ends_of(&tx, &mac.to_string(), now)?;
+            actions.extend(policy::after_loss(&[mac], now, |_| ends.clone()));
+        }
+        event(
+            &tx,
+            now,
+            "extended",
+            None,
+            None,
+            &format!("{key}:{serial} +{secs} s"),
+        )?;
+        tx.commit()?;
+        Ok(Some(actions))
+    }
+
     /// Recent events, oldest first.
     pub fn events(&self, since: i64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let mut stmt = self.conn.prepare_cached(

@@ -119,6 +119,41 @@ fn a_device_holding_several_vouchers_keeps_the_latest_end_and_survives_a_revocat
 }
 
 #[test]
+fn kicking_a_device_frees_its_slot_and_extending_moves_every_devices_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("w.db")).unwrap();
+    let v = voucher(3, 600, 1);
+    s.redeem(&v, mac(1), at(0)).unwrap().unwrap();
+    assert!(s.redeem(&v, mac(2), at(1)).unwrap().is_err(), "full");
+    assert_eq!(
+        s.kick(v.key_id, v.serial, mac(1), 2).unwrap(),
+        Some(FirewallAction::Remove { mac: mac(1) })
+    );
+    assert_eq!(
+        s.kick(v.key_id, v.serial, mac(1), 2).unwrap(),
+        None,
+        "already off"
+    );
+    let r = s.redeem(&v, mac(2), at(3)).unwrap().unwrap();
+    assert_eq!(r.grant.ends_at, 600, "the voucher's clock kept running");
+    assert_eq!(
+        s.extend(v.key_id, v.serial, 3600, 10).unwrap(),
+        Some(vec![FirewallAction::Allow {
+            mac: mac(2),
+            until: 4200
+        }])
+    );
+    assert_eq!(s.active_sessions(4199).unwrap(), vec![(mac(2), 4200)]);
+    assert_eq!(s.extend(v.key_id, 999, 60, 10).unwrap(), None, "never used");
+    s.revoke(v.key_id, v.serial, 20).unwrap();
+    assert_eq!(
+        s.extend(v.key_id, v.serial, 60, 30).unwrap(),
+        None,
+        "revoked"
+    );
+}
+
+#[test]
 fn a_voucher_revoked_before_use_is_refused_when_it_comes() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Store::open(&dir.path().join("w.db")).unwrap();
