@@ -195,13 +195,7 @@ impl Store {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        let devices = {
-            let mut stmt =
-                tx.prepare_cached("SELECT mac FROM devices WHERE key_id = ?1 AND serial = ?2")?;
-            let rows = stmt.query_map(params![key, serial], |r| r.get::<_, String>(0))?;
-            rows.filter_map(|r| r.ok().and_then(|s| s.parse().ok()))
-                .collect()
-        };
+        let devices = devices_of(&tx, &key, serial)?;
         let state = VoucherState {
             ends_at: row.and_then(|r| r.0),
             revoked: row.is_some_and(|r| r.1.is_some()),
@@ -328,13 +322,7 @@ impl Store {
              ON CONFLICT (key_id, serial) DO UPDATE SET revoked_at = COALESCE(revoked_at, ?3)",
             params![key, s, now],
         )?;
-        let macs: Vec<Mac> = {
-            let mut stmt =
-                tx.prepare_cached("SELECT mac FROM devices WHERE key_id = ?1 AND serial = ?2")?;
-            let rows = stmt.query_map(params![key, s], |r| r.get::<_, String>(0))?;
-            rows.filter_map(|r| r.ok().and_then(|m| m.parse().ok()))
-                .collect()
-        };
+        let macs = devices_of(&tx, &key, s)?;
         let mut ends = Vec::new();
         for m in &macs {
             ends.push((*m, ends_of(&tx, &m.to_string(), now)?));
@@ -410,13 +398,7 @@ impl Store {
         if n == 0 {
             return Ok(None);
         }
-        let macs: Vec<Mac> = {
-            let mut stmt =
-                tx.prepare_cached("SELECT mac FROM devices WHERE key_id = ?1 AND serial = ?2")?;
-            let rows = stmt.query_map(params![key, s], |r| r.get::<_, String>(0))?;
-            rows.filter_map(|r| r.ok().and_then(|m| m.parse().ok()))
-                .collect()
-        };
+        let macs = devices_of(&tx, &key, s)?;
         let mut actions = Vec::new();
         for mac in macs {
             let ends = ends_of(&tx, &mac.to_string(), now)?;
@@ -493,6 +475,16 @@ impl Store {
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
         Ok(r == "ok")
     }
+}
+
+/// The devices on a voucher.
+fn devices_of(conn: &Connection, key: &str, serial: i64) -> Result<Vec<Mac>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT mac FROM devices WHERE key_id = ?1 AND serial = ?2")?;
+    let rows = stmt.query_map(params![key, serial], |r| r.get::<_, String>(0))?;
+    Ok(rows
+        .filter_map(|r| r.ok().and_then(|m| m.parse().ok()))
+        .collect())
 }
 
 /// The ends of a device's live vouchers.
