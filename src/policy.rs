@@ -6,6 +6,14 @@
 //! `first_redeemed_at + duration_s`; up to `max_devices` distinct MACs; a MAC already on the
 //! voucher redeeming again is idempotent; a revoked voucher, a passed deadline (only while the
 //! clock is trusted), an expired voucher and a full voucher are each refused with their reason.
+//! Admin actions (revoke, kick, extend, trust/block a MAC) are decided here too and answered
+//! with the [`FirewallAction`]s the daemon must apply; a device that loses one voucher keeps the
+//! latest end among its other live vouchers.
+//!
+//! Boundaries, chosen once: exactly at `ends_at` the time is up; redeeming exactly at
+//! `redeem_by` is too late (the voucher must be first used *before* it).
+//!
+//! Does not touch: SQL, the firewall, the wall clock.
 
 use crate::mac::Mac;
 use crate::voucher::{Rejection, Voucher};
@@ -106,6 +114,81 @@ pub fn after_loss(
             None => FirewallAction::Remove { mac },
         })
         .collect()
+}
+
+/// An admin's standing rule for one MAC, beside (not part of) any voucher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MacRule {
+    /// Staff device: let through without a voucher (nft set `trusted`).
+    Trusted,
+    /// Never let through, even with a voucher (nft set `blocked`).
+    Blocked,
+}
+
+impl MacRule {
+    /// The stable name stored in the database and the event log.
+    pub fn code(self) -> &'static str {
+        match self {
+            MacRule::Trusted => "trusted",
+            MacRule::Blocked => "blocked",
+        }
+    }
+
+    pub fn from_code(s: &str) -> Option<MacRule> {
+        match s {
+            "trusted" => Some(MacRule::Trusted),
+            "blocked" => Some(MacRule::Blocked),
+            _ => None,
+        }
+    }
+}
+
+/// What the daemon must change after a MAC's rule changed from `from` to `to`: the nft sets
+/// `trusted`/`blocked` follow `from`/`to`; `session` is what happens to the device's element in
+/// `allowed` (a blocked device leaves it; an unblocked one gets its vouchers' time back).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleChange {
+    pub mac: Mac,
+    pub from: Option<MacRule>,
+    pub to: Option<MacRule>,
+    pub session: Option<FirewallAction>,
+}
+
+/// Decides a rule change for `mac`, whose live vouchers end at `ends`.
+pub fn rule_change(
+    mac: Mac,
+    from: Option<MacRule>,
+    to: Option<MacRule>,
+    ends: impl IntoIterator<Item = i64>,
+    now: i64,
+) -> RuleChange {
+    let session = match (from, to) {
+        (_, Some(MacRule::Blocked)) => Some(FirewallAction::Remove { mac }),
+        (Some(MacRule::Blocked), _) => {
+            device_until(ends, now).map(|until| FirewallAction::Allow { mac, until })
+        }
+        _ => None,
+    };
+    RuleChange {
+        mac,
+        from,
+        to,
+        session,
+    }
+}
+
+/// A voucher's end after an admin adds `secs`: counted from now if its time was already up,
+/// so an extension always gives the customer `secs` of access. `None` when `secs` is not
+/// positive (shortening is a revocation plus a new voucher, not an extension).
+pub fn extended_end(ends_at: i64, secs: i64, now: i64) -> Option<i64> {
+    (secs > 0).then(|| ends_at.max(now).saturating_add(secs))
+}
+
+/// Whether a voucher's expiry should be logged now (once, by the store): it was used, not
+/// revoked, and its time is up.
+pub fn has_expired(ends_at: Option<i64>, revoked: bool, now: i64) -> bool {
+    !revoked && ends_at.is_some_and(|e| now >= e)
 }
 
 #[cfg(test)]
@@ -252,6 +335,89 @@ mod tests {
                 },
                 FirewallAction::Remove { mac: mac(2) }
             ]
+        );
+    }
+
+    #[test]
+    fn blocking_a_device_takes_it_out_and_unblocking_gives_its_time_back() {
+        let b = rule_change(mac(1), None, Some(MacRule::Blocked), [500], 100);
+        assert_eq!(b.session, Some(FirewallAction::Remove { mac: mac(1) }));
+        let u = rule_change(mac(1), Some(MacRule::Blocked), None, [500, 300], 100);
+        assert_eq!(
+            u.session,
+            Some(FirewallAction::Allow {
+                mac: mac(1),
+                until: 500
+            })
+        );
+        let gone = rule_change(mac(1), Some(MacRule::Blocked), None, [100], 100);
+        assert_eq!(gone.session, None, "its time ran out while blocked");
+        let t = rule_change(mac(1), None, Some(MacRule::Trusted), [500], 100);
+        assert_eq!(t.session, None, "trust is the trusted set's business");
+        assert_eq!(
+            MacRule::from_code(MacRule::Blocked.code()),
+            Some(MacRule::Blocked)
+        );
+        assert_eq!(MacRule::from_code("x"), None);
+    }
+
+    #[test]
+    fn extending_counts_from_now_once_the_time_is_up_and_never_shortens() {
+        assert_eq!(extended_end(1000, 60, 500), Some(1060));
+        assert_eq!(extended_end(1000, 60, 2000), Some(2060));
+        assert_eq!(extended_end(1000, 0, 500), None);
+        assert_eq!(extended_end(1000, -60, 500), None);
+        assert_eq!(extended_end(i64::MAX - 1, 60, 0), Some(i64::MAX));
+    }
+
+    #[test]
+    fn a_voucher_expires_exactly_at_its_end_and_never_when_unused_or_revoked() {
+        assert!(!has_expired(Some(100), false, 99));
+        assert!(has_expired(Some(100), false, 100));
+        assert!(!has_expired(None, false, 100));
+        assert!(!has_expired(Some(100), true, 200));
+    }
+
+    #[test]
+    fn the_deadline_is_not_enforced_before_the_clock_is_trusted_even_long_after() {
+        let v = voucher(1, 5_000);
+        let stale = Clock {
+            now: 9_999_999,
+            trusted: false,
+        };
+        let g = redeem(&v, &VoucherState::default(), mac(1), stale).unwrap();
+        assert_eq!(g.ends_at, 9_999_999 + 3600);
+    }
+
+    #[test]
+    fn a_redemption_one_second_before_the_deadline_is_in_time() {
+        let v = voucher(1, T.now as u32 + 1);
+        assert!(redeem(&v, &VoucherState::default(), mac(1), T).is_ok());
+    }
+
+    #[test]
+    fn a_used_voucher_past_its_deadline_still_serves_its_devices() {
+        // The deadline is for the first redemption only.
+        let v = voucher(2, 100);
+        let st = VoucherState {
+            ends_at: Some(T.now + 60),
+            devices: vec![mac(1)],
+            ..Default::default()
+        };
+        assert_eq!(redeem(&v, &st, mac(2), T).unwrap().ends_at, T.now + 60);
+        assert_eq!(redeem(&v, &st, mac(1), T).unwrap().ends_at, T.now + 60);
+    }
+
+    #[test]
+    fn revocation_wins_over_every_other_reason() {
+        let st = VoucherState {
+            ends_at: Some(1),
+            revoked: true,
+            devices: vec![mac(1)],
+        };
+        assert_eq!(
+            redeem(&voucher(1, 1), &st, mac(9), T),
+            Err(Rejection::Revoked)
         );
     }
 }
