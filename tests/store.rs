@@ -166,19 +166,40 @@ fn a_voucher_revoked_before_use_is_refused_when_it_comes() {
 }
 
 #[test]
-fn pruning_drops_old_rows_and_keeps_live_ones() {
+fn pruning_drops_old_rows_keeps_live_ones_and_never_lets_an_old_voucher_be_used_again() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Store::open(&dir.path().join("w.db")).unwrap();
-    s.redeem(&voucher(1, 60, 1), mac(1), at(0))
-        .unwrap()
-        .unwrap();
+    let day = 86_400;
+    let no_deadline = voucher(1, 60, 1);
+    let mut with_deadline = voucher(3, 60, 1);
+    with_deadline.redeem_by = 2 * day as u32;
+    s.redeem(&no_deadline, mac(1), at(0)).unwrap().unwrap();
+    s.redeem(&with_deadline, mac(3), at(0)).unwrap().unwrap();
     s.redeem(&voucher(2, 31_536_000, 1), mac(2), at(0))
         .unwrap()
         .unwrap();
-    let day = 86_400;
-    assert!(s.prune(40 * day, 30).unwrap() >= 3);
-    assert_eq!(s.active_sessions(40 * day).unwrap().len(), 1);
-    assert_eq!(s.totals().unwrap().vouchers_redeemed, 1);
+    // 3 redemption events + 2 expiry events + 2 devices + the voucher with a passed deadline.
+    assert_eq!(s.prune(40 * day, 30).unwrap(), 8);
+    assert_eq!(
+        s.active_sessions(40 * day).unwrap(),
+        vec![(mac(2), 31_536_000)]
+    );
+    assert!(s.events(0, 100).unwrap().is_empty());
+    assert!(s.voucher_devices(no_deadline.key_id, 1).unwrap().is_empty());
+    // The voucher without a deadline is remembered: presenting it again is "expired", not new.
+    assert_eq!(
+        s.redeem(&no_deadline, mac(9), at(40 * day)).unwrap(),
+        Err(Rejection::Expired { ended_at: 60 })
+    );
+    // The one whose deadline passed is forgotten, and refused by its deadline.
+    assert_eq!(
+        s.redeem(&with_deadline, mac(9), at(40 * day)).unwrap(),
+        Err(Rejection::DeadlinePassed {
+            redeem_by: 2 * day as u32
+        })
+    );
+    // Nothing old is left to prune.
+    assert_eq!(s.prune(40 * day, 30).unwrap(), 0);
 }
 
 #[test]
