@@ -385,39 +385,65 @@ fn an_empty_schema_0_file_migrates_forward_and_keeps_its_data_on_reopen() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
-    /// Random redemptions by a small pool of devices over random times: no voucher ever has
-    /// more devices than its limit, and no device is ever granted time beyond its vouchers.
+    /// Random redemptions (and now and then a revocation) by a small pool of devices over
+    /// random times: no voucher ever has more devices than its limit, and no device is ever
+    /// granted time beyond its live vouchers' ends — in the answers and in the database.
     #[test]
     fn no_voucher_exceeds_its_limit_and_no_device_outlives_its_vouchers(
-        ops in proptest::collection::vec((0u64..4, 0u32..6, 0i64..5000), 1..60),
+        ops in proptest::collection::vec((0u64..4, 0u32..6, 0i64..5000, 0u8..12), 1..60),
         limits in proptest::collection::vec(1u8..4, 4),
     ) {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(&dir.path().join("p.db")).unwrap();
         let mut now = 0;
         let mut ends = std::collections::HashMap::new();
+        let mut revoked = std::collections::HashSet::new();
         let mut devices: std::collections::HashMap<u64, std::collections::HashSet<u32>> = Default::default();
-        for (serial, m, dt) in ops {
+        for (serial, m, dt, what) in ops {
             now += dt;
             let v = voucher(serial, 600 + serial as u32 * 300, limits[serial as usize]);
-            if let Ok(r) = s.redeem(&v, mac(m), at(now)).unwrap() {
-                let end = *ends.entry(serial).or_insert(r.grant.ends_at);
-                prop_assert_eq!(r.grant.ends_at, end);
-                prop_assert!(now < end);
-                devices.entry(serial).or_default().insert(m);
-                prop_assert!(devices[&serial].len() <= usize::from(v.max_devices));
-                let best = devices.iter()
-                    .filter(|(_, ms)| ms.contains(&m))
-                    .filter_map(|(s, _)| ends.get(s))
-                    .max()
-                    .copied()
-                    .unwrap();
-                prop_assert_eq!(r.device_until, best);
+            if what == 0 {
+                s.revoke(v.key_id, serial, now).unwrap();
+                revoked.insert(serial);
+            } else {
+                match s.redeem(&v, mac(m), at(now)).unwrap() {
+                    Ok(r) => {
+                        prop_assert!(!revoked.contains(&serial));
+                        let end = *ends.entry(serial).or_insert(r.grant.ends_at);
+                        prop_assert_eq!(r.grant.ends_at, end);
+                        prop_assert!(now < end);
+                        devices.entry(serial).or_default().insert(m);
+                        prop_assert!(devices[&serial].len() <= usize::from(v.max_devices));
+                        let best = devices.iter()
+                            .filter(|(s, ms)| ms.contains(&m) && !revoked.contains(s))
+                            .filter_map(|(s, _)| ends.get(s))
+                            .filter(|&&e| e > now)
+                            .max()
+                            .copied()
+                            .unwrap();
+                        prop_assert_eq!(r.device_until, best);
+                    }
+                    Err(Rejection::Revoked) => prop_assert!(revoked.contains(&serial)),
+                    Err(Rejection::Expired { ended_at }) => {
+                        prop_assert_eq!(Some(&ended_at), ends.get(&serial));
+                        prop_assert!(now >= ended_at);
+                    }
+                    Err(Rejection::DeviceLimit { max_devices }) => {
+                        prop_assert_eq!(devices[&serial].len(), usize::from(max_devices));
+                        prop_assert!(!devices[&serial].contains(&m));
+                    }
+                    Err(other) => prop_assert!(false, "unexpected refusal {:?}", other),
+                }
+            }
+            for serial in 0..4u64 {
+                let on = s.voucher_devices(voucher(0, 60, 1).key_id, serial).unwrap().len();
+                prop_assert!(on <= usize::from(limits[serial as usize]));
             }
             for (mac_, until) in s.active_sessions(now).unwrap() {
                 let allowed = devices.iter()
-                    .filter(|(_, ms)| ms.iter().any(|&x| mac(x) == mac_))
+                    .filter(|(s, ms)| ms.iter().any(|&x| mac(x) == mac_) && !revoked.contains(s))
                     .filter_map(|(s, _)| ends.get(s))
+                    .filter(|&&e| e > now)
                     .max()
                     .copied();
                 prop_assert_eq!(Some(until), allowed);
