@@ -1,12 +1,17 @@
-//! Sessions that survive crashes and reboots: vouchers, their devices and an event log in one
-//! SQLite file (rusqlite).
+//! Sessions that survive crashes and reboots: vouchers, their devices, admin MAC rules and an
+//! event log in one SQLite file (rusqlite).
 //!
-//! Owns: the schema and its migrations (`PRAGMA user_version`), transactions that read state,
-//! ask `policy` and write the outcome (one `BEGIN IMMEDIATE` per redemption, `synchronous=FULL`,
-//! WAL), and the queries the daemon and admin need. Writes only on redemption, refusal,
-//! revocation and admin commands — never on a page view: the file lives on flash. Knows nothing
-//! of nftables or HTTP; returns [`FirewallAction`]s for the caller to apply. Time is always a
-//! parameter.
+//! Owns: the schema and its migrations (`PRAGMA user_version`, one transaction per step;
+//! files that are not SQLite, damaged or from a newer wifipos are refused and never written),
+//! transactions that read state, ask `policy` and write the outcome (one `BEGIN IMMEDIATE`
+//! per redemption, `synchronous=FULL`, WAL, busy timeout, foreign keys), the event log
+//! (redemptions, refusals by [`Rejection::code`], revocations, expiries, admin actions), and
+//! the queries the daemon and admin need (restore, device status, a voucher's devices, events
+//! and totals by time range). Writes only on redemption, refusal, revocation, admin commands
+//! and pruning — never on a page view: the file lives on flash.
+//!
+//! Does not touch: nftables, HTTP, the wall clock. It returns [`FirewallAction`]s (and
+//! [`policy::RuleChange`]s) for the caller to apply; time is always a parameter.
 
 use std::path::{Path, PathBuf};
 
