@@ -75,9 +75,12 @@ impl Sessions {
         Ok(allowed.len())
     }
 
-    /// After a wall-clock jump: give every device exactly its remaining time, and take out the
-    /// ones whose time is now over.
-    pub fn reprogram(&mut self, now: i64) -> Result<(usize, usize), DaemonError> {
+    /// After a wall-clock jump of `by` seconds: rebase sessions that began before the clock was
+    /// trusted, then give every device exactly its remaining time and take out the ones whose
+    /// time is now over.
+    pub fn reprogram(&mut self, by: i64, now: i64) -> Result<(usize, usize), DaemonError> {
+        // Sessions started on a stale clock move with it; then the firewall gets what is left.
+        self.store.clock_jumped(by, Sessions::clock(now))?;
         let active = self.store.active_sessions(now)?;
         let keep: std::collections::HashSet<Mac> = active.iter().map(|(m, _)| *m).collect();
         let gone: Vec<Mac> = self
@@ -364,7 +367,7 @@ async fn keep_in_sync(
         // A jump: wall time moved differently from monotonic time by more than 10 s.
         let expected = wall + mono.elapsed().as_secs() as i64;
         if (now - expected).abs() > 10 {
-            match s.reprogram(now) {
+            match s.reprogram(now - expected, now) {
                 Ok((kept, gone)) => eprintln!(
                     "wifiposd: the clock jumped by {} s; {kept} sessions re-programmed, {gone} ended",
                     now - expected
