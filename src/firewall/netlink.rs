@@ -509,10 +509,16 @@ fn socket(op: &'static str, bytes: usize) -> Result<mnl::Socket, FirewallError> 
 /// Sends a batch and reads every acknowledgement, so a kernel error is an error naming `op`.
 fn send_and_process(batch: &FinalizedBatch, op: &'static str) -> Result<(), FirewallError> {
     let err = |source| FirewallError::Kernel { op, source };
-    let bytes: usize = batch.iter().map(|b| b.len()).sum();
-    let socket = socket(op, bytes)?;
+    // nftnl splits a big batch into pages; the kernel needs the batch (BEGIN .. END) in one
+    // datagram, or it refuses the part without END (EINVAL). Send the pages as one.
+    let whole: Vec<u8> = batch.iter().flat_map(|page| page.iter().copied()).collect();
+    let socket = socket(op, whole.len())?;
     let portid = socket.portid();
-    socket.send_all(batch).map_err(err)?;
+    if socket.send(&whole).map_err(err)? < whole.len() {
+        return Err(err(std::io::Error::other(
+            "the kernel took only part of the batch",
+        )));
+    }
     let mut buffer = vec![0; nftnl::nft_nlmsg_maxsize() as usize];
     let mut expected = batch.sequence_numbers();
     while !expected.is_empty() {
