@@ -846,10 +846,25 @@ fn differences(l: &Listing, built: Option<&Built>) -> Option<String> {
 }
 
 impl NetlinkFirewall {
-    /// One batch per chunk that (re)sets each MAC's timeout: ensure present, delete, add with
-    /// the new timeout. Needs no listing first and cannot race an element's expiry.
+    /// Sets each MAC's timeout, one batch per chunk. First a plain exclusive add, which is all
+    /// a new session needs; if any MAC was already there (EEXIST, the kernel applied nothing),
+    /// the chunk goes again as ensure-present, delete, add with the new timeout — no listing
+    /// first, so it cannot race an element's expiry.
     fn refresh(&mut self, give: &[(Mac, Duration)]) -> Result<(), FirewallError> {
+        const OP: &str = "let devices through (add to the allowed set)";
         give.chunks(CHUNK).try_for_each(|chunk| {
+            let mut batch = Batch::new();
+            add_elems(
+                &mut batch,
+                &ruleset::ALLOWED,
+                ElemOp::Create,
+                &allowed_elems(chunk),
+            )?;
+            match send_and_process(&batch.finalize(), OP) {
+                Err(FirewallError::Kernel { source, .. })
+                    if source.raw_os_error() == Some(libc::EEXIST) => {}
+                other => return other,
+            }
             let plain: Vec<Mac> = chunk.iter().map(|(m, _)| *m).collect();
             let mut batch = Batch::new();
             add_elems(
@@ -870,10 +885,7 @@ impl NetlinkFirewall {
                 ElemOp::Create,
                 &allowed_elems(chunk),
             )?;
-            send_and_process(
-                &batch.finalize(),
-                "let devices through (add to the allowed set)",
-            )
+            send_and_process(&batch.finalize(), OP)
         })
     }
 

@@ -311,10 +311,7 @@ pub fn garden_intervals(garden: &[(IpAddr, u8)], v4: bool) -> Result<Vec<Interva
             match last.end {
                 None => continue,
                 Some(le) if start <= le => {
-                    last.end = match end {
-                        None => None,
-                        Some(e) => Some(e.max(le)),
-                    };
+                    last.end = end.map(|e| e.max(le));
                     continue;
                 }
                 _ => {}
