@@ -265,9 +265,10 @@ mod tests {
         let t0 = Instant::now();
         let mut f = MemoryFirewall::with_clock(t0);
         assert_eq!(f.check().unwrap(), TableHealth::Missing);
-        assert!(f
-            .allow(&[(Mac([2, 0, 0, 0, 0, 4]), Duration::from_secs(9))])
-            .is_err());
+        assert!(
+            f.set_trusted(&[Mac([2, 0, 0, 0, 0, 4])]).is_err(),
+            "no table yet"
+        );
         let m = Mac([2, 0, 0, 0, 0, 5]);
         f.install(&rules(), &[(m, Duration::from_secs(60))])
             .unwrap();
