@@ -482,7 +482,10 @@ fn dedup(entries: &[(Mac, Duration)]) -> Vec<(Mac, Duration)> {
             order.push(*m);
         }
     }
-    order.into_iter().map(|m| (m, seen[&m])).collect()
+    order
+        .into_iter()
+        .filter_map(|m| seen.get(&m).map(|d| (m, *d)))
+        .collect()
 }
 
 /// Opens a netfilter socket with buffers big enough for `bytes` of batch and its
