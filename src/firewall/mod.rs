@@ -2,31 +2,38 @@
 //! devices' MACs with a per-element timeout, so the kernel ends each session on time even if
 //! the daemon is dead.
 //!
-//! Owns: the ruleset (rendered by [`ruleset_script`], pure), the [`Firewall`] trait, its
-//! netlink implementation ([`netlink::NetlinkFirewall`]) and an in-memory one for tests of
-//! callers ([`MemoryFirewall`]). Knows nothing of vouchers, SQL or HTTP: callers say which MACs
-//! get how long.
+//! Owns: the ruleset as data ([`ruleset`], pure), the [`Firewall`] trait, its netlink
+//! implementation ([`netlink::NetlinkFirewall`], the whole table and every element over
+//! nftnl/mnl batches) and an in-memory one for tests of callers ([`MemoryFirewall`]).
+//! Does not own: other tables (fw4's `inet fw4` is never touched), vouchers, SQL or HTTP:
+//! callers say which MACs get how long, and rebuild from their store when [`Firewall::check`]
+//! says the table was flushed or changed.
 
+mod exprs;
 pub mod netlink;
+pub mod ruleset;
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::mac::Mac;
+pub use self::ruleset::ruleset_script;
+pub use crate::mac::Mac;
 
 pub const TABLE: &str = "wifipos";
 pub const SET_ALLOWED: &str = "allowed";
 pub const CHAINS: [&str; 3] = ["prerouting", "forward", "input"];
 
-/// What the ruleset depends on, from the config.
+/// What the ruleset depends on: the config (guest interface, portal port) and the standing
+/// lists (trusted, blocked, walled garden). Paid devices are passed separately.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ruleset {
     /// The guest network's device, e.g. `br-guest`.
     pub guest_iface: String,
     pub portal_port: u16,
+    /// Staff devices: always through, never asked.
     pub trusted: Vec<Mac>,
+    /// Devices that get nothing, even while paid.
     pub blocked: Vec<Mac>,
     /// Walled garden: reachable before paying, `(address, prefix length)`.
     pub garden: Vec<(IpAddr, u8)>,
@@ -34,26 +41,48 @@ pub struct Ruleset {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FirewallError {
-    /// The kernel refused a netlink request.
-    #[error("the kernel refused to {op}: {source}")]
+    /// The kernel refused a netlink request (the whole batch was rolled back).
+    #[error(
+        "the kernel refused to {op}: {source} (is this run as root, with nf_tables available?)"
+    )]
     Kernel {
         op: &'static str,
         source: std::io::Error,
     },
-    /// `nft` could not be run or refused the ruleset.
-    #[error("cannot install the nftables ruleset: {0}")]
+    /// Installing the table did not leave it as built.
+    #[error("cannot install the nftables table inet wifipos: {0}")]
     Install(String),
     /// The guest interface name cannot be used in a rule.
-    #[error("'{0}' is not a usable interface name")]
+    #[error("'{0}' is not a usable interface name (1-15 letters, digits, '-', '_', '.', '@')")]
     BadInterface(String),
+    /// A walled-garden entry is not an address prefix.
+    #[error("'{0}' is not a usable walled-garden prefix")]
+    BadPrefix(String),
 }
 
-/// Whether our table is as we built it.
+impl FirewallError {
+    /// The kernel said "no such file or directory": our table, chain or set is not there.
+    pub fn is_missing(&self) -> bool {
+        matches!(self, FirewallError::Kernel { source, .. } if source.raw_os_error() == Some(libc::ENOENT))
+    }
+}
+
+/// Whether our table is as we built it (coarse, for callers that only rebuild).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
     Intact,
-    /// The table, a chain or the set is gone (e.g. `nft flush ruleset`): rebuild it.
+    /// The table is gone or not as built (e.g. `nft flush ruleset`): rebuild it.
     Missing,
+}
+
+/// What [`Firewall::check`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableHealth {
+    Intact,
+    /// No `inet wifipos` table at all (`nft flush ruleset`, `nft delete table`).
+    Missing,
+    /// The table is there but not as we built it; says what differs.
+    Changed(String),
 }
 
 /// Programs the kernel. All lists are applied in batches, never one request per MAC.
@@ -65,115 +94,39 @@ pub trait Firewall {
         rules: &Ruleset,
         allowed: &[(Mac, Duration)],
     ) -> Result<(), FirewallError>;
-    /// Lets each MAC through for its duration from now, replacing any time it had.
+    /// Lets each MAC through for its duration from now, replacing any time it had. A duration
+    /// under one second removes the MAC.
     fn allow(&mut self, entries: &[(Mac, Duration)]) -> Result<(), FirewallError>;
     /// Takes MACs out of the allowed set; MACs not in it are ignored.
     fn remove(&mut self, macs: &[Mac]) -> Result<(), FirewallError>;
-    /// The allowed MACs and the time each has left.
+    /// The allowed MACs and the time each has left, sorted by MAC.
     fn list_allowed(&mut self) -> Result<Vec<(Mac, Duration)>, FirewallError>;
-    /// A cheap check that the table is still there, for the daemon to call periodically.
-    fn health(&mut self) -> Result<Health, FirewallError>;
-}
-
-/// The nft script that builds the table in one transaction: create-or-clear (`table`, `delete
-/// table`, then the table), sets with their elements, and the three chains.
-pub fn ruleset_script(r: &Ruleset, allowed: &[(Mac, Duration)]) -> Result<String, FirewallError> {
-    let iface = &r.guest_iface;
-    if iface.is_empty()
-        || iface.len() > 15
-        || !iface
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"-_.@".contains(&c))
-    {
-        return Err(FirewallError::BadInterface(iface.clone()));
+    /// Replaces the trusted set (one batch).
+    fn set_trusted(&mut self, macs: &[Mac]) -> Result<(), FirewallError>;
+    /// Replaces the blocked set (one batch).
+    fn set_blocked(&mut self, macs: &[Mac]) -> Result<(), FirewallError>;
+    /// Replaces the walled garden, IPv4 and IPv6 prefixes (one batch).
+    fn set_garden(&mut self, prefixes: &[(IpAddr, u8)]) -> Result<(), FirewallError>;
+    /// A cheap check that the table is still as built, for the daemon to call periodically.
+    fn check(&mut self) -> Result<TableHealth, FirewallError>;
+    /// [`Firewall::check`] folded to "fine" or "rebuild".
+    fn health(&mut self) -> Result<Health, FirewallError> {
+        Ok(match self.check()? {
+            TableHealth::Intact => Health::Intact,
+            TableHealth::Missing | TableHealth::Changed(_) => Health::Missing,
+        })
     }
-    let port = r.portal_port;
-    let macs = |list: &[Mac]| {
-        list.iter()
-            .map(Mac::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let elements = |items: String| {
-        if items.is_empty() {
-            String::new()
-        } else {
-            format!(" elements = {{ {items} }};")
-        }
-    };
-    let allowed_items = allowed
-        .iter()
-        .filter(|(_, d)| d.as_secs() >= 1)
-        .map(|(m, d)| format!("{m} timeout {}s", d.as_secs()))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let garden = |v4: bool| {
-        r.garden
-            .iter()
-            .filter(|(a, _)| a.is_ipv4() == v4)
-            .map(|(a, l)| format!("{a}/{l}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        "table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n\
-  set {SET_ALLOWED} {{ type ether_addr; flags timeout;{} }}\n\
-  set trusted {{ type ether_addr;{} }}\n\
-  set blocked {{ type ether_addr;{} }}\n\
-  set garden4 {{ type ipv4_addr; flags interval;{} }}\n\
-  set garden6 {{ type ipv6_addr; flags interval;{} }}\n\
-  chain prerouting {{\n\
-    type nat hook prerouting priority dstnat - 5; policy accept;\n\
-    iifname != \"{iface}\" return\n\
-    ether saddr @{SET_ALLOWED} return\n\
-    ether saddr @trusted return\n\
-    ip daddr @garden4 return\n\
-    ip6 daddr @garden6 return\n\
-    tcp dport 80 redirect to :{port}\n\
-  }}\n\
-  chain forward {{\n\
-    type filter hook forward priority filter - 5; policy accept;\n\
-    iifname != \"{iface}\" return\n\
-    oifname \"{iface}\" return\n\
-    ether saddr @blocked drop\n\
-    ether saddr @{SET_ALLOWED} accept\n\
-    ether saddr @trusted accept\n\
-    ip daddr @garden4 accept\n\
-    ip6 daddr @garden6 accept\n\
-    meta l4proto tcp reject with tcp reset\n\
-    reject with icmpx admin-prohibited\n\
-  }}\n\
-  chain input {{\n\
-    type filter hook input priority filter - 5; policy accept;\n\
-    iifname != \"{iface}\" return\n\
-    ether saddr @blocked drop\n\
-    ct state established,related accept\n\
-    udp dport {{ 67, 547 }} accept\n\
-    meta l4proto {{ tcp, udp }} th dport 53 accept\n\
-    tcp dport {port} accept\n\
-    icmpv6 type {{ nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, echo-request }} accept\n\
-    icmp type echo-request accept\n\
-    meta l4proto tcp reject with tcp reset\n\
-    reject with icmpx admin-prohibited\n\
-  }}\n\
-}}\n",
-        elements(allowed_items),
-        elements(macs(&r.trusted)),
-        elements(macs(&r.blocked)),
-        elements(garden(true)),
-        elements(garden(false)),
-    );
-    Ok(s)
 }
 
 /// An in-memory firewall for tests of callers and for `wifiposd serve --dev`: remembers what it
-/// was told, with timeouts measured on a monotonic clock.
+/// was told, with timeouts on a monotonic clock that tests may drive by hand.
 #[derive(Debug, Default)]
 pub struct MemoryFirewall {
     pub installed: Option<Ruleset>,
     allowed: HashMap<Mac, Instant>,
+    /// A hand-driven clock (see [`MemoryFirewall::with_clock`]); the real one when `None`.
+    clock: Option<Instant>,
+    changed: Option<String>,
 }
 
 impl MemoryFirewall {
@@ -181,10 +134,41 @@ impl MemoryFirewall {
         MemoryFirewall::default()
     }
 
+    /// A firewall whose time stands still at `start` until [`MemoryFirewall::advance`].
+    pub fn with_clock(start: Instant) -> MemoryFirewall {
+        MemoryFirewall {
+            clock: Some(start),
+            ..MemoryFirewall::default()
+        }
+    }
+
+    /// Moves the hand-driven clock on (no effect on a real-clock firewall).
+    pub fn advance(&mut self, by: Duration) {
+        if let Some(c) = self.clock.as_mut() {
+            *c += by;
+        }
+    }
+
+    fn now(&self) -> Instant {
+        self.clock.unwrap_or_else(Instant::now)
+    }
+
     /// Forgets the table, as `nft flush ruleset` would.
     pub fn flush(&mut self) {
         self.installed = None;
         self.allowed.clear();
+    }
+
+    /// Marks the table as changed from outside, as an admin deleting a rule would.
+    pub fn tamper(&mut self, what: &str) {
+        self.changed = Some(what.to_owned());
+    }
+
+    fn table(&mut self) -> Result<&mut Ruleset, FirewallError> {
+        self.installed.as_mut().ok_or(FirewallError::Kernel {
+            op: "change the table (it is not installed)",
+            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+        })
     }
 }
 
@@ -194,16 +178,24 @@ impl Firewall for MemoryFirewall {
         rules: &Ruleset,
         allowed: &[(Mac, Duration)],
     ) -> Result<(), FirewallError> {
-        ruleset_script(rules, allowed)?;
+        ruleset::rules(rules)?;
+        for v4 in [true, false] {
+            ruleset::garden_intervals(&rules.garden, v4)?;
+        }
         self.installed = Some(rules.clone());
+        self.changed = None;
         self.allowed.clear();
         self.allow(allowed)
     }
 
     fn allow(&mut self, entries: &[(Mac, Duration)]) -> Result<(), FirewallError> {
-        let now = Instant::now();
+        let now = self.now();
         for (m, d) in entries {
-            self.allowed.insert(*m, now + *d);
+            if d.as_secs() >= 1 {
+                self.allowed.insert(*m, now + *d);
+            } else {
+                self.allowed.remove(m);
+            }
         }
         Ok(())
     }
@@ -216,7 +208,7 @@ impl Firewall for MemoryFirewall {
     }
 
     fn list_allowed(&mut self) -> Result<Vec<(Mac, Duration)>, FirewallError> {
-        let now = Instant::now();
+        let now = self.now();
         self.allowed.retain(|_, until| *until > now);
         let mut v: Vec<_> = self
             .allowed
@@ -227,11 +219,29 @@ impl Firewall for MemoryFirewall {
         Ok(v)
     }
 
-    fn health(&mut self) -> Result<Health, FirewallError> {
-        Ok(if self.installed.is_some() {
-            Health::Intact
-        } else {
-            Health::Missing
+    fn set_trusted(&mut self, macs: &[Mac]) -> Result<(), FirewallError> {
+        self.table()?.trusted = macs.to_vec();
+        Ok(())
+    }
+
+    fn set_blocked(&mut self, macs: &[Mac]) -> Result<(), FirewallError> {
+        self.table()?.blocked = macs.to_vec();
+        Ok(())
+    }
+
+    fn set_garden(&mut self, prefixes: &[(IpAddr, u8)]) -> Result<(), FirewallError> {
+        for v4 in [true, false] {
+            ruleset::garden_intervals(prefixes, v4)?;
+        }
+        self.table()?.garden = prefixes.to_vec();
+        Ok(())
+    }
+
+    fn check(&mut self) -> Result<TableHealth, FirewallError> {
+        Ok(match (&self.installed, &self.changed) {
+            (None, _) => TableHealth::Missing,
+            (Some(_), Some(what)) => TableHealth::Changed(what.clone()),
+            (Some(_), None) => TableHealth::Intact,
         })
     }
 }
@@ -251,49 +261,43 @@ mod tests {
     }
 
     #[test]
-    fn the_script_builds_the_designed_table() {
-        let s = ruleset_script(
-            &rules(),
-            &[(Mac([2, 0, 0, 0, 0, 9]), Duration::from_secs(90))],
-        )
-        .unwrap();
-        assert!(s.starts_with("table inet wifipos\ndelete table inet wifipos\n"));
-        assert!(s.contains("02:00:00:00:00:09 timeout 90s"));
-        assert!(s.contains("set trusted { type ether_addr; elements = { 02:00:00:00:00:01 }; }"));
-        assert!(s.contains("192.0.2.0/24"));
-        assert!(s.contains("tcp dport 80 redirect to :2050"));
-        assert!(!s.contains(" fwd"), "fwd is an nft keyword");
-    }
-
-    #[test]
-    fn hostile_interface_names_are_refused() {
-        for bad in [
-            "",
-            "br guest",
-            "a\"; flush ruleset",
-            "averyveryverylongname",
-        ] {
-            let r = Ruleset {
-                guest_iface: bad.into(),
-                ..rules()
-            };
-            assert!(ruleset_script(&r, &[]).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn memory_firewall_forgets_expired_and_flushed_entries() {
-        let mut f = MemoryFirewall::new();
-        assert_eq!(f.health().unwrap(), Health::Missing);
+    fn memory_firewall_times_out_entries_on_its_own_clock() {
+        let t0 = Instant::now();
+        let mut f = MemoryFirewall::with_clock(t0);
+        assert_eq!(f.check().unwrap(), TableHealth::Missing);
+        assert!(
+            f.set_trusted(&[Mac([2, 0, 0, 0, 0, 4])]).is_err(),
+            "no table yet"
+        );
         let m = Mac([2, 0, 0, 0, 0, 5]);
         f.install(&rules(), &[(m, Duration::from_secs(60))])
             .unwrap();
-        f.allow(&[(Mac([2, 0, 0, 0, 0, 6]), Duration::ZERO)])
+        f.allow(&[(Mac([2, 0, 0, 0, 0, 6]), Duration::from_secs(10))])
             .unwrap();
-        assert_eq!(f.list_allowed().unwrap().len(), 1);
-        f.remove(&[m]).unwrap();
+        f.advance(Duration::from_secs(15));
+        assert_eq!(
+            f.list_allowed().unwrap(),
+            vec![(m, Duration::from_secs(45))]
+        );
+        f.allow(&[(m, Duration::from_secs(5))]).unwrap();
+        assert_eq!(f.list_allowed().unwrap()[0].1, Duration::from_secs(5));
+        f.allow(&[(m, Duration::ZERO)]).unwrap();
         assert!(f.list_allowed().unwrap().is_empty());
-        f.flush();
+    }
+
+    #[test]
+    fn memory_firewall_reports_flushed_and_changed_tables() {
+        let mut f = MemoryFirewall::new();
+        f.install(&rules(), &[]).unwrap();
+        assert_eq!(f.health().unwrap(), Health::Intact);
+        f.tamper("a rule was deleted");
+        assert!(matches!(f.check().unwrap(), TableHealth::Changed(_)));
         assert_eq!(f.health().unwrap(), Health::Missing);
+        f.install(&rules(), &[]).unwrap();
+        f.set_blocked(&[Mac([2, 0, 0, 0, 0, 7])]).unwrap();
+        assert_eq!(f.installed.as_ref().unwrap().blocked.len(), 1);
+        assert!(f.set_garden(&[("10.0.0.0".parse().unwrap(), 40)]).is_err());
+        f.flush();
+        assert_eq!(f.check().unwrap(), TableHealth::Missing);
     }
 }

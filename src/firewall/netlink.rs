@@ -1,116 +1,527 @@
-//! The kernel side of [`Firewall`]: element changes and reads over netlink (nftnl + mnl, with
-//! `nftnl-sys` for element timeouts and dumps, which the safe API lacks), in batches.
+//! The kernel side of [`Firewall`]: the whole `inet wifipos` table and every element change
+//! over netlink (nftnl + mnl, with `nftnl-sys` for set flags, element timeouts, intervals and
+//! dumps, which the safe API lacks), always in batches with every acknowledgement read back.
 //!
-//! The table itself is installed by handing the rendered script to `nft -f -` once per install
-//! (one atomic transaction, at start-up, reload or rebuild — never per client), then checked
-//! over netlink. Every per-device operation (allow, refresh, remove, list, health) is netlink.
+//! Owns: turning the pure description of [`super::ruleset`] into netlink messages, and
+//! reading the table back for [`Firewall::check`]. Holds no socket between calls: each
+//! operation opens one, so it works from whatever network namespace the calling thread is in.
 
-use std::collections::{HashMap, HashSet};
-use std::ffi::{c_char, c_void, CStr};
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::collections::HashMap;
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::net::IpAddr;
+use std::os::fd::AsRawFd as _;
 use std::time::Duration;
 
+use nftnl::expr::{Bitwise, Conntrack, IcmpCode, RejectionType, States, Verdict};
 use nftnl::nftnl_sys as sys;
-use nftnl::set::{Set, SetKey};
-use nftnl::{Batch, FinalizedBatch, MsgType, ProtoFamily, Table};
+use nftnl::{
+    Batch, Chain, ChainType, FinalizedBatch, Hook, MsgType, NlMsg, Policy, ProtoFamily, Rule, Table,
+};
 
-use super::{ruleset_script, Firewall, FirewallError, Health, Ruleset, CHAINS};
-use crate::mac::Mac;
+use super::exprs::{self, Cmp, Load, LookupSet, MetaLoad, PayloadLoad, Redir};
+use super::ruleset::{self, Action, ChainSpec, KeyType, Match, SetSpec, CHAIN_SPECS, SETS};
+use super::{Firewall, FirewallError, Mac, Ruleset, TableHealth};
 
 const TABLE: &CStr = c"wifipos";
 const ALLOWED: &CStr = c"allowed";
-/// Elements per batch: well below what makes the kernel answer ENOBUFS.
-const CHUNK: usize = 2000;
+/// MACs per batch for `allow`/`remove` (three element operations each): well below what makes
+/// the kernel answer ENOBUFS even with default socket buffers.
+const CHUNK: usize = 4000;
+/// Elements per netlink message: a few kilobytes, well inside one batch page.
+const ELEMS_PER_MSG: usize = 128;
 
-/// An `ether_addr` set key.
-struct EtherAddr(Mac);
+/// Netlink message types and flags used below (linux/netfilter/nf_tables.h, linux/netlink.h).
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_GETCHAIN: u16 = 4;
+const NFT_MSG_GETRULE: u16 = 7;
+const NFT_MSG_NEWSET: u16 = 9;
+const NFT_MSG_GETSET: u16 = 10;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_GETSETELEM: u16 = 13;
+const NFT_MSG_DELSETELEM: u16 = 14;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_ACK: u16 = 4;
+const NLM_F_EXCL: u16 = 0x200;
+const NLM_F_CREATE: u16 = 0x400;
+const NLM_F_DUMP: u16 = 0x300;
+const NFPROTO_INET: u16 = 1;
+const NFT_SET_INTERVAL: u32 = 0x4;
+const NFT_SET_TIMEOUT: u32 = 0x10;
+const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
 
-impl SetKey for EtherAddr {
-    const TYPE: u32 = 9;
-    const LEN: u32 = 6;
-    fn data(&self) -> Box<[u8]> {
-        Box::new(self.0 .0)
-    }
+/// What an install left behind, for [`Firewall::check`] to compare with.
+#[derive(Debug, Clone, Copy)]
+struct Built {
+    handle: u64,
+    rule_counts: [usize; 3],
 }
 
-/// The netlink firewall. Holds no socket between calls: each operation opens one, so it works
-/// from whatever network namespace the calling thread is in.
+/// The netlink firewall.
 #[derive(Debug, Default)]
 pub struct NetlinkFirewall {
-    nft: Option<String>,
+    built: Option<Built>,
 }
 
 impl NetlinkFirewall {
     pub fn new() -> NetlinkFirewall {
         NetlinkFirewall::default()
     }
+}
 
-    /// Uses another `nft` binary for installing the table.
-    pub fn with_nft(path: &str) -> NetlinkFirewall {
-        NetlinkFirewall {
-            nft: Some(path.to_owned()),
-        }
-    }
+/// An `nftnl_set` naming one of our sets, freed on drop. Used for creating the set and for
+/// element messages (the elements ride on it).
+struct SetObj(*mut sys::nftnl_set);
 
-    fn change(
-        &mut self,
-        op: &'static str,
-        del: &[Mac],
-        add: &[(Mac, Duration)],
-    ) -> Result<(), FirewallError> {
-        let table = Table::new(TABLE, ProtoFamily::Inet);
-        let mut del_set: Set<EtherAddr> = Set::new_named(ALLOWED, 0, &table, ProtoFamily::Inet);
-        for m in del {
-            del_set.add(&EtherAddr(*m));
-        }
-        let add_set: Set<EtherAddr> = Set::new_named(ALLOWED, 0, &table, ProtoFamily::Inet);
-        for (m, d) in add {
-            add_with_timeout(&add_set, *m, *d)?;
-        }
-        let mut batch = Batch::new();
-        if !del.is_empty() {
-            batch.add_iter(del_set.elems_iter(), MsgType::Del);
-        }
-        if !add.is_empty() {
-            batch.add_iter(add_set.elems_iter(), MsgType::Add);
-        }
-        send_and_process(&batch.finalize(), op)
+impl Drop for SetObj {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from nftnl_set_alloc (non-null) and is freed exactly once,
+        // together with the elements it owns.
+        unsafe { sys::nftnl_set_free(self.0) }
     }
 }
 
-/// Adds an element with a timeout to `set`'s element list.
-fn add_with_timeout(set: &Set<EtherAddr>, mac: Mac, d: Duration) -> Result<(), FirewallError> {
-    let ms = d.as_millis().clamp(1000, u128::from(u64::MAX)) as u64;
-    // SAFETY: nftnl_set_elem_alloc returns an owned element or null (checked); the key buffer
-    // is 6 valid bytes that libnftnl copies; nftnl_set_elem_add transfers ownership of the
-    // element to the set, which frees it when the `Set` is dropped.
-    unsafe {
-        let elem = sys::nftnl_set_elem_alloc();
-        if elem.is_null() {
-            return Err(FirewallError::Kernel {
-                op: "allocate a set element",
-                source: std::io::Error::from(std::io::ErrorKind::OutOfMemory),
-            });
+impl SetObj {
+    fn new(spec: &SetSpec) -> Result<SetObj, FirewallError> {
+        let name = CString::new(spec.name).map_err(|_| oom())?;
+        // SAFETY: alloc result checked; strings are valid C strings that libnftnl copies.
+        unsafe {
+            let s = sys::nftnl_set_alloc();
+            if s.is_null() {
+                return Err(oom());
+            }
+            sys::nftnl_set_set_u32(s, sys::NFTNL_SET_FAMILY as u16, u32::from(NFPROTO_INET));
+            sys::nftnl_set_set_str(s, sys::NFTNL_SET_TABLE as u16, TABLE.as_ptr());
+            sys::nftnl_set_set_str(s, sys::NFTNL_SET_NAME as u16, name.as_ptr());
+            Ok(SetObj(s))
         }
-        sys::nftnl_set_elem_set(
-            elem,
-            sys::NFTNL_SET_ELEM_KEY as u16,
-            mac.0.as_ptr().cast::<c_void>(),
-            6,
-        );
-        sys::nftnl_set_elem_set_u64(elem, sys::NFTNL_SET_ELEM_TIMEOUT as u16, ms);
-        sys::nftnl_set_elem_add(set.as_ptr().as_ptr(), elem);
+    }
+
+    /// The full definition (for NEWSET): id, key type and length, flags.
+    fn define(&self, spec: &SetSpec) {
+        let (ty, len) = match spec.key {
+            KeyType::Ether => (9, 6),
+            KeyType::Ipv4 => (7, 4),
+            KeyType::Ipv6 => (8, 16),
+        };
+        let mut flags = 0;
+        if spec.timeout {
+            flags |= NFT_SET_TIMEOUT;
+        }
+        if spec.interval {
+            flags |= NFT_SET_INTERVAL;
+        }
+        // SAFETY: `self.0` is a live set; u32 attributes are copied.
+        unsafe {
+            sys::nftnl_set_set_u32(self.0, sys::NFTNL_SET_ID as u16, spec.id);
+            sys::nftnl_set_set_u32(self.0, sys::NFTNL_SET_KEY_TYPE as u16, ty);
+            sys::nftnl_set_set_u32(self.0, sys::NFTNL_SET_KEY_LEN as u16, len);
+            sys::nftnl_set_set_u32(self.0, sys::NFTNL_SET_FLAGS as u16, flags);
+        }
+    }
+
+    /// Adds an element: key bytes, an optional timeout, element flags.
+    fn push(&self, key: &[u8], timeout: Option<Duration>, flags: u32) -> Result<(), FirewallError> {
+        // SAFETY: nftnl_set_elem_alloc returns an owned element or null (checked); libnftnl
+        // copies `key.len()` bytes; nftnl_set_elem_add hands the element to the set, which
+        // frees it with itself.
+        unsafe {
+            let elem = sys::nftnl_set_elem_alloc();
+            if elem.is_null() {
+                return Err(oom());
+            }
+            sys::nftnl_set_elem_set(
+                elem,
+                sys::NFTNL_SET_ELEM_KEY as u16,
+                key.as_ptr().cast::<c_void>(),
+                key.len() as u32,
+            );
+            if let Some(t) = timeout {
+                let ms = t.as_millis().clamp(1000, u128::from(u64::MAX >> 1)) as u64;
+                sys::nftnl_set_elem_set_u64(elem, sys::NFTNL_SET_ELEM_TIMEOUT as u16, ms);
+            }
+            if flags != 0 {
+                sys::nftnl_set_elem_set_u32(elem, sys::NFTNL_SET_ELEM_FLAGS as u16, flags);
+            }
+            sys::nftnl_set_elem_add(self.0, elem);
+        }
+        Ok(())
+    }
+}
+
+fn oom() -> FirewallError {
+    FirewallError::Kernel {
+        op: "allocate a netlink object",
+        source: std::io::Error::from(std::io::ErrorKind::OutOfMemory),
+    }
+}
+
+/// A NEWSET message.
+struct NewSet(SetObj);
+
+// SAFETY: `write` builds one message into a batch buffer that nftnl sizes for a full message.
+unsafe impl NlMsg for NewSet {
+    unsafe fn write(&self, buf: *mut c_void, seq: u32, _: MsgType) {
+        // SAFETY: see the impl; the set object is live.
+        unsafe {
+            let h = sys::nftnl_nlmsg_build_hdr(
+                buf.cast::<c_char>(),
+                NFT_MSG_NEWSET,
+                NFPROTO_INET,
+                NLM_F_CREATE | NLM_F_ACK,
+                seq,
+            );
+            sys::nftnl_set_nlmsg_build_payload(h, self.0 .0);
+        }
+    }
+}
+
+/// What an element message does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ElemOp {
+    /// Add; an element already there is left as it is (no NLM_F_EXCL).
+    Ensure,
+    /// Add; fails with EEXIST if present.
+    Create,
+    /// Delete; fails with ENOENT if absent. With no elements: flush the set.
+    Delete,
+}
+
+/// One NEWSETELEM/DELSETELEM message carrying up to [`ELEMS_PER_MSG`] elements.
+struct ElemsMsg {
+    set: SetObj,
+    op: ElemOp,
+}
+
+// SAFETY: `write` builds one message of at most ELEMS_PER_MSG small elements (a few KB) into a
+// batch buffer with room for a full netlink message.
+unsafe impl NlMsg for ElemsMsg {
+    unsafe fn write(&self, buf: *mut c_void, seq: u32, _: MsgType) {
+        let (kind, flags) = match self.op {
+            ElemOp::Ensure => (NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_ACK),
+            ElemOp::Create => (NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK),
+            ElemOp::Delete => (NFT_MSG_DELSETELEM, NLM_F_ACK),
+        };
+        // SAFETY: see the impl; the set object is live.
+        unsafe {
+            let h =
+                sys::nftnl_nlmsg_build_hdr(buf.cast::<c_char>(), kind, NFPROTO_INET, flags, seq);
+            sys::nftnl_set_elems_nlmsg_build_payload(h, self.set.0);
+        }
+    }
+}
+
+/// An element: key bytes, timeout, flags.
+type Elem = (Vec<u8>, Option<Duration>, u32);
+
+/// Adds element messages for `elems` to `batch`, [`ELEMS_PER_MSG`] per message.
+fn add_elems(
+    batch: &mut Batch,
+    spec: &SetSpec,
+    op: ElemOp,
+    elems: &[Elem],
+) -> Result<(), FirewallError> {
+    for chunk in elems.chunks(ELEMS_PER_MSG) {
+        let set = SetObj::new(spec)?;
+        for (key, timeout, flags) in chunk {
+            set.push(key, *timeout, *flags)?;
+        }
+        batch.add(&ElemsMsg { set, op }, MsgType::Add);
     }
     Ok(())
 }
 
-/// Sends a batch and reads every acknowledgement, so a kernel error is an error.
+/// Empties a set (DELSETELEM without elements).
+fn flush_set(batch: &mut Batch, spec: &SetSpec) -> Result<(), FirewallError> {
+    batch.add(
+        &ElemsMsg {
+            set: SetObj::new(spec)?,
+            op: ElemOp::Delete,
+        },
+        MsgType::Add,
+    );
+    Ok(())
+}
+
+fn mac_elems(macs: &[Mac]) -> Vec<Elem> {
+    macs.iter().map(|m| (m.0.to_vec(), None, 0)).collect()
+}
+
+/// Interval elements of the walled garden for one family: a start element per range and an
+/// interval-end element one past it (none when the range reaches the last address).
+fn garden_elems(garden: &[(IpAddr, u8)], v4: bool) -> Result<Vec<Elem>, FirewallError> {
+    let key = |a: u128| {
+        if v4 {
+            (a as u32).to_be_bytes().to_vec()
+        } else {
+            a.to_be_bytes().to_vec()
+        }
+    };
+    let mut out = Vec::new();
+    for iv in ruleset::garden_intervals(garden, v4)? {
+        out.push((key(iv.start), None, 0));
+        if let Some(end) = iv.end {
+            out.push((key(end), None, NFT_SET_ELEM_INTERVAL_END));
+        }
+    }
+    Ok(out)
+}
+
+/// Adds one rule's expressions.
+fn add_match(rule: &mut Rule, m: &Match) -> Result<(), FirewallError> {
+    let cmp = |eq: bool, data: &[u8]| Cmp {
+        eq,
+        data: data.to_vec(),
+    };
+    let lookup = |name: &str| -> Result<LookupSet, FirewallError> {
+        let spec = SETS
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| FirewallError::Install(format!("no set {name}")))?;
+        Ok(LookupSet {
+            name: CString::new(name).map_err(|_| oom())?,
+            id: spec.id,
+            invert: false,
+        })
+    };
+    let l4 = |rule: &mut Rule, proto: u8| {
+        rule.add_expr(&MetaLoad(exprs::META_L4PROTO));
+        rule.add_expr(&cmp(true, &[proto]));
+    };
+    let nfproto = |rule: &mut Rule, proto: u8| {
+        rule.add_expr(&MetaLoad(exprs::META_NFPROTO));
+        rule.add_expr(&cmp(true, &[proto]));
+    };
+    let ifname = |name: &str| {
+        let mut b = name.as_bytes().to_vec();
+        b.push(0);
+        b
+    };
+    match m {
+        Match::IifName { eq, name } => {
+            rule.add_expr(&MetaLoad(exprs::META_IIFNAME));
+            rule.add_expr(&cmp(*eq, &ifname(name)));
+        }
+        Match::OifName { eq, name } => {
+            rule.add_expr(&MetaLoad(exprs::META_OIFNAME));
+            rule.add_expr(&cmp(*eq, &ifname(name)));
+        }
+        Match::EtherSaddrIn(set) => {
+            // `meta iiftype ether` (ARPHRD_ETHER, host byte order) guards the link-layer load.
+            rule.add_expr(&MetaLoad(exprs::META_IIFTYPE));
+            rule.add_expr(&cmp(true, &1u16.to_ne_bytes()));
+            rule.add_expr(&PayloadLoad {
+                base: exprs::LL_HEADER,
+                offset: 6,
+                len: 6,
+            });
+            rule.add_expr(&lookup(set)?);
+        }
+        Match::Ip4DaddrIn(set) => {
+            nfproto(rule, 2);
+            rule.add_expr(&PayloadLoad {
+                base: exprs::NETWORK_HEADER,
+                offset: 16,
+                len: 4,
+            });
+            rule.add_expr(&lookup(set)?);
+        }
+        Match::Ip6DaddrIn(set) => {
+            nfproto(rule, 10);
+            rule.add_expr(&PayloadLoad {
+                base: exprs::NETWORK_HEADER,
+                offset: 24,
+                len: 16,
+            });
+            rule.add_expr(&lookup(set)?);
+        }
+        Match::Tcp => l4(rule, ruleset::IPPROTO_TCP),
+        Match::TcpDport(p) => {
+            rule.add_expr(&PayloadLoad {
+                base: exprs::TRANSPORT_HEADER,
+                offset: 2,
+                len: 2,
+            });
+            rule.add_expr(&cmp(true, &p.to_be_bytes()));
+        }
+        Match::UdpDport(p) => {
+            l4(rule, ruleset::IPPROTO_UDP);
+            rule.add_expr(&PayloadLoad {
+                base: exprs::TRANSPORT_HEADER,
+                offset: 2,
+                len: 2,
+            });
+            rule.add_expr(&cmp(true, &p.to_be_bytes()));
+        }
+        Match::EstablishedRelated => {
+            rule.add_expr(&Conntrack::State);
+            let mask = (States::ESTABLISHED | States::RELATED).bits();
+            rule.add_expr(&Bitwise::new(mask, 0u32));
+            rule.add_expr(&cmp(false, &0u32.to_ne_bytes()));
+        }
+        Match::IcmpType(t) | Match::Icmpv6Type(t) => {
+            let proto = if matches!(m, Match::IcmpType(_)) {
+                ruleset::IPPROTO_ICMP
+            } else {
+                ruleset::IPPROTO_ICMPV6
+            };
+            l4(rule, proto);
+            rule.add_expr(&PayloadLoad {
+                base: exprs::TRANSPORT_HEADER,
+                offset: 0,
+                len: 1,
+            });
+            rule.add_expr(&cmp(true, &[*t]));
+        }
+    }
+    Ok(())
+}
+
+fn add_action(rule: &mut Rule, a: Action) {
+    match a {
+        Action::Accept => rule.add_expr(&Verdict::Accept),
+        Action::Drop => rule.add_expr(&Verdict::Drop),
+        Action::Return => rule.add_expr(&Verdict::Return),
+        Action::RejectTcpReset => rule.add_expr(&Verdict::Reject(RejectionType::TcpRst)),
+        Action::RejectAdminProhibited => rule.add_expr(&Verdict::Reject(RejectionType::Icmp(
+            IcmpCode::AdminProhibited,
+        ))),
+        Action::Redirect(port) => {
+            rule.add_expr(&Load(port.to_be_bytes().to_vec()));
+            rule.add_expr(&Redir);
+        }
+    }
+}
+
+fn new_chain<'a>(spec: &ChainSpec, table: &'a Table) -> Chain<'a> {
+    let mut c = Chain::new(CString::new(spec.name).unwrap_or_default(), table);
+    let hook = match spec.hook {
+        ruleset::Hook::Prerouting => Hook::PreRouting,
+        ruleset::Hook::Forward => Hook::Forward,
+        ruleset::Hook::Input => Hook::In,
+    };
+    c.set_hook(hook, spec.priority);
+    c.set_type(if spec.nat {
+        ChainType::Nat
+    } else {
+        ChainType::Filter
+    });
+    c.set_policy(Policy::Accept);
+    c
+}
+
+fn allowed_elems(entries: &[(Mac, Duration)]) -> Vec<Elem> {
+    entries
+        .iter()
+        .filter(|(_, d)| d.as_secs() >= 1)
+        .map(|(m, d)| (m.0.to_vec(), Some(*d), 0))
+        .collect()
+}
+
+/// The install batch: create-or-clear the table (add, delete, add), the sets with their
+/// elements (paid devices with their time left), the chains and their rules. All or nothing.
+fn install_batch(
+    rules: &Ruleset,
+    allowed: &[(Mac, Duration)],
+) -> Result<(FinalizedBatch, [usize; 3]), FirewallError> {
+    let plan = ruleset::rules(rules)?;
+    let g4 = garden_elems(&rules.garden, true)?;
+    let g6 = garden_elems(&rules.garden, false)?;
+    let table = Table::new(TABLE, ProtoFamily::Inet);
+    let mut batch = Batch::new();
+    batch.add(&table, MsgType::Add);
+    batch.add(&table, MsgType::Del);
+    batch.add(&table, MsgType::Add);
+    for spec in &SETS {
+        let set = SetObj::new(spec)?;
+        set.define(spec);
+        batch.add(&NewSet(set), MsgType::Add);
+    }
+    add_elems(
+        &mut batch,
+        &ruleset::ALLOWED,
+        ElemOp::Create,
+        &allowed_elems(&dedup(allowed)),
+    )?;
+    add_elems(
+        &mut batch,
+        &ruleset::TRUSTED,
+        ElemOp::Ensure,
+        &mac_elems(&rules.trusted),
+    )?;
+    add_elems(
+        &mut batch,
+        &ruleset::BLOCKED,
+        ElemOp::Ensure,
+        &mac_elems(&rules.blocked),
+    )?;
+    add_elems(&mut batch, &ruleset::GARDEN4, ElemOp::Create, &g4)?;
+    add_elems(&mut batch, &ruleset::GARDEN6, ElemOp::Create, &g6)?;
+    for spec in &CHAIN_SPECS {
+        let chain = new_chain(spec, &table);
+        batch.add(&chain, MsgType::Add);
+        for r in plan.iter().filter(|r| r.chain == spec.name) {
+            let mut rule = Rule::new(&chain);
+            for m in &r.matches {
+                add_match(&mut rule, m)?;
+            }
+            add_action(&mut rule, r.action);
+            batch.add(&rule, MsgType::Add);
+        }
+    }
+    Ok((batch.finalize(), ruleset::rule_counts(&plan)))
+}
+
+/// Last entry for a MAC wins.
+fn dedup(entries: &[(Mac, Duration)]) -> Vec<(Mac, Duration)> {
+    let mut seen: HashMap<Mac, Duration> = HashMap::new();
+    let mut order = Vec::new();
+    for (m, d) in entries {
+        if seen.insert(*m, *d).is_none() {
+            order.push(*m);
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|m| seen.get(&m).map(|d| (m, *d)))
+        .collect()
+}
+
+/// Opens a netfilter socket with buffers big enough for `bytes` of batch and its
+/// acknowledgements (best effort: without CAP_NET_ADMIN the defaults stay).
+fn socket(op: &'static str, bytes: usize) -> Result<mnl::Socket, FirewallError> {
+    let socket = mnl::Socket::new(mnl::Bus::Netfilter)
+        .map_err(|source| FirewallError::Kernel { op, source })?;
+    let size = (bytes * 2).clamp(1 << 20, 64 << 20) as libc::c_int;
+    for opt in [libc::SO_SNDBUFFORCE, libc::SO_RCVBUFFORCE] {
+        // SAFETY: a valid socket fd and a pointer to a live c_int of the stated size.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&size as *const libc::c_int).cast::<c_void>(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    Ok(socket)
+}
+
+/// Sends a batch and reads every acknowledgement, so a kernel error is an error naming `op`.
 fn send_and_process(batch: &FinalizedBatch, op: &'static str) -> Result<(), FirewallError> {
     let err = |source| FirewallError::Kernel { op, source };
-    let socket = mnl::Socket::new(mnl::Bus::Netfilter).map_err(err)?;
+    // nftnl splits a big batch into pages; the kernel needs the batch (BEGIN .. END) in one
+    // datagram, or it refuses the part without END (EINVAL). Send the pages as one.
+    let whole: Vec<u8> = batch.iter().flat_map(|page| page.iter().copied()).collect();
+    let socket = socket(op, whole.len())?;
     let portid = socket.portid();
-    socket.send_all(batch).map_err(err)?;
+    if socket.send(&whole).map_err(err)? < whole.len() {
+        return Err(err(std::io::Error::other(
+            "the kernel took only part of the batch",
+        )));
+    }
     let mut buffer = vec![0; nftnl::nft_nlmsg_maxsize() as usize];
     let mut expected = batch.sequence_numbers();
     while !expected.is_empty() {
@@ -122,16 +533,6 @@ fn send_and_process(batch: &FinalizedBatch, op: &'static str) -> Result<(), Fire
     }
     Ok(())
 }
-
-/// Netlink message types and flags used below (linux/netfilter/nf_tables.h, linux/netlink.h).
-const NFT_MSG_GETCHAIN: u16 = 4;
-const NFT_MSG_GETSETELEM: u16 = 13;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
-const NLM_F_DUMP: u16 = 0x300;
-const NFPROTO_INET: u16 = 1;
 
 /// A 4-byte aligned buffer, as netlink headers need.
 struct NlBuf(Vec<u32>);
@@ -222,86 +623,352 @@ fn alloc_set() -> Result<Owned<sys::nftnl_set>, FirewallError> {
     }
 }
 
+/// Sends one GET request (`flags`: dump or ack) whose payload `fill` writes, handing each
+/// reply message to `each`.
+fn get(
+    op: &'static str,
+    kind: u16,
+    flags: u16,
+    fill: impl FnOnce(*mut libc::nlmsghdr),
+    each: impl FnMut(*const c_void),
+) -> Result<(), FirewallError> {
+    request(
+        op,
+        |buf, seq| {
+            // SAFETY: `buf` is an aligned buffer of nft_nlmsg_maxsize bytes; one header plus a
+            // table/chain/set name payload fits in it.
+            unsafe {
+                let nlh =
+                    sys::nftnl_nlmsg_build_hdr(buf, kind, NFPROTO_INET, NLM_F_REQUEST | flags, seq);
+                fill(nlh);
+                (*nlh).nlmsg_len as usize
+            }
+        },
+        each,
+    )
+}
+
+/// Reads a string attribute that libnftnl returns (null when absent).
+fn text(p: *const c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: non-null strings from libnftnl getters are NUL-terminated and live as long as
+    // the object they came from, which outlives this call.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+/// Our table's handle, or `None` when there is no such table.
+fn table_handle() -> Result<Option<u64>, FirewallError> {
+    let mut handle = None;
+    let r = get(
+        "look up the table inet wifipos",
+        NFT_MSG_GETTABLE,
+        NLM_F_ACK,
+        |nlh| {
+            // SAFETY: `nlh` is the request header being built; the table object is freed
+            // after its payload is copied into the message.
+            unsafe {
+                let t = sys::nftnl_table_alloc();
+                if !t.is_null() {
+                    sys::nftnl_table_set_str(t, sys::NFTNL_TABLE_NAME as u16, TABLE.as_ptr());
+                    sys::nftnl_table_nlmsg_build_payload(nlh, t);
+                    sys::nftnl_table_free(t);
+                }
+            }
+        },
+        |msg| {
+            // SAFETY: `msg` is one complete, aligned netlink message from the kernel; the
+            // parsed table is freed here.
+            unsafe {
+                let t = sys::nftnl_table_alloc();
+                if !t.is_null() {
+                    if sys::nftnl_table_nlmsg_parse(msg.cast(), t) >= 0 {
+                        handle = Some(sys::nftnl_table_get_u64(t, sys::NFTNL_TABLE_HANDLE as u16));
+                    }
+                    sys::nftnl_table_free(t);
+                }
+            }
+        },
+    );
+    match r {
+        Err(e) if e.is_missing() => Ok(None),
+        Err(e) => Err(e),
+        Ok(()) => Ok(handle),
+    }
+}
+
+/// What the kernel holds in our table: chain names, rules per chain, sets and their flags.
+#[derive(Debug, Default)]
+struct Listing {
+    chains: Vec<String>,
+    rules: HashMap<String, usize>,
+    sets: HashMap<String, u32>,
+}
+
+fn listing() -> Result<Listing, FirewallError> {
+    let mut l = Listing::default();
+    get(
+        "list the chains",
+        NFT_MSG_GETCHAIN,
+        NLM_F_DUMP,
+        |_| {},
+        |msg| {
+            // SAFETY: as in table_handle; the chain object is freed here.
+            unsafe {
+                let c = sys::nftnl_chain_alloc();
+                if c.is_null() {
+                    return;
+                }
+                if sys::nftnl_chain_nlmsg_parse(msg.cast(), c) >= 0
+                    && text(sys::nftnl_chain_get_str(c, sys::NFTNL_CHAIN_TABLE as u16))
+                        == super::TABLE
+                {
+                    l.chains.push(text(sys::nftnl_chain_get_str(
+                        c,
+                        sys::NFTNL_CHAIN_NAME as u16,
+                    )));
+                }
+                sys::nftnl_chain_free(c);
+            }
+        },
+    )?;
+    get(
+        "list the rules",
+        NFT_MSG_GETRULE,
+        NLM_F_DUMP,
+        |nlh| {
+            // SAFETY: as in table_handle; the rule object only names the table to dump.
+            unsafe {
+                let r = sys::nftnl_rule_alloc();
+                if !r.is_null() {
+                    sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_TABLE as u16, TABLE.as_ptr());
+                    sys::nftnl_rule_nlmsg_build_payload(nlh, r);
+                    sys::nftnl_rule_free(r);
+                }
+            }
+        },
+        |msg| {
+            // SAFETY: as in table_handle; the rule object is freed here.
+            unsafe {
+                let r = sys::nftnl_rule_alloc();
+                if r.is_null() {
+                    return;
+                }
+                if sys::nftnl_rule_nlmsg_parse(msg.cast(), r) >= 0
+                    && text(sys::nftnl_rule_get_str(r, sys::NFTNL_RULE_TABLE as u16))
+                        == super::TABLE
+                {
+                    let chain = text(sys::nftnl_rule_get_str(r, sys::NFTNL_RULE_CHAIN as u16));
+                    *l.rules.entry(chain).or_default() += 1;
+                }
+                sys::nftnl_rule_free(r);
+            }
+        },
+    )?;
+    get(
+        "list the sets",
+        NFT_MSG_GETSET,
+        NLM_F_DUMP,
+        |nlh| {
+            // SAFETY: as in table_handle; the set object only names the table to dump.
+            unsafe {
+                let s = sys::nftnl_set_alloc();
+                if !s.is_null() {
+                    sys::nftnl_set_set_str(s, sys::NFTNL_SET_TABLE as u16, TABLE.as_ptr());
+                    sys::nftnl_set_nlmsg_build_payload(nlh, s);
+                    sys::nftnl_set_free(s);
+                }
+            }
+        },
+        |msg| {
+            // SAFETY: as in table_handle; the set object is freed here.
+            unsafe {
+                let s = sys::nftnl_set_alloc();
+                if s.is_null() {
+                    return;
+                }
+                if sys::nftnl_set_nlmsg_parse(msg.cast(), s) >= 0
+                    && text(sys::nftnl_set_get_str(s, sys::NFTNL_SET_TABLE as u16)) == super::TABLE
+                {
+                    let name = text(sys::nftnl_set_get_str(s, sys::NFTNL_SET_NAME as u16));
+                    let flags = sys::nftnl_set_get_u32(s, sys::NFTNL_SET_FLAGS as u16);
+                    l.sets.insert(name, flags);
+                }
+                sys::nftnl_set_free(s);
+            }
+        },
+    )?;
+    Ok(l)
+}
+
+/// Compares what the kernel holds with what we built; `None` when it matches.
+fn differences(l: &Listing, built: Option<&Built>) -> Option<String> {
+    for spec in &SETS {
+        match l.sets.get(spec.name) {
+            None => return Some(format!("set {} is missing", spec.name)),
+            Some(flags) => {
+                let want_timeout = spec.timeout;
+                if (flags & NFT_SET_TIMEOUT != 0) != want_timeout
+                    || (flags & NFT_SET_INTERVAL != 0) != spec.interval
+                {
+                    return Some(format!("set {} has other flags", spec.name));
+                }
+            }
+        }
+    }
+    if l.sets.len() != SETS.len() {
+        return Some(format!(
+            "the table has {} sets, not {}",
+            l.sets.len(),
+            SETS.len()
+        ));
+    }
+    for (i, spec) in CHAIN_SPECS.iter().enumerate() {
+        if !l.chains.iter().any(|c| c == spec.name) {
+            return Some(format!("chain {} is missing", spec.name));
+        }
+        let have = l.rules.get(spec.name).copied().unwrap_or(0);
+        let want = built.map(|b| b.rule_counts[i]);
+        if want.is_some_and(|w| w != have) || (want.is_none() && have == 0) {
+            return Some(format!(
+                "chain {} has {have} rules, not {}",
+                spec.name,
+                want.unwrap_or(1)
+            ));
+        }
+    }
+    if l.chains.len() != CHAIN_SPECS.len() {
+        return Some(format!(
+            "the table has {} chains, not {}",
+            l.chains.len(),
+            CHAIN_SPECS.len()
+        ));
+    }
+    None
+}
+
+impl NetlinkFirewall {
+    /// Sets each MAC's timeout, one batch per chunk. First a plain exclusive add, which is all
+    /// a new session needs; if any MAC was already there (EEXIST, the kernel applied nothing),
+    /// the chunk goes again as ensure-present, delete, add with the new timeout — no listing
+    /// first, so it cannot race an element's expiry.
+    fn refresh(&mut self, give: &[(Mac, Duration)]) -> Result<(), FirewallError> {
+        const OP: &str = "let devices through (add to the allowed set)";
+        give.chunks(CHUNK).try_for_each(|chunk| {
+            let mut batch = Batch::new();
+            add_elems(
+                &mut batch,
+                &ruleset::ALLOWED,
+                ElemOp::Create,
+                &allowed_elems(chunk),
+            )?;
+            match send_and_process(&batch.finalize(), OP) {
+                Err(FirewallError::Kernel { source, .. })
+                    if source.raw_os_error() == Some(libc::EEXIST) => {}
+                other => return other,
+            }
+            let plain: Vec<Mac> = chunk.iter().map(|(m, _)| *m).collect();
+            let mut batch = Batch::new();
+            add_elems(
+                &mut batch,
+                &ruleset::ALLOWED,
+                ElemOp::Ensure,
+                &mac_elems(&plain),
+            )?;
+            add_elems(
+                &mut batch,
+                &ruleset::ALLOWED,
+                ElemOp::Delete,
+                &mac_elems(&plain),
+            )?;
+            add_elems(
+                &mut batch,
+                &ruleset::ALLOWED,
+                ElemOp::Create,
+                &allowed_elems(chunk),
+            )?;
+            send_and_process(&batch.finalize(), OP)
+        })
+    }
+
+    /// Replaces the elements of one of the standing sets in one batch.
+    fn replace(
+        &mut self,
+        spec: &SetSpec,
+        elems: &[Elem],
+        op: &'static str,
+    ) -> Result<(), FirewallError> {
+        let mut batch = Batch::new();
+        flush_set(&mut batch, spec)?;
+        add_elems(&mut batch, spec, ElemOp::Ensure, elems)?;
+        send_and_process(&batch.finalize(), op)
+    }
+}
+
 impl Firewall for NetlinkFirewall {
     fn install(
         &mut self,
         rules: &Ruleset,
         allowed: &[(Mac, Duration)],
     ) -> Result<(), FirewallError> {
-        let script = ruleset_script(rules, allowed)?;
-        let nft = self.nft.as_deref().unwrap_or("nft");
-        let mut child = Command::new(nft)
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| FirewallError::Install(format!("cannot run {nft}: {e}")))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(script.as_bytes())
-                .map_err(|e| FirewallError::Install(format!("writing to {nft}: {e}")))?;
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| FirewallError::Install(e.to_string()))?;
-        if !out.status.success() {
-            return Err(FirewallError::Install(
-                String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            ));
-        }
-        match self.health()? {
-            Health::Intact => Ok(()),
-            Health::Missing => Err(FirewallError::Install(
+        let (batch, rule_counts) = install_batch(rules, allowed)?;
+        send_and_process(&batch, "install the table inet wifipos")?;
+        let handle = table_handle()?.ok_or_else(|| {
+            FirewallError::Install("the table is not there after installing it".into())
+        })?;
+        self.built = Some(Built {
+            handle,
+            rule_counts,
+        });
+        match self.check()? {
+            TableHealth::Intact => Ok(()),
+            TableHealth::Missing => Err(FirewallError::Install(
                 "the table is not there after installing it".into(),
             )),
+            TableHealth::Changed(what) => Err(FirewallError::Install(format!(
+                "after installing it, {what}"
+            ))),
         }
     }
 
     fn allow(&mut self, entries: &[(Mac, Duration)]) -> Result<(), FirewallError> {
-        // Last entry for a MAC wins; zero time means no access.
-        let mut wanted: HashMap<Mac, Duration> = HashMap::new();
-        for (m, d) in entries {
-            wanted.insert(*m, *d);
-        }
-        let (give, take): (Vec<_>, Vec<_>) =
-            wanted.into_iter().partition(|(_, d)| d.as_secs() >= 1);
+        let (give, take): (Vec<_>, Vec<_>) = dedup(entries)
+            .into_iter()
+            .partition(|(_, d)| d.as_secs() >= 1);
         if !take.is_empty() {
             self.remove(&take.iter().map(|(m, _)| *m).collect::<Vec<_>>())?;
         }
-        // Adding is exclusive in the kernel (EEXIST): delete present MACs and re-add them in the
-        // same batch, which refreshes their timeout atomically. An element expiring between the
-        // listing and the batch makes the delete fail (ENOENT); list again and retry once.
-        for attempt in 0..2 {
-            let present: HashSet<Mac> = self.list_allowed()?.into_iter().map(|(m, _)| m).collect();
-            let result = give.chunks(CHUNK).try_for_each(|chunk| {
-                let del: Vec<Mac> = chunk
-                    .iter()
-                    .map(|(m, _)| *m)
-                    .filter(|m| present.contains(m))
-                    .collect();
-                self.change("let devices through (add to the allowed set)", &del, chunk)
-            });
-            match result {
-                Err(FirewallError::Kernel { source, .. })
-                    if attempt == 0 && source.raw_os_error() == Some(libc::ENOENT) => {}
-                other => return other,
-            }
-        }
-        Ok(())
+        self.refresh(&give)
     }
 
     fn remove(&mut self, macs: &[Mac]) -> Result<(), FirewallError> {
-        let present: HashSet<Mac> = self.list_allowed()?.into_iter().map(|(m, _)| m).collect();
-        let del: Vec<Mac> = macs
-            .iter()
-            .copied()
-            .filter(|m| present.contains(m))
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        del.chunks(CHUNK)
-            .try_for_each(|chunk| self.change("remove devices from the allowed set", chunk, &[]))
+        let macs: Vec<Mac> = dedup(
+            &macs
+                .iter()
+                .map(|m| (*m, Duration::ZERO))
+                .collect::<Vec<_>>(),
+        )
+        .into_iter()
+        .map(|(m, _)| m)
+        .collect();
+        // Ensure-then-delete: MACs that were not there are no error.
+        macs.chunks(CHUNK).try_for_each(|chunk| {
+            let mut batch = Batch::new();
+            add_elems(
+                &mut batch,
+                &ruleset::ALLOWED,
+                ElemOp::Ensure,
+                &mac_elems(chunk),
+            )?;
+            add_elems(
+                &mut batch,
+                &ruleset::ALLOWED,
+                ElemOp::Delete,
+                &mac_elems(chunk),
+            )?;
+            send_and_process(&batch.finalize(), "remove devices from the allowed set")
+        })
     }
 
     fn list_allowed(&mut self) -> Result<Vec<(Mac, Duration)>, FirewallError> {
@@ -367,55 +1034,51 @@ impl Firewall for NetlinkFirewall {
         Ok(out)
     }
 
-    fn health(&mut self) -> Result<Health, FirewallError> {
-        let missing = |e: &FirewallError| matches!(e, FirewallError::Kernel { source, .. } if source.raw_os_error() == Some(libc::ENOENT));
-        match self.list_allowed() {
-            Err(e) if missing(&e) => return Ok(Health::Missing),
-            Err(e) => return Err(e),
-            Ok(_) => {}
-        }
-        for name in CHAINS {
-            let cname = std::ffi::CString::new(name).unwrap_or_default();
-            let r = request(
-                "check a chain",
-                |buf, seq| {
-                    // SAFETY: as above; the chain object is freed before returning and its
-                    // strings are copied by libnftnl.
-                    unsafe {
-                        let chain = sys::nftnl_chain_alloc();
-                        if chain.is_null() {
-                            return 0;
-                        }
-                        sys::nftnl_chain_set_str(
-                            chain,
-                            sys::NFTNL_CHAIN_TABLE as u16,
-                            TABLE.as_ptr(),
-                        );
-                        sys::nftnl_chain_set_str(
-                            chain,
-                            sys::NFTNL_CHAIN_NAME as u16,
-                            cname.as_ptr(),
-                        );
-                        let nlh = sys::nftnl_nlmsg_build_hdr(
-                            buf,
-                            NFT_MSG_GETCHAIN,
-                            NFPROTO_INET,
-                            NLM_F_REQUEST | NLM_F_ACK,
-                            seq,
-                        );
-                        sys::nftnl_chain_nlmsg_build_payload(nlh, chain);
-                        sys::nftnl_chain_free(chain);
-                        (*nlh).nlmsg_len as usize
-                    }
-                },
-                |_| {},
-            );
-            match r {
-                Err(e) if missing(&e) => return Ok(Health::Missing),
-                Err(e) => return Err(e),
-                Ok(()) => {}
+    fn set_trusted(&mut self, macs: &[Mac]) -> Result<(), FirewallError> {
+        self.replace(
+            &ruleset::TRUSTED,
+            &mac_elems(macs),
+            "replace the trusted devices",
+        )
+    }
+
+    fn set_blocked(&mut self, macs: &[Mac]) -> Result<(), FirewallError> {
+        self.replace(
+            &ruleset::BLOCKED,
+            &mac_elems(macs),
+            "replace the blocked devices",
+        )
+    }
+
+    fn set_garden(&mut self, prefixes: &[(IpAddr, u8)]) -> Result<(), FirewallError> {
+        let g4 = garden_elems(prefixes, true)?;
+        let g6 = garden_elems(prefixes, false)?;
+        let mut batch = Batch::new();
+        flush_set(&mut batch, &ruleset::GARDEN4)?;
+        flush_set(&mut batch, &ruleset::GARDEN6)?;
+        add_elems(&mut batch, &ruleset::GARDEN4, ElemOp::Create, &g4)?;
+        add_elems(&mut batch, &ruleset::GARDEN6, ElemOp::Create, &g6)?;
+        send_and_process(&batch.finalize(), "replace the walled garden")
+    }
+
+    fn check(&mut self) -> Result<TableHealth, FirewallError> {
+        let Some(handle) = table_handle()? else {
+            return Ok(TableHealth::Missing);
+        };
+        if let Some(b) = &self.built {
+            if b.handle != handle {
+                return Ok(TableHealth::Changed(
+                    "the table was deleted and created again from outside".into(),
+                ));
             }
         }
-        Ok(Health::Intact)
+        let l = match listing() {
+            Err(e) if e.is_missing() => return Ok(TableHealth::Missing),
+            other => other?,
+        };
+        Ok(match differences(&l, self.built.as_ref()) {
+            None => TableHealth::Intact,
+            Some(what) => TableHealth::Changed(what),
+        })
     }
 }
