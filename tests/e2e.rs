@@ -270,9 +270,12 @@ fn chromium_on_a_phone_gets_online_by_photo_paste_and_link() {
 
     let paste = cafe.issue(&["--duration", "1h"]);
     let link = cafe.issue(&["--duration", "1h"]);
-    let mut forged = paste["token"].as_str().unwrap().to_owned();
-    let last = forged.pop().unwrap();
-    forged.push(if last == 'A' { 'B' } else { 'A' });
+    // Change one character inside the signature (not the last one, whose spare bits would make
+    // the token malformed rather than forged).
+    let mut forged = paste["token"].as_str().unwrap().as_bytes().to_vec();
+    let i = forged.len() - 10;
+    forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
 
     let out = cafe
         .lab
