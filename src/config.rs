@@ -284,6 +284,8 @@ pub fn check(file: &str, text: &str) -> Report {
     for opt in &section.options {
         v.option(opt);
     }
+    report.errors.sort_by_key(ConfigError::line);
+    report.warnings.sort_by_key(|w| w.line);
     report
 }
 
@@ -408,6 +410,20 @@ impl Validator<'_> {
     }
 
     fn option(&mut self, opt: &uci::UciOption) {
+        let known = KNOWN.contains(&opt.name.as_str());
+        if let Some(item) = opt
+            .items
+            .iter()
+            .find(|(v, _)| v.chars().any(|c| c.is_control() && c != '\t'))
+        {
+            if known {
+                return self.invalid(
+                    &opt.name,
+                    item,
+                    "it contains a control character or line break; write it on one line",
+                );
+            }
+        }
         match opt.name.as_str() {
             "guest_iface" => {
                 let Some(item) = self.one(opt) else { return };

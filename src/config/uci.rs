@@ -6,7 +6,8 @@
 //! quoting ('…' literal, "…" with backslash escapes, adjacent parts joined, quotes spanning
 //! lines), backslash line continuation, `#` comments (also inside a word), `;` between
 //! statements, abbreviations (`c`, `o`, `l`, `p`), and its merge rules (a named section opened
-//! twice is one section; setting an option again moves it to the end; an empty value deletes).
+//! twice is one section; setting an option again moves it to the end; an empty value changes
+//! nothing).
 //! Does not own: what any option means (see [`super`]), reading files.
 //!
 //! libuci works on a line buffer it rewrites in place (`strtok`, in-place unquoting); this port
@@ -20,8 +21,7 @@ use std::fmt;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Package {
     pub sections: Vec<Section>,
-    /// `option NAME` statements written without any value (libuci ignores them, or deletes an
-    /// earlier value): `(section index, option name, line)`.
+    /// `option NAME` statements written without any value (libuci ignores them): `(section index, option name, line)`.
     pub valueless: Vec<(usize, String, usize)>,
 }
 
@@ -84,9 +84,6 @@ pub enum Syntax {
     /// More words than the statement takes.
     #[error("too many words in this '{0}' line: put a value with spaces in quotes, e.g. option venue 'Cafe Nord'")]
     TooManyWords(String),
-    /// A value with a control character other than tab or line break.
-    #[error("option '{0}' contains a control character (only tabs and line breaks are allowed)")]
-    ControlCharacter(String),
     /// `config a 'x'` after `config b 'x'`.
     #[error("section '{name}' was declared as type '{first}' before and now as '{second}': one name, one type")]
     TypeClash {
@@ -481,12 +478,6 @@ impl Parser<'_> {
         self.assert_eol(statement)?;
         let name = lossy(self.str_at(n));
         let value = self.str_at(v);
-        if value
-            .iter()
-            .any(|&c| c < 32 && !matches!(c, b'\t' | b'\n' | b'\r'))
-        {
-            return Err(Syntax::ControlCharacter(name));
-        }
         let value = lossy(value);
         let options = &mut self.pkg.sections[si].options;
         let existing = options.iter().position(|o| o.name == name);
@@ -509,9 +500,8 @@ impl Parser<'_> {
             return Ok(());
         }
         if value.is_empty() {
-            if let Some(i) = existing {
-                options.remove(i);
-            }
+            // libuci's uci_set ignores an empty value while loading a file (it would delete
+            // only through `uci set`): an earlier value stays.
             if valueless {
                 self.pkg.valueless.push((si, name, line));
             }
