@@ -365,7 +365,7 @@ impl Validator<'_> {
         if opt.is_list {
             self.errors.push(ConfigError::NotAList {
                 file: self.file.into(),
-                line: opt.items[0].1,
+                line: opt.items.last().map_or(0, |i| i.1),
                 option: opt.name.clone(),
             });
             return None;
