@@ -312,6 +312,7 @@ fn every_shell_script_is_shellcheck_clean() {
         "scripts/build-ipk",
         "scripts/build-router",
         "scripts/build-musl",
+        "scripts/build-c-deps",
         ".ci/run",
         "files/etc/uci-defaults/90-wifipos",
     ];
