@@ -1,156 +1,110 @@
-//! `/etc/config/wifipos`: the UCI file format, and the typed, validated settings of the daemon.
+//! `/etc/config/wifipos`: the daemon's settings, typed and validated, with a default for each.
 //!
-//! Owns: parsing UCI text (`config TYPE 'name'`, `option`, `list`, quoting, escapes, comments)
-//! into sections, and turning the `wifipos` section into [`Config`] with defaults, warnings for
-//! unknown options, and errors that name the file, line, option and what is allowed. Pure: the
-//! caller reads the file.
+//! Owns: the meaning of every option of the `config wifipos` section, its default, what values
+//! are allowed, and the messages a venue owner sees when a value is wrong (file, line, option,
+//! what is allowed). The UCI syntax itself is [`uci`], a port of libuci's parser.
+//! Pure: no I/O except the explicit [`load`] helper, no clock. The daemon reads this file
+//! itself, so there is one source of truth and it can be checked off the router
+//! (`wifiposd check-config --config FILE`).
 
+pub mod uci;
+
+use std::fmt;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use crate::keys;
+use crate::keys::{self, KeyId};
 use crate::mac::Mac;
 
-/// The documented default config, as shipped in the package.
+/// The documented default config, as shipped in the package (also what `serve --dev` uses).
 pub const DEFAULT_UCI: &str = include_str!("../files/etc/config/wifipos");
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Section {
-    pub kind: String,
-    pub name: Option<String>,
-    pub line: usize,
-    /// `(name, values, line)`; an `option` has one value, a `list` line adds one.
-    pub options: Vec<(String, Vec<String>, usize)>,
+/// Where the package installs the config.
+pub const DEFAULT_PATH: &str = "/etc/config/wifipos";
+
+/// Languages the portal speaks.
+pub const LANGUAGES: [&str; 3] = ["en", "de", "es"];
+
+/// How much the daemon logs (to logd through procd).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {message}")]
-pub struct ConfigError {
-    pub file: String,
-    pub line: usize,
-    pub message: String,
-}
-
-/// Splits a UCI line into words, honouring '…' and "…" quotes (adjacent parts join) and
-/// backslash escapes outside single quotes. A `#` outside quotes starts a comment.
-fn words(line: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '#' if !in_word => break,
-            c if c.is_whitespace() => {
-                if in_word {
-                    out.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            '\'' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('\'') => break,
-                        Some(c) => cur.push(c),
-                        None => return Err("unterminated ' quote".into()),
-                    }
-                }
-            }
-            '"' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            Some(c) => cur.push(c),
-                            None => return Err("unterminated \" quote".into()),
-                        },
-                        Some(c) => cur.push(c),
-                        None => return Err("unterminated \" quote".into()),
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                if let Some(c) = chars.next() {
-                    cur.push(c);
-                }
-            }
-            c => {
-                in_word = true;
-                cur.push(c);
-            }
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
         }
     }
-    if in_word {
-        out.push(cur);
+
+    fn parse(s: &str) -> Option<LogLevel> {
+        Some(match s {
+            "error" => LogLevel::Error,
+            "warn" | "warning" => LogLevel::Warn,
+            "info" => LogLevel::Info,
+            "debug" => LogLevel::Debug,
+            _ => return None,
+        })
     }
-    Ok(out)
 }
 
-/// Parses UCI text into sections.
-pub fn parse_uci(file: &str, text: &str) -> Result<Vec<Section>, ConfigError> {
-    let mut sections: Vec<Section> = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = i + 1;
-        let err = |message: String| ConfigError {
-            file: file.to_owned(),
-            line,
-            message,
-        };
-        let w = words(raw.trim_end_matches('\r')).map_err(err)?;
-        let Some(first) = w.first() else { continue };
-        match (first.as_str(), w.len()) {
-            ("config", 2 | 3) => sections.push(Section {
-                kind: w[1].clone(),
-                name: w.get(2).cloned(),
-                line,
-                options: Vec::new(),
-            }),
-            ("config", _) => return Err(err("'config' takes a type and an optional name".into())),
-            ("option" | "list", 3) => {
-                let Some(s) = sections.last_mut() else {
-                    return Err(err(format!("'{first}' before any 'config' section")));
-                };
-                let (name, value) = (w[1].clone(), w[2].clone());
-                if first == "list" {
-                    if let Some(o) = s.options.iter_mut().find(|o| o.0 == name) {
-                        o.1.push(value);
-                        continue;
-                    }
-                } else {
-                    s.options.retain(|o| o.0 != name);
-                }
-                s.options.push((name, vec![value], line));
-            }
-            ("option" | "list", _) => {
-                return Err(err(format!("'{first}' takes a name and one value")))
-            }
-            ("package", 2) => {}
-            _ => return Err(err(format!("unknown statement '{first}'"))),
-        }
+/// A voucher revoked in the config: `list revoked 'KEYID:SERIAL'`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Revoked {
+    pub key_id: KeyId,
+    pub serial: u64,
+}
+
+impl fmt::Display for Revoked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.key_id, self.serial)
     }
-    Ok(sections)
 }
 
 /// The daemon's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// The guest network's device (the bridge): `option guest_iface`.
     pub guest_iface: String,
+    /// The router's address on the guest network: `option portal_address`.
     pub portal_address: IpAddr,
     pub portal_port: u16,
+    /// The SQLite file: `option database`.
     pub database: PathBuf,
+    /// Shown on the portal: `option venue`.
     pub venue: String,
+    /// `option language`: one of [`LANGUAGES`].
     pub language: String,
+    /// `list trusted_key`: base64 Ed25519 public keys of the tills, each checked.
     pub trusted_keys: Vec<String>,
-    /// IPv4/IPv6 addresses or prefixes reachable before paying, as `(address, prefix length)`.
+    /// `list garden`: IPv4/IPv6 addresses or prefixes reachable before paying, as `(address,
+    /// prefix length)`.
     pub garden: Vec<(IpAddr, u8)>,
+    /// `list trusted_mac`: staff devices, never asked for a voucher.
     pub trusted_macs: Vec<Mac>,
+    /// `list blocked_mac`: devices refused everything.
     pub blocked_macs: Vec<Mac>,
+    /// `option max_connections`: open portal connections at once.
     pub max_connections: usize,
+    /// `option attempts_per_minute`: voucher attempts per device per minute.
     pub attempts_per_minute: u32,
+    /// `option keep_days`: ended vouchers and their devices are deleted after this many days.
     pub keep_days: u32,
+    /// `option keep_event_days`: events (the log of redemptions, refusals, …) are deleted after
+    /// this many days.
+    pub keep_event_days: u32,
+    /// `option log_level`.
+    pub log_level: LogLevel,
+    /// `list revoked`: vouchers refused even if validly signed.
+    pub revoked: Vec<Revoked>,
 }
 
 impl Config {
@@ -184,105 +138,456 @@ impl Default for Config {
             max_connections: 512,
             attempts_per_minute: 10,
             keep_days: 90,
+            keep_event_days: 90,
+            log_level: LogLevel::Info,
+            revoked: Vec::new(),
         }
     }
 }
 
-/// Parses and validates a config file's text. Returns the config and warnings (unknown
-/// options), or the first error.
-pub fn parse(file: &str, text: &str) -> Result<(Config, Vec<String>), ConfigError> {
-    let sections = parse_uci(file, text)?;
-    let mut cfg = Config::default();
-    let mut warnings = Vec::new();
-    let Some(s) = sections.iter().find(|s| s.kind == "wifipos") else {
-        return Err(ConfigError {
-            file: file.into(),
-            line: 1,
-            message: "no 'config wifipos' section".into(),
-        });
+/// What is wrong with a config file. Each message names the file and line and says what to
+/// write instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The file is not valid UCI (the router's `uci` would refuse it too).
+    #[error("{file}:{}: {}", .error.line, .error.problem)]
+    Syntax {
+        file: String,
+        error: uci::SyntaxError,
+    },
+    /// An option's value is not one of the allowed ones.
+    #[error("{file}:{line}: option '{option}': '{value}' is not valid; {allowed}")]
+    Invalid {
+        file: String,
+        line: usize,
+        option: String,
+        value: String,
+        allowed: String,
+    },
+    /// `option NAME` with nothing after it.
+    #[error("{file}:{line}: option '{option}' has no value; write option {option} 'VALUE' or delete the line")]
+    NoValue {
+        file: String,
+        line: usize,
+        option: String,
+    },
+    /// `list NAME` for a setting that takes one value.
+    #[error("{file}:{line}: option '{option}' takes one value: write it once as option {option} '…', not as a list")]
+    NotAList {
+        file: String,
+        line: usize,
+        option: String,
+    },
+    /// No `config wifipos` section at all.
+    #[error("{file}: there is no 'config wifipos' section; the file should start with: config wifipos 'main'")]
+    NoSection { file: String },
+}
+
+impl ConfigError {
+    /// The line the problem is on (0 when it is about the whole file).
+    pub fn line(&self) -> usize {
+        match self {
+            ConfigError::Syntax { error, .. } => error.line,
+            ConfigError::Invalid { line, .. }
+            | ConfigError::NoValue { line, .. }
+            | ConfigError::NotAList { line, .. } => *line,
+            ConfigError::NoSection { .. } => 0,
+        }
+    }
+}
+
+/// Something the daemon ignores but the owner probably did not mean.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub file: String,
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file, self.line, self.message)
+    }
+}
+
+/// Everything `check-config` reports about one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The settings: defaults where an option is missing or invalid.
+    pub config: Config,
+    pub warnings: Vec<Warning>,
+    /// Empty if the file is valid.
+    pub errors: Vec<ConfigError>,
+}
+
+/// Checks a config file's text and reports every problem (a syntax error stops at the first,
+/// as libuci does).
+pub fn check(file: &str, text: &str) -> Report {
+    let mut report = Report {
+        config: Config::default(),
+        warnings: Vec::new(),
+        errors: Vec::new(),
     };
-    for (name, values, line) in &s.options {
-        let err = |allowed: &str| ConfigError {
+    let pkg = match uci::parse(text) {
+        Ok(p) => p,
+        Err(error) => {
+            report.errors.push(ConfigError::Syntax {
+                file: file.into(),
+                error,
+            });
+            return report;
+        }
+    };
+    let mut ours = pkg
+        .sections
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.kind == "wifipos");
+    let Some((index, section)) = ours.next() else {
+        report
+            .errors
+            .push(ConfigError::NoSection { file: file.into() });
+        return report;
+    };
+    for (_, extra) in ours {
+        report.warnings.push(Warning {
             file: file.into(),
-            line: *line,
+            line: extra.line,
             message: format!(
-                "option '{name}': '{}' is not valid; {allowed}",
-                values.join(" ")
+                "a second 'config wifipos' section is ignored; only the one on line {} counts",
+                section.line
             ),
-        };
-        let one = values.last().map(String::as_str).unwrap_or("");
-        let number = |lo: u64, hi: u64| -> Result<u64, ConfigError> {
-            one.parse::<u64>()
-                .ok()
-                .filter(|n| (lo..=hi).contains(n))
-                .ok_or_else(|| err(&format!("expected a whole number from {lo} to {hi}")))
-        };
-        match name.as_str() {
+        });
+    }
+    for other in pkg.sections.iter().filter(|s| s.kind != "wifipos") {
+        report.warnings.push(Warning {
+            file: file.into(),
+            line: other.line,
+            message: format!("section type '{}' is unknown and ignored", other.kind),
+        });
+    }
+    let mut v = Validator {
+        file,
+        cfg: &mut report.config,
+        warnings: &mut report.warnings,
+        errors: &mut report.errors,
+    };
+    for (si, name, line) in &pkg.valueless {
+        if *si == index && KNOWN.contains(&name.as_str()) {
+            v.errors.push(ConfigError::NoValue {
+                file: file.into(),
+                line: *line,
+                option: name.clone(),
+            });
+        }
+    }
+    for opt in &section.options {
+        v.option(opt);
+    }
+    report.errors.sort_by_key(ConfigError::line);
+    report.warnings.sort_by_key(|w| w.line);
+    report
+}
+
+/// Parses and validates a config file's text. Returns the config and its warnings, or the first
+/// error.
+pub fn parse(file: &str, text: &str) -> Result<(Config, Vec<String>), ConfigError> {
+    let mut r = check(file, text);
+    if !r.errors.is_empty() {
+        return Err(r.errors.swap_remove(0));
+    }
+    Ok((
+        r.config,
+        r.warnings.iter().map(Warning::to_string).collect(),
+    ))
+}
+
+/// Why [`load`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read (missing, permissions, not UTF-8).
+    #[error("cannot read {path}: {source}")]
+    Unreadable {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Reads a config file and checks it: the one I/O helper of this module.
+pub fn load(path: &Path) -> Result<Report, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Unreadable {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(check(&path.display().to_string(), &text))
+}
+
+/// Every option of `config wifipos`.
+const KNOWN: [&str; 16] = [
+    "guest_iface",
+    "portal_address",
+    "portal_port",
+    "database",
+    "venue",
+    "language",
+    "trusted_key",
+    "garden",
+    "trusted_mac",
+    "blocked_mac",
+    "max_connections",
+    "attempts_per_minute",
+    "keep_days",
+    "keep_event_days",
+    "log_level",
+    "revoked",
+];
+
+struct Validator<'a> {
+    file: &'a str,
+    cfg: &'a mut Config,
+    warnings: &'a mut Vec<Warning>,
+    errors: &'a mut Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn invalid(&mut self, option: &str, (value, line): &(String, usize), allowed: &str) {
+        self.errors.push(ConfigError::Invalid {
+            file: self.file.into(),
+            line: *line,
+            option: option.into(),
+            value: value.clone(),
+            allowed: allowed.into(),
+        });
+    }
+
+    /// The one value of a single-valued option, or `None` (error recorded) for a list.
+    fn one<'o>(&mut self, opt: &'o uci::UciOption) -> Option<&'o (String, usize)> {
+        if opt.is_list {
+            self.errors.push(ConfigError::NotAList {
+                file: self.file.into(),
+                line: opt.items.last().map_or(0, |i| i.1),
+                option: opt.name.clone(),
+            });
+            return None;
+        }
+        opt.items.first()
+    }
+
+    fn number(&mut self, opt: &uci::UciOption, lo: u64, hi: u64) -> Option<u64> {
+        let item = self.one(opt)?;
+        let n = item
+            .0
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (lo..=hi).contains(n));
+        if n.is_none() {
+            self.invalid(
+                &opt.name,
+                item,
+                &format!("expected a whole number from {lo} to {hi}"),
+            );
+        }
+        n
+    }
+
+    /// Each item of a list option through `f`; invalid items are reported, valid ones kept.
+    fn each<T>(
+        &mut self,
+        opt: &uci::UciOption,
+        allowed: &str,
+        f: impl Fn(&str) -> Result<T, String>,
+    ) -> Vec<T> {
+        let mut out = Vec::new();
+        for item in &opt.items {
+            match f(&item.0) {
+                Ok(t) => out.push(t),
+                Err(why) if why.is_empty() => self.invalid(&opt.name, item, allowed),
+                Err(why) => self.invalid(&opt.name, item, &why),
+            }
+        }
+        out
+    }
+
+    fn option(&mut self, opt: &uci::UciOption) {
+        let known = KNOWN.contains(&opt.name.as_str());
+        if let Some(item) = opt
+            .items
+            .iter()
+            .find(|(v, _)| v.chars().any(|c| c.is_control() && c != '\t'))
+        {
+            if known {
+                return self.invalid(
+                    &opt.name,
+                    item,
+                    "it contains a control character or line break; write it on one line",
+                );
+            }
+        }
+        match opt.name.as_str() {
             "guest_iface" => {
-                if one.is_empty() || one.len() > 15 || one.contains(['/', ' ']) {
-                    return Err(err("expected a network device name such as br-guest"));
+                let Some(item) = self.one(opt) else { return };
+                let ok = !item.0.is_empty()
+                    && item.0.len() <= 15
+                    && item
+                        .0
+                        .bytes()
+                        .all(|c| c.is_ascii_graphic() && c != b'/' && c != b':');
+                if ok {
+                    self.cfg.guest_iface = item.0.clone();
+                } else {
+                    self.invalid(
+                        &opt.name,
+                        item,
+                        "expected a network device name of up to 15 characters, such as br-guest",
+                    );
                 }
-                cfg.guest_iface = one.into();
             }
             "portal_address" => {
-                cfg.portal_address = one.parse().map_err(|_| {
-                    err("expected the router's IPv4 or IPv6 address on the guest network")
-                })?
+                let Some(item) = self.one(opt) else { return };
+                match item.0.parse::<IpAddr>() {
+                    Ok(a) if !a.is_unspecified() && !a.is_multicast() => {
+                        self.cfg.portal_address = a
+                    }
+                    _ => self.invalid(
+                        &opt.name,
+                        item,
+                        "expected the router's IPv4 or IPv6 address on the guest network, such as 10.20.0.1",
+                    ),
+                }
             }
-            "portal_port" => cfg.portal_port = number(1, 65535)? as u16,
+            "portal_port" => {
+                if let Some(n) = self.number(opt, 1, 65535) {
+                    self.cfg.portal_port = n as u16;
+                }
+            }
             "database" => {
-                if !one.starts_with('/') {
-                    return Err(err("expected an absolute path"));
+                let Some(item) = self.one(opt) else { return };
+                if item.0.starts_with('/') && !item.0.ends_with('/') {
+                    self.cfg.database = item.0.clone().into();
+                } else {
+                    self.invalid(
+                        &opt.name,
+                        item,
+                        "expected the absolute path of a file, such as /etc/wifipos/wifipos.db",
+                    );
                 }
-                cfg.database = one.into();
             }
-            "venue" => cfg.venue = one.into(),
-            "language" => {
-                if crate_lang(one).is_none() {
-                    return Err(err("expected en, de or es"));
+            "venue" => {
+                let Some(item) = self.one(opt) else { return };
+                if item.0.trim().is_empty() || item.0.chars().count() > 64 || item.0.contains('\n')
+                {
+                    self.invalid(
+                        &opt.name,
+                        item,
+                        "expected a name of 1 to 64 characters on one line",
+                    );
+                } else {
+                    self.cfg.venue = item.0.clone();
                 }
-                cfg.language = one.into();
+            }
+            "language" => {
+                let Some(item) = self.one(opt) else { return };
+                if LANGUAGES.contains(&item.0.as_str()) {
+                    self.cfg.language = item.0.clone();
+                } else {
+                    self.invalid(&opt.name, item, "expected en, de or es");
+                }
+            }
+            "log_level" => {
+                let Some(item) = self.one(opt) else { return };
+                match LogLevel::parse(&item.0) {
+                    Some(l) => self.cfg.log_level = l,
+                    None => self.invalid(&opt.name, item, "expected error, warn, info or debug"),
+                }
             }
             "trusted_key" => {
-                for k in values {
-                    keys::parse_public_key(k).map_err(|e| ConfigError {
-                        file: file.into(),
-                        line: *line,
-                        message: format!("option 'trusted_key': {e}"),
-                    })?;
-                }
-                cfg.trusted_keys = values.clone();
+                self.cfg.trusted_keys = self.each(opt, "", |k| {
+                    keys::parse_public_key(k)
+                        .map(|_| k.trim().to_owned())
+                        .map_err(|_| {
+                            "expected a public key as `wifipos keygen` prints it: standard base64 of 32 bytes (44 characters ending in =)".to_owned()
+                        })
+                });
             }
             "garden" => {
-                cfg.garden = values
-                    .iter()
-                    .map(|g| parse_prefix(g))
-                    .collect::<Option<_>>()
-                    .ok_or_else(|| err("expected IP addresses or prefixes like 192.0.2.0/24"))?
+                self.cfg.garden = self.each(
+                    opt,
+                    "expected an IPv4 or IPv6 address or prefix, such as 192.0.2.10, 192.0.2.0/24 or 2001:db8::/32",
+                    parse_garden,
+                );
             }
             "trusted_mac" | "blocked_mac" => {
-                let macs = values
-                    .iter()
-                    .map(|m| m.parse::<Mac>())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|_| err("expected MAC addresses like aa:bb:cc:dd:ee:ff"))?;
-                if name == "trusted_mac" {
-                    cfg.trusted_macs = macs;
+                let macs = self.each(
+                    opt,
+                    "expected a MAC address such as aa:bb:cc:dd:ee:ff",
+                    |m| m.parse::<Mac>().map_err(|_| String::new()),
+                );
+                if opt.name == "trusted_mac" {
+                    self.cfg.trusted_macs = macs;
                 } else {
-                    cfg.blocked_macs = macs;
+                    self.cfg.blocked_macs = macs;
                 }
             }
-            "max_connections" => cfg.max_connections = number(8, 65_536)? as usize,
-            "attempts_per_minute" => cfg.attempts_per_minute = number(1, 1000)? as u32,
-            "keep_days" => cfg.keep_days = number(1, 3650)? as u32,
-            _ => warnings.push(format!("{file}:{line}: unknown option '{name}' is ignored")),
+            "revoked" => {
+                self.cfg.revoked = self.each(
+                    opt,
+                    "expected KEYID:SERIAL as `wifipos inspect` prints them, such as 1a2b3c4d:42",
+                    |r| parse_revoked(r).ok_or_else(String::new),
+                );
+            }
+            "max_connections" => {
+                if let Some(n) = self.number(opt, 8, 65_536) {
+                    self.cfg.max_connections = n as usize;
+                }
+            }
+            "attempts_per_minute" => {
+                if let Some(n) = self.number(opt, 1, 1000) {
+                    self.cfg.attempts_per_minute = n as u32;
+                }
+            }
+            "keep_days" => {
+                if let Some(n) = self.number(opt, 1, 3650) {
+                    self.cfg.keep_days = n as u32;
+                }
+            }
+            "keep_event_days" => {
+                if let Some(n) = self.number(opt, 1, 3650) {
+                    self.cfg.keep_event_days = n as u32;
+                }
+            }
+            other => {
+                let hint = KNOWN
+                    .iter()
+                    .find(|k| close(k, other))
+                    .map(|k| format!(" (did you mean '{k}'?)"))
+                    .unwrap_or_default();
+                self.warnings.push(Warning {
+                    file: self.file.into(),
+                    line: opt.items[0].1,
+                    message: format!("unknown option '{other}' is ignored{hint}"),
+                });
+            }
         }
     }
-    Ok((cfg, warnings))
 }
 
-fn crate_lang(code: &str) -> Option<()> {
-    matches!(code, "en" | "de" | "es").then_some(())
+/// One typo apart: a letter changed, added, removed, or two swapped.
+fn close(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let p = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let s = a[p..]
+        .iter()
+        .rev()
+        .zip(b[p..].iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let (ra, rb) = (a.len() - p - s, b.len() - p - s);
+    match (ra, rb) {
+        (0, 1) | (1, 0) | (1, 1) => true,
+        (2, 2) => a[p] == b[p + 1] && a[p + 1] == b[p],
+        _ => false,
+    }
 }
 
 /// `192.0.2.1`, `192.0.2.0/24`, `2001:db8::/32`.
@@ -296,47 +601,69 @@ pub fn parse_prefix(s: &str) -> Option<(IpAddr, u8)> {
     (len <= max).then_some((addr, len))
 }
 
+/// A garden entry: a prefix whose host bits are zero (so what is written is what is allowed).
+fn parse_garden(s: &str) -> Result<(IpAddr, u8), String> {
+    let (addr, len) = parse_prefix(s.trim()).ok_or_else(String::new)?;
+    let masked = mask(addr, len);
+    if masked != addr {
+        return Err(format!(
+            "the prefix has bits set after /{len}: write {masked}/{len} (or the single address without /{len})"
+        ));
+    }
+    Ok((addr, len))
+}
+
+fn mask(addr: IpAddr, len: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let m = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            IpAddr::from((u32::from(a) & m).to_be_bytes())
+        }
+        IpAddr::V6(a) => {
+            let m = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            IpAddr::from((u128::from(a) & m).to_be_bytes())
+        }
+    }
+}
+
+/// `1a2b3c4d:42`: a key id (8 hex digits) and a voucher serial (decimal).
+pub fn parse_revoked(s: &str) -> Option<Revoked> {
+    let (id, serial) = s.trim().split_once(':')?;
+    Some(Revoked {
+        key_id: KeyId::from_hex(id)?,
+        serial: serial.parse().ok()?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_shipped_default_config_is_valid() {
-        let (cfg, warnings) = parse("default", DEFAULT_UCI).unwrap();
-        assert!(warnings.is_empty(), "{warnings:?}");
-        assert_eq!(cfg.portal_url(), "http://10.20.0.1:2050");
-    }
-
-    #[test]
-    fn quoting_escapes_lists_comments_and_crlf() {
-        let text = "# top\r\nconfig wifipos 'main'\r\n\toption venue 'Caf\u{e9} \"Nord\"' # c\n\toption x \"a\\\"b\"'c'\n\tlist garden 192.0.2.0/24\n\tlist garden '2001:db8::/32'\n";
-        let s = parse_uci("t", text).unwrap();
-        assert_eq!(s[0].options[0].1, vec!["Caf\u{e9} \"Nord\""]);
-        assert_eq!(s[0].options[1].1, vec!["a\"bc"]);
-        assert_eq!(s[0].options[2].1.len(), 2);
-        let (cfg, w) = parse("t", text).unwrap();
-        assert_eq!(cfg.garden.len(), 2);
-        assert_eq!(w, vec!["t:4: unknown option 'x' is ignored"]);
-    }
-
-    #[test]
-    fn errors_name_the_file_line_option_and_what_is_allowed() {
-        let e = parse(
-            "/etc/config/wifipos",
-            "config wifipos\n\toption portal_port 99999\n",
-        )
-        .unwrap_err();
+    fn the_shipped_default_config_is_valid_and_matches_the_defaults() {
+        let r = check("default", DEFAULT_UCI);
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+        assert_eq!(r.config, Config::default());
         assert_eq!(
-            e.to_string(),
-            "/etc/config/wifipos:2: option 'portal_port': '99999' is not valid; expected a whole number from 1 to 65535"
+            r.config.captive_api_url(),
+            "http://10.20.0.1:2050/api/captive"
         );
-        let e = parse_uci("f", "option a b\n").unwrap_err();
-        assert_eq!(e.to_string(), "f:1: 'option' before any 'config' section");
-        let e = parse_uci("f", "config x\n option a 'b\n").unwrap_err();
-        assert_eq!(e.to_string(), "f:2: unterminated ' quote");
-        let e = parse("f", "config wifipos\n list trusted_key 'abc'\n").unwrap_err();
-        assert!(e
-            .to_string()
-            .starts_with("f:2: option 'trusted_key': 'abc' is not a public key"));
+    }
+
+    #[test]
+    fn masks_and_typos() {
+        assert_eq!(
+            mask("192.0.2.77".parse().unwrap(), 24),
+            "192.0.2.0".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            mask("192.0.2.77".parse().unwrap(), 0),
+            "0.0.0.0".parse::<IpAddr>().unwrap()
+        );
+        assert!(close("venue", "venu"));
+        assert!(close("garden", "gardne"));
+        assert!(close("trusted_key", "trusted_keys"));
+        assert!(!close("venue", "language"));
     }
 }

@@ -86,7 +86,10 @@ fn the_ipk_has_opkgs_layout_fields_conffiles_and_modes() {
         ("./usr/sbin/wifiposd", "-rwxr-xr-x"),
         ("./etc/init.d/wifipos", "-rwxr-xr-x"),
         ("./etc/uci-defaults/90-wifipos", "-rwxr-xr-x"),
-        ("./etc/config/wifipos", "-rw-r--r--"),
+        ("./etc/config/wifipos", "-rw-------"),
+        ("./lib/upgrade/keep.d/wifipos", "-rw-r--r--"),
+        ("./usr/sbin/", "drwxr-xr-x"),
+        ("./etc/config/", "drwxr-xr-x"),
     ] {
         let line = data
             .lines()
@@ -119,7 +122,9 @@ fn the_ipk_has_opkgs_layout_fields_conffiles_and_modes() {
     ] {
         assert!(control.contains(field), "{field}:\n{control}");
     }
-    assert!(control.contains("Depends: libc, libnftnl11, libmnl0, libsqlite3-0, nftables"));
+    assert!(control.contains(
+        "Depends: libc, libnftnl11, libmnl0, libsqlite3-0, kmod-nft-core, kmod-nft-nat\n"
+    ));
     let size: u64 = control
         .lines()
         .find_map(|l| l.strip_prefix("Installed-Size: "))
@@ -136,6 +141,117 @@ fn the_ipk_has_opkgs_layout_fields_conffiles_and_modes() {
         std::fs::read_to_string(cdir.join("conffiles")).unwrap(),
         "/etc/config/wifipos\n"
     );
+    // The maintainer scripts OpenWrt's package-ipkg.mk writes: run uci-defaults, enable and
+    // start the service on install; stop and disable it on removal.
+    let postinst = std::fs::read_to_string(cdir.join("postinst")).unwrap();
+    assert!(postinst.contains("default_postinst $0 $@"), "{postinst}");
+    let prerm = std::fs::read_to_string(cdir.join("prerm")).unwrap();
+    assert!(prerm.contains("default_prerm $0 $@"), "{prerm}");
+    for (f, mode) in [("./postinst", "-rwxr-xr-x"), ("./control", "-rw-r--r--")] {
+        let line = ctl.lines().find(|l| l.ends_with(f)).unwrap();
+        assert!(line.starts_with(mode) && line.contains(" 0/0 "), "{line}");
+    }
+
+    // Reproducible: the same binary gives the same bytes.
+    let again = tempfile::tempdir().unwrap();
+    let out2 = Command::new(format!("{ROOT}/scripts/build-ipk"))
+        .args([env!("CARGO_BIN_EXE_wifiposd"), "mipsel_24kc"])
+        .arg(again.path())
+        .output()
+        .unwrap();
+    let ipk2 = String::from_utf8(out2.stdout).unwrap();
+    assert_eq!(
+        std::fs::read(&ipk).unwrap(),
+        std::fs::read(ipk2.trim()).unwrap(),
+        "two builds differ"
+    );
+}
+
+/// A fake `uci` for the uci-defaults script: `-q get`, `add_list` and `commit` on a state file
+/// of `key=value` lines (lists space-separated, as `uci get` prints them).
+const FAKE_UCI: &str = r#"#!/bin/sh
+state=$FAKE_UCI_STATE
+[ "$1" = -q ] && shift
+case "$1" in
+get) grep "^$2=" "$state" | head -n1 | cut -d= -f2- | grep . || exit 1 ;;
+add_list)
+	key=${2%%=*}; val=${2#*=}
+	old=$(grep "^$key=" "$state" | cut -d= -f2-)
+	grep -v "^$key=" "$state" > "$state.new"
+	echo "$key=${old:+$old }$val" >> "$state.new"
+	mv "$state.new" "$state"
+	echo "add_list $2" >> "$state.log" ;;
+commit) echo "commit $2" >> "$state.log" ;;
+*) echo "fake uci: $*" >&2; exit 2 ;;
+esac
+"#;
+
+#[test]
+fn uci_defaults_adds_dhcp_option_114_once_and_only_to_an_existing_guest_network() {
+    if !required("sh") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::write(bin.join("uci"), FAKE_UCI).unwrap();
+    std::fs::set_permissions(bin.join("uci"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let conf = dir.path().join("wifipos");
+    std::fs::write(
+        &conf,
+        "config wifipos 'main'\n\toption portal_address '10.20.0.1'\n",
+    )
+    .unwrap();
+    // The real binary answers `captive-url` from the config given by the wrapper.
+    let wrapper = bin.join("wifiposd");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec {} \"$@\" --config {}\n",
+            env!("CARGO_BIN_EXE_wifiposd"),
+            conf.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = dir.path().join("state");
+    let run = || {
+        let out = Command::new("sh")
+            .arg(format!("{ROOT}/files/etc/uci-defaults/90-wifipos"))
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            )
+            .env("WIFIPOSD", &wrapper)
+            .env("FAKE_UCI_STATE", &state)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        std::fs::read_to_string(&state).unwrap()
+    };
+
+    std::fs::write(
+        &state,
+        "dhcp.guest=dhcp\ndhcp.guest.dhcp_option=6,10.20.0.1\n",
+    )
+    .unwrap();
+    let first = run();
+    assert!(
+        first.contains("dhcp.guest.dhcp_option=6,10.20.0.1 114,http://10.20.0.1:2050/api/captive"),
+        "{first}"
+    );
+    assert_eq!(run(), first, "a second run changes nothing");
+    let log = std::fs::read_to_string(dir.path().join("state.log")).unwrap();
+    assert_eq!(log.matches("commit dhcp").count(), 1, "{log}");
+
+    // No guest DHCP section: nothing is created.
+    std::fs::write(&state, "dhcp.lan=dhcp\n").unwrap();
+    assert_eq!(run(), "dhcp.lan=dhcp\n");
+    // An invalid config: the script still exits 0 and changes nothing.
+    std::fs::write(&conf, "config wifipos\n\toption portal_port 'x'\n").unwrap();
+    std::fs::write(&state, "dhcp.guest=dhcp\n").unwrap();
+    assert_eq!(run(), "dhcp.guest=dhcp\n");
 }
 
 #[test]
@@ -195,6 +311,8 @@ fn every_shell_script_is_shellcheck_clean() {
         "scripts/bench",
         "scripts/build-ipk",
         "scripts/build-router",
+        "scripts/build-musl",
+        "scripts/build-c-deps",
         ".ci/run",
         "files/etc/uci-defaults/90-wifipos",
     ];

@@ -10,7 +10,9 @@ use std::process::ExitCode;
 use argh::FromArgs;
 use wifipos::daemon::{self, ServeOptions};
 
-const DEFAULT_CONFIG: &str = "/etc/config/wifipos";
+use wifipos::config;
+
+const DEFAULT_CONFIG: &str = config::DEFAULT_PATH;
 
 #[derive(FromArgs)]
 /// The wifipos router daemon: captive portal, voucher verification, nftables sessions.
@@ -45,7 +47,8 @@ struct Serve {
 }
 
 #[derive(FromArgs)]
-/// Check the config file and print every problem with its line.
+/// Check the config file and print every problem with its line: exit 0 if it is valid (warnings
+/// allowed), 1 if it is invalid, 2 if it cannot be read.
 #[argh(subcommand, name = "check-config")]
 struct CheckConfig {
     /// the UCI config file (default /etc/config/wifipos)
@@ -87,21 +90,7 @@ fn main() -> ExitCode {
             println!("wifiposd {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Cmd::CheckConfig(c) => match daemon::load_config(Some(&c.config)) {
-            Ok(cfg) => {
-                println!(
-                    "{}: OK (portal {}, {} trusted key(s))",
-                    c.config.display(),
-                    cfg.portal_url(),
-                    cfg.trusted_keys.len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("wifiposd: {e}");
-                ExitCode::from(1)
-            }
-        },
+        Cmd::CheckConfig(c) => check_config(&c.config),
         Cmd::CaptiveUrl(c) => match daemon::load_config(Some(&c.config)) {
             Ok(cfg) => {
                 println!("{}", cfg.captive_api_url());
@@ -133,5 +122,40 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// `check-config`: every warning and error of the file, then a one-line verdict.
+fn check_config(path: &std::path::Path) -> ExitCode {
+    let report = match config::load(path) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("wifiposd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    for e in &report.errors {
+        eprintln!("error: {e}");
+    }
+    if report.errors.is_empty() {
+        let cfg = &report.config;
+        println!(
+            "{}: OK (portal {}, guest device {}, {} trusted key(s))",
+            path.display(),
+            cfg.portal_url(),
+            cfg.guest_iface,
+            cfg.trusted_keys.len()
+        );
+        ExitCode::SUCCESS
+    } else {
+        println!(
+            "{}: {} error(s); nothing was changed",
+            path.display(),
+            report.errors.len()
+        );
+        ExitCode::from(1)
     }
 }
