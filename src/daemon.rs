@@ -318,7 +318,7 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
 }
 
 /// Every 2 s: rebuild the table if someone removed it; after a wall-clock jump, re-program
-/// remaining times. On SIGHUP: re-read the config and apply it without dropping anyone.
+/// remaining times; once a day, prune old rows. On SIGHUP: re-read the config and apply it without dropping anyone.
 async fn keep_in_sync(
     sessions: Rc<RefCell<Sessions>>,
     portal: Rc<RefCell<Portal<Rc<RefCell<Sessions>>>>>,
@@ -328,6 +328,8 @@ async fn keep_in_sync(
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     let (mut mono, mut wall) = (Instant::now(), wall_now());
+    // Old rows go once a day (the first tick included), so the file on flash stays small.
+    let mut pruned: Option<Instant> = None;
     loop {
         let reload = async {
             match hup.as_mut() {
@@ -376,6 +378,17 @@ async fn keep_in_sync(
             }
         }
         (mono, wall) = (Instant::now(), now);
+        if pruned.is_none_or(|t| t.elapsed() >= Duration::from_secs(86_400)) {
+            pruned = Some(Instant::now());
+            match s.store.prune(now, cfg.keep_days) {
+                Ok(0) => {}
+                Ok(n) => eprintln!(
+                    "wifiposd: pruned {n} rows older than {} days",
+                    cfg.keep_days
+                ),
+                Err(e) => eprintln!("wifiposd: cannot prune old rows: {e}"),
+            }
+        }
         match s.firewall.health() {
             Ok(Health::Intact) => {}
             Ok(Health::Missing) => match s.restore(&ruleset(&cfg), now) {
