@@ -342,3 +342,53 @@ proptest! {
         let _ = config::check(FILE, &parts.concat());
     }
 }
+
+#[test]
+fn the_printed_ruleset_is_what_nft_itself_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("wifipos");
+    std::fs::write(
+        &cfg,
+        "config wifipos\n\toption guest_iface 'br-lan2'\n\tlist garden '192.0.2.0/24'\n\tlist trusted_mac '02:00:00:00:00:01'\n",
+    )
+    .unwrap();
+    let (code, script, err) = wifiposd(&["ruleset", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(script.contains("iifname != \"br-lan2\" return") && script.contains("192.0.2.0/24"));
+    // `nft -c` checks the script against the kernel without changing anything.
+    let check = Command::new("nft")
+        .args(["-c", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(script.as_bytes())?;
+            child.wait_with_output()
+        });
+    match check {
+        Ok(out) if out.status.success() => {}
+        Ok(out)
+            if std::env::var("CI").as_deref() != Ok("true")
+                && out.status.code() == Some(1)
+                && String::from_utf8_lossy(&out.stderr).contains("Operation not permitted") =>
+        {
+            eprintln!("SKIPPED nft -c: needs root")
+        }
+        Ok(out) => panic!(
+            "nft refused the ruleset: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "nft is required in CI: {e}"
+            );
+            eprintln!("SKIPPED nft -c: {e}");
+        }
+    }
+    let (code, _, err) = wifiposd(&["ruleset", "--config", "/nonexistent/wifipos"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent/wifipos"), "{err}");
+}

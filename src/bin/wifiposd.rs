@@ -27,6 +27,7 @@ enum Cmd {
     Serve(Serve),
     CheckConfig(CheckConfig),
     CaptiveUrl(CaptiveUrl),
+    Ruleset(RulesetCmd),
     Version(Version),
 }
 
@@ -66,6 +67,16 @@ struct CaptiveUrl {
 }
 
 #[derive(FromArgs)]
+/// Print the nftables table wifiposd installs for this config, as nft text (for reading; the
+/// daemon installs it over netlink).
+#[argh(subcommand, name = "ruleset")]
+struct RulesetCmd {
+    /// the UCI config file (default /etc/config/wifipos)
+    #[argh(option, default = "PathBuf::from(DEFAULT_CONFIG)")]
+    config: PathBuf,
+}
+
+#[derive(FromArgs)]
 /// Print the version.
 #[argh(subcommand, name = "version")]
 struct Version {}
@@ -91,16 +102,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Cmd::CheckConfig(c) => check_config(&c.config),
-        Cmd::CaptiveUrl(c) => match daemon::load_config(Some(&c.config)) {
-            Ok(cfg) => {
-                println!("{}", cfg.captive_api_url());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("wifiposd: {e}");
-                ExitCode::from(1)
-            }
-        },
+        Cmd::CaptiveUrl(c) => print_from_config(&c.config, |cfg| Ok(cfg.captive_api_url())),
+        Cmd::Ruleset(c) => print_from_config(&c.config, |cfg| {
+            wifipos::firewall::ruleset_script(&daemon::ruleset(cfg), &[]).map_err(|e| e.to_string())
+        }),
         Cmd::Serve(s) => {
             let explicit = args.iter().any(|a| a == "--config");
             let path = (!s.dev || explicit).then_some(s.config);
@@ -157,5 +162,25 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             report.errors.len()
         );
         ExitCode::from(1)
+    }
+}
+
+/// Loads the config and prints what `render` makes of it; exit 1 with the reason otherwise.
+fn print_from_config(
+    path: &std::path::Path,
+    render: impl FnOnce(&wifipos::config::Config) -> Result<String, String>,
+) -> ExitCode {
+    match daemon::load_config(Some(path))
+        .map_err(|e| e.to_string())
+        .and_then(|cfg| render(&cfg))
+    {
+        Ok(text) => {
+            println!("{}", text.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wifiposd: {e}");
+            ExitCode::from(1)
+        }
     }
 }
