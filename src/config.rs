@@ -323,7 +323,7 @@ pub fn load(path: &Path) -> Result<Report, LoadError> {
 }
 
 /// Every option of `config wifipos`.
-const KNOWN: [&str; 16] = [
+pub const KNOWN: [&str; 16] = [
     "guest_iface",
     "portal_address",
     "portal_port",

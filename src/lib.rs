@@ -9,6 +9,8 @@
 //! `router` (portal, store, firewall) for `wifiposd`. Pure modules (`voucher`, `keys`,
 //! `duration`, `policy`, `config`) do no I/O and read no clock.
 
+#[cfg(any(feature = "pos", feature = "router"))]
+pub mod cli;
 pub mod config;
 pub mod duration;
 pub mod keys;

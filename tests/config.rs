@@ -39,24 +39,7 @@ fn the_shipped_file_documents_every_option_and_sets_the_defaults() {
     let (cfg, warnings) = config::parse("default", DEFAULT_UCI).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(cfg, Config::default());
-    for option in [
-        "guest_iface",
-        "portal_address",
-        "portal_port",
-        "database",
-        "venue",
-        "language",
-        "trusted_key",
-        "garden",
-        "trusted_mac",
-        "blocked_mac",
-        "max_connections",
-        "attempts_per_minute",
-        "keep_days",
-        "keep_event_days",
-        "log_level",
-        "revoked",
-    ] {
+    for option in config::KNOWN {
         assert!(
             DEFAULT_UCI.contains(&format!(" {option} ")),
             "{option} is not in files/etc/config/wifipos"

@@ -28,16 +28,6 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-/// Status of `curl http://10.99.0.2:8080/generate_204` from a phone (0 = refused or timed out).
-fn internet(lab: &common::lab::Lab, phone: &str, v6: bool) -> u16 {
-    let url = if v6 {
-        "http://[fd99::2]:8080/generate_204"
-    } else {
-        "http://10.99.0.2:8080/generate_204"
-    };
-    lab.curl(phone, &["-m", "3", url]).0
-}
-
 #[test]
 fn the_installed_table_is_exactly_the_designed_sets_and_chains_and_loads_back() {
     let Some(lab) = common::lab::up("f") else {
@@ -151,7 +141,7 @@ fn real_packets_unpaid_refused_redirected_paid_pass_until_the_kernel_times_them_
     });
 
     let t = Instant::now();
-    assert_eq!(internet(&lab, "client", false), 0, "unpaid: 8080 refused");
+    assert_eq!(lab.internet("client", false), 0, "unpaid: 8080 refused");
     assert!(
         t.elapsed() < secs(1),
         "refused fast (TCP reset), not timed out"
@@ -171,18 +161,18 @@ fn real_packets_unpaid_refused_redirected_paid_pass_until_the_kernel_times_them_
     );
 
     fw.allow(&[(PHONE, secs(4))]).unwrap();
-    assert_eq!(internet(&lab, "client", false), 204, "paid over IPv4");
-    assert_eq!(internet(&lab, "client", true), 204, "paid over IPv6");
-    assert_eq!(internet(&lab, "client2", false), 204, "trusted passes");
+    assert_eq!(lab.internet("client", false), 204, "paid over IPv4");
+    assert_eq!(lab.internet("client", true), 204, "paid over IPv6");
+    assert_eq!(lab.internet("client2", false), 204, "trusted passes");
     fw.allow(&[(PHONE3, secs(60))]).unwrap();
     assert_eq!(
-        internet(&lab, "client3", false),
+        lab.internet("client3", false),
         0,
         "blocked even while allowed"
     );
     std::thread::sleep(secs(5));
     assert_eq!(
-        internet(&lab, "client", false),
+        lab.internet("client", false),
         0,
         "the kernel ended it, nobody called us"
     );
@@ -200,7 +190,7 @@ fn reinstalling_keeps_paid_devices_and_a_flushed_table_is_detected_and_rebuilt()
     let before = fw.list_allowed().unwrap();
     fw.install(&rules(), &before).unwrap();
     assert_eq!(fw.list_allowed().unwrap().len(), 1);
-    assert_eq!(internet(&lab, "client", false), 204);
+    assert_eq!(lab.internet("client", false), 204);
 
     let out = lab.run("router", "nft", &["flush", "ruleset"]);
     assert!(out.status.success());
@@ -208,7 +198,7 @@ fn reinstalling_keeps_paid_devices_and_a_flushed_table_is_detected_and_rebuilt()
     fw.install(&rules(), &before).unwrap();
     assert_eq!(fw.health().unwrap(), Health::Intact);
     assert_eq!(fw.list_allowed().unwrap()[0].0, PHONE);
-    assert_eq!(internet(&lab, "client", false), 204);
+    assert_eq!(lab.internet("client", false), 204);
 }
 
 #[test]

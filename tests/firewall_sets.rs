@@ -25,15 +25,6 @@ fn rules() -> Ruleset {
     }
 }
 
-fn internet(lab: &common::lab::Lab, phone: &str, v6: bool) -> u16 {
-    let url = if v6 {
-        "http://[fd99::2]:8080/generate_204"
-    } else {
-        "http://10.99.0.2:8080/generate_204"
-    };
-    lab.curl(phone, &["-m", "3", url]).0
-}
-
 #[test]
 fn trusted_blocked_and_garden_lists_are_replaced_in_one_batch_and_enforced() {
     let Some(lab) = common::lab::up("s") else {
@@ -42,20 +33,20 @@ fn trusted_blocked_and_garden_lists_are_replaced_in_one_batch_and_enforced() {
     lab.enter_router();
     let mut fw = NetlinkFirewall::new();
     fw.install(&rules(), &[]).unwrap();
-    assert_eq!(internet(&lab, "client4", false), 0, "unpaid, untrusted");
+    assert_eq!(lab.internet("client4", false), 0, "unpaid, untrusted");
 
     fw.set_trusted(&[PHONE4]).unwrap();
-    assert_eq!(internet(&lab, "client4", false), 204, "trusted passes");
+    assert_eq!(lab.internet("client4", false), 204, "trusted passes");
     assert_eq!(
-        internet(&lab, "client4", true),
+        lab.internet("client4", true),
         204,
         "trusted passes over IPv6"
     );
     fw.set_blocked(&[PHONE4]).unwrap();
-    assert_eq!(internet(&lab, "client4", false), 0, "blocked beats trusted");
+    assert_eq!(lab.internet("client4", false), 0, "blocked beats trusted");
     fw.set_blocked(&[]).unwrap();
     fw.set_trusted(&[]).unwrap();
-    assert_eq!(internet(&lab, "client4", false), 0, "lists emptied");
+    assert_eq!(lab.internet("client4", false), 0, "lists emptied");
 
     // The walled garden: the upstream host (v4 only) is reachable before paying.
     fw.set_garden(&[
@@ -66,12 +57,12 @@ fn trusted_blocked_and_garden_lists_are_replaced_in_one_batch_and_enforced() {
     ])
     .unwrap();
     assert_eq!(
-        internet(&lab, "client4", false),
+        lab.internet("client4", false),
         204,
         "garden reachable unpaid"
     );
     assert_eq!(
-        internet(&lab, "client4", true),
+        lab.internet("client4", true),
         0,
         "fd99::2 is not in the garden"
     );
@@ -90,7 +81,7 @@ fn trusted_blocked_and_garden_lists_are_replaced_in_one_batch_and_enforced() {
         "{elems}"
     );
     fw.set_garden(&[]).unwrap();
-    assert_eq!(internet(&lab, "client4", false), 0, "garden emptied");
+    assert_eq!(lab.internet("client4", false), 0, "garden emptied");
     assert_eq!(fw.check().unwrap(), TableHealth::Intact);
 
     // The garden's interval elements load back with `nft -f` too.
@@ -108,7 +99,7 @@ fn trusted_blocked_and_garden_lists_are_replaced_in_one_batch_and_enforced() {
         String::from_utf8_lossy(&back.stderr)
     );
     assert_eq!(
-        internet(&lab, "client4", false),
+        lab.internet("client4", false),
         204,
         "reloaded garden still works"
     );
@@ -156,6 +147,6 @@ fn changes_from_outside_are_reported_and_a_rebuild_restores_paid_devices() {
     let listed = fw.list_allowed().unwrap();
     assert_eq!(listed.len(), 1);
     assert!(listed[0].1 > Duration::from_secs(240), "{listed:?}");
-    assert_eq!(internet(&lab, "client", false), 204);
-    assert_eq!(internet(&lab, "client", true), 204);
+    assert_eq!(lab.internet("client", false), 204);
+    assert_eq!(lab.internet("client", true), 204);
 }

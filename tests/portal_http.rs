@@ -2,6 +2,8 @@
 //! neighbours: probe redirects, pages, redemption plumbing, the RFC 8908 API, and the limits
 //! (body size, slowloris, idle connection floods) that keep a router standing.
 
+mod common;
+
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -100,12 +102,7 @@ fn raw(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, text)
+    (common::http_status(&text), text)
 }
 
 fn get(addr: SocketAddr, host: &str, path: &str) -> (u16, String) {
@@ -313,9 +310,5 @@ fn get_on(mut s: TcpStream, host: &str) -> u16 {
         .unwrap();
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out)
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+    common::http_status(&String::from_utf8_lossy(&out))
 }

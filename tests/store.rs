@@ -2,38 +2,19 @@
 //! revocation, races for the last slot, SIGKILL at random moments, migrations and files that
 //! must never be overwritten.
 
+mod common;
+
+use common::fixtures::{at, mac, voucher};
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use wifipos::keys::KeyId;
 use wifipos::mac::Mac;
-use wifipos::policy::{Clock, FirewallAction};
+use wifipos::policy::FirewallAction;
 use wifipos::store::{Store, StoreError};
-use wifipos::voucher::{Rejection, Voucher};
-
-fn voucher(serial: u64, duration_s: u32, max_devices: u8) -> Voucher {
-    Voucher {
-        key_id: KeyId([0xab, 0xcd, 0, 1]),
-        serial,
-        issued_at: 1_000,
-        redeem_by: 0,
-        duration_s,
-        max_devices,
-        purchase_ref: format!("R{serial}"),
-    }
-}
-
-fn mac(n: u32) -> Mac {
-    let b = n.to_be_bytes();
-    Mac([2, 0, b[0], b[1], b[2], b[3]])
-}
-
-fn at(now: i64) -> Clock {
-    Clock { now, trusted: true }
-}
+use wifipos::voucher::Rejection;
 
 #[test]
 fn fourth_device_is_refused_with_the_limit_reason_and_everything_is_logged() {

@@ -3,34 +3,14 @@
 //! migration from a hand-made schema-1 file, damaged files left untouched, and processes (not
 //! just threads) racing for a voucher's last slot.
 
+mod common;
+
+use common::fixtures::{at, mac, voucher};
 use std::process::{Command, Stdio};
 
-use wifipos::keys::KeyId;
-use wifipos::mac::Mac;
 use wifipos::policy::{Clock, FirewallAction, MacRule};
 use wifipos::store::{self, Store, StoreError};
-use wifipos::voucher::{Rejection, Voucher};
-
-fn voucher(serial: u64, duration_s: u32, max_devices: u8) -> Voucher {
-    Voucher {
-        key_id: KeyId([0xab, 0xcd, 0, 1]),
-        serial,
-        issued_at: 1_000,
-        redeem_by: 0,
-        duration_s,
-        max_devices,
-        purchase_ref: format!("R{serial}"),
-    }
-}
-
-fn mac(n: u32) -> Mac {
-    let b = n.to_be_bytes();
-    Mac([2, 0, b[0], b[1], b[2], b[3]])
-}
-
-fn at(now: i64) -> Clock {
-    Clock { now, trusted: true }
-}
+use wifipos::voucher::Rejection;
 
 fn kinds(s: &Store) -> Vec<String> {
     s.events(i64::MIN, 1000)

@@ -113,20 +113,9 @@ impl<E: std::fmt::Display> From<E> for Fail {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    let argv: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
-    let cli = match Cli::from_args(&["wifipos"], &argv) {
+    let cli: Cli = match wifipos::cli::parse("wifipos") {
         Ok(cli) => cli,
-        Err(early) => {
-            return if early.status.is_ok() {
-                println!("{}", early.output);
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("{}", early.output.trim_end());
-                eprintln!("Run `wifipos --help` for usage.");
-                ExitCode::from(2)
-            };
-        }
+        Err(code) => return code,
     };
     let result = match cli.cmd {
         Cmd::Keygen(c) => keygen(c),

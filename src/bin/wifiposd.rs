@@ -82,19 +82,9 @@ struct RulesetCmd {
 struct Version {}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    let argv: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
-    let cli = match Cli::from_args(&["wifiposd"], &argv) {
-        Ok(c) => c,
-        Err(early) => {
-            return if early.status.is_ok() {
-                println!("{}", early.output);
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("{}", early.output.trim_end());
-                ExitCode::from(2)
-            };
-        }
+    let cli: Cli = match wifipos::cli::parse("wifiposd") {
+        Ok(cli) => cli,
+        Err(code) => return code,
     };
     match cli.cmd {
         Cmd::Version(_) => {
@@ -107,7 +97,7 @@ fn main() -> ExitCode {
             wifipos::firewall::ruleset_script(&daemon::ruleset(cfg), &[]).map_err(|e| e.to_string())
         }),
         Cmd::Serve(s) => {
-            let explicit = args.iter().any(|a| a == "--config");
+            let explicit = std::env::args().any(|a| a == "--config");
             let path = (!s.dev || explicit).then_some(s.config);
             let result = daemon::load_config(path.as_deref()).and_then(|cfg| {
                 daemon::serve(

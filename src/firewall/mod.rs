@@ -250,16 +250,6 @@ impl Firewall for MemoryFirewall {
 mod tests {
     use super::*;
 
-    fn rules() -> Ruleset {
-        Ruleset {
-            guest_iface: "br-guest".into(),
-            portal_port: 2050,
-            trusted: vec![Mac([2, 0, 0, 0, 0, 1])],
-            blocked: vec![],
-            garden: vec![("192.0.2.0".parse().unwrap(), 24)],
-        }
-    }
-
     #[test]
     fn memory_firewall_times_out_entries_on_its_own_clock() {
         let t0 = Instant::now();
@@ -270,7 +260,7 @@ mod tests {
             "no table yet"
         );
         let m = Mac([2, 0, 0, 0, 0, 5]);
-        f.install(&rules(), &[(m, Duration::from_secs(60))])
+        f.install(&ruleset::sample(), &[(m, Duration::from_secs(60))])
             .unwrap();
         f.allow(&[(Mac([2, 0, 0, 0, 0, 6]), Duration::from_secs(10))])
             .unwrap();
@@ -288,12 +278,12 @@ mod tests {
     #[test]
     fn memory_firewall_reports_flushed_and_changed_tables() {
         let mut f = MemoryFirewall::new();
-        f.install(&rules(), &[]).unwrap();
+        f.install(&ruleset::sample(), &[]).unwrap();
         assert_eq!(f.health().unwrap(), Health::Intact);
         f.tamper("a rule was deleted");
         assert!(matches!(f.check().unwrap(), TableHealth::Changed(_)));
         assert_eq!(f.health().unwrap(), Health::Missing);
-        f.install(&rules(), &[]).unwrap();
+        f.install(&ruleset::sample(), &[]).unwrap();
         f.set_blocked(&[Mac([2, 0, 0, 0, 0, 7])]).unwrap();
         assert_eq!(f.installed.as_ref().unwrap().blocked.len(), 1);
         assert!(f.set_garden(&[("10.0.0.0".parse().unwrap(), 40)]).is_err());

@@ -429,24 +429,29 @@ pub fn ruleset_script(r: &Ruleset, allowed: &[(Mac, Duration)]) -> Result<String
     Ok(s)
 }
 
+/// A small ruleset for unit tests.
+#[cfg(test)]
+pub(crate) fn sample() -> Ruleset {
+    Ruleset {
+        guest_iface: "br-guest".into(),
+        portal_port: 2050,
+        trusted: vec![Mac([2, 0, 0, 0, 0, 1])],
+        blocked: vec![],
+        garden: vec![("192.0.2.0".parse().unwrap(), 24)],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn rs() -> Ruleset {
-        Ruleset {
-            guest_iface: "br-guest".into(),
-            portal_port: 2050,
-            trusted: vec![Mac([2, 0, 0, 0, 0, 1])],
-            blocked: vec![],
-            garden: vec![("192.0.2.0".parse().unwrap(), 24)],
-        }
-    }
-
     #[test]
     fn the_script_builds_the_designed_table() {
-        let s =
-            ruleset_script(&rs(), &[(Mac([2, 0, 0, 0, 0, 9]), Duration::from_secs(90))]).unwrap();
+        let s = ruleset_script(
+            &sample(),
+            &[(Mac([2, 0, 0, 0, 0, 9]), Duration::from_secs(90))],
+        )
+        .unwrap();
         assert!(s.starts_with("table inet wifipos\ndelete table inet wifipos\n"));
         assert!(s.contains("02:00:00:00:00:09 timeout 90s"));
         assert!(s.contains("set trusted { type ether_addr; elements = { 02:00:00:00:00:01 }; }"));
@@ -458,7 +463,7 @@ mod tests {
 
     #[test]
     fn every_chain_starts_by_letting_non_guest_traffic_go_and_ends_in_a_reject_or_redirect() {
-        let rules = rules(&rs()).unwrap();
+        let rules = rules(&sample()).unwrap();
         for c in CHAIN_SPECS {
             let mine: Vec<_> = rules.iter().filter(|r| r.chain == c.name).collect();
             assert_eq!(mine[0].to_string(), "iifname != \"br-guest\" return");
@@ -473,7 +478,7 @@ mod tests {
 
     #[test]
     fn blocked_comes_before_allowed_in_forward() {
-        let rules = rules(&rs()).unwrap();
+        let rules = rules(&sample()).unwrap();
         let fwd: Vec<String> = rules
             .iter()
             .filter(|r| r.chain == "forward")
@@ -494,7 +499,7 @@ mod tests {
         ] {
             let r = Ruleset {
                 guest_iface: bad.into(),
-                ..rs()
+                ..sample()
             };
             assert!(rules(&r).is_err(), "{bad}");
             assert!(ruleset_script(&r, &[]).is_err(), "{bad}");

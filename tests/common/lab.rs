@@ -59,12 +59,20 @@ impl Lab {
         all.extend_from_slice(args);
         let out = self.run(host, "curl", &all);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        (status, text)
+        (super::http_status(&text), text)
+    }
+}
+
+impl Lab {
+    /// HTTP status of `GET :8080/generate_204` on the upstream from a phone, over IPv4 or IPv6
+    /// (0 = refused or timed out).
+    pub fn internet(&self, phone: &str, v6: bool) -> u16 {
+        let url = if v6 {
+            "http://[fd99::2]:8080/generate_204"
+        } else {
+            "http://10.99.0.2:8080/generate_204"
+        };
+        self.curl(phone, &["-m", "3", url]).0
     }
 }
 

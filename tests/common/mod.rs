@@ -1,7 +1,17 @@
 //! Helpers shared by integration tests. Each test binary uses a part of them.
 #![allow(dead_code)]
 
+pub mod fixtures;
 pub mod lab;
+
+/// The status code of a raw HTTP/1.1 response text, 0 if there is none.
+pub fn http_status(response: &str) -> u16 {
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
 
 pub fn voucher_png_gray(url: &str) -> (usize, Vec<u8>) {
     gray_png(wifipos::receipt::png(url).unwrap())
