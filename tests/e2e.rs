@@ -4,108 +4,15 @@
 //!
 //! Needs root (namespaces, nftables); skips loudly elsewhere and fails under `CI=true`.
 
+#[path = "common/cafe.rs"]
+mod cafe;
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const WIFIPOS: &str = env!("CARGO_BIN_EXE_wifipos");
-const WIFIPOSD: &str = env!("CARGO_BIN_EXE_wifiposd");
-const PORTAL: &str = "http://10.20.0.1:2050";
-
-/// `wifiposd serve` in the lab's router; killed on drop.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Cafe {
-    dir: tempfile::TempDir,
-    key: String,
-    lab: common::lab::Lab,
-}
-
-impl Cafe {
-    fn open(tag: &str) -> Option<Cafe> {
-        let lab = common::lab::up(tag)?;
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("till.pem").to_str().unwrap().to_owned();
-        let out = Command::new(WIFIPOS)
-            .args(["keygen", "--out", &key])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        let trusted = stdout
-            .lines()
-            .find(|l| l.contains("list trusted_key"))
-            .unwrap();
-        let config = format!(
-            "config wifipos 'main'\n\
-             \toption guest_iface 'br-guest'\n\
-             \toption portal_address '10.20.0.1'\n\
-             \toption portal_port '2050'\n\
-             \toption database '{}'\n\
-             \toption venue 'Café Test'\n\
-             {trusted}\n",
-            dir.path().join("wifipos.db").display()
-        );
-        std::fs::write(dir.path().join("wifipos.conf"), config).unwrap();
-        Some(Cafe { dir, key, lab })
-    }
-
-    fn start(&self) -> Daemon {
-        let log = std::fs::File::create(self.dir.path().join("daemon.log")).unwrap();
-        let child = self
-            .lab
-            .cmd("router", WIFIPOSD)
-            .args(["serve", "--config"])
-            .arg(self.dir.path().join("wifipos.conf"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let d = Daemon(child);
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(10) {
-            if self.lab.curl("client", &[&format!("{PORTAL}/")]).0 == 200 {
-                return d;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("wifiposd did not come up: {}", self.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
-    }
-
-    /// Issues a voucher and returns its JSON (token, url, fields).
-    fn issue(&self, args: &[&str]) -> serde_json::Value {
-        let mut all = vec![
-            "issue",
-            "--key",
-            &self.key,
-            "--portal-url",
-            PORTAL,
-            "--format",
-            "json",
-        ];
-        all.extend_from_slice(args);
-        let out = Command::new(WIFIPOS).args(&all).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-}
+use cafe::{Cafe, PORTAL, WIFIPOS};
 
 const PROBES: [(&str, &str, u16, &str); 6] = [
     ("captive.apple.com", "/hotspot-detect.html", 200, "Success"),
@@ -209,8 +116,7 @@ fn access_ends_in_the_kernel_when_the_time_is_up_even_with_the_daemon_dead() {
         200
     );
     // The daemon dies; the paid phone keeps its access until the minute is over...
-    let _ = daemon.0.kill();
-    let _ = daemon.0.wait();
+    daemon.kill9();
     assert_eq!(
         cafe.lab
             .curl("client", &["http://10.99.0.2:8080/generate_204"])
