@@ -105,6 +105,8 @@ pub struct Config {
     pub log_level: LogLevel,
     /// `list revoked`: vouchers refused even if validly signed.
     pub revoked: Vec<Revoked>,
+    /// `option control_socket`: where `wifiposd status|sessions|…` reach the daemon.
+    pub control_socket: PathBuf,
 }
 
 impl Config {
@@ -141,6 +143,7 @@ impl Default for Config {
             keep_event_days: 90,
             log_level: LogLevel::Info,
             revoked: Vec::new(),
+            control_socket: DEFAULT_CONTROL_SOCKET.into(),
         }
     }
 }
@@ -323,7 +326,7 @@ pub fn load(path: &Path) -> Result<Report, LoadError> {
 }
 
 /// Every option of `config wifipos`.
-pub const KNOWN: [&str; 16] = [
+pub const KNOWN: [&str; 17] = [
     "guest_iface",
     "portal_address",
     "portal_port",
@@ -340,7 +343,11 @@ pub const KNOWN: [&str; 16] = [
     "keep_event_days",
     "log_level",
     "revoked",
+    "control_socket",
 ];
+
+/// The control socket's default path (root-only).
+pub const DEFAULT_CONTROL_SOCKET: &str = "/var/run/wifiposd.sock";
 
 struct Validator<'a> {
     file: &'a str,
@@ -470,6 +477,18 @@ impl Validator<'_> {
                         &opt.name,
                         item,
                         "expected the absolute path of a file, such as /etc/wifipos/wifipos.db",
+                    );
+                }
+            }
+            "control_socket" => {
+                let Some(item) = self.one(opt) else { return };
+                if item.0.starts_with('/') && !item.0.ends_with('/') && item.0.len() < 100 {
+                    self.cfg.control_socket = item.0.clone().into();
+                } else {
+                    self.invalid(
+                        &opt.name,
+                        item,
+                        "expected the absolute path of a socket file (under 100 characters), such as /var/run/wifiposd.sock",
                     );
                 }
             }

@@ -16,11 +16,12 @@ use crate::firewall::{Firewall, FirewallError, Health, MemoryFirewall, Ruleset};
 use crate::keys::Keyring;
 use crate::mac::Mac;
 use crate::neigh;
-use crate::policy::{Clock, FirewallAction};
+use crate::policy::{Clock, FirewallAction, MacRule};
 use crate::portal::pages::Lang;
 use crate::portal::{self, Access, Gate, Limits, Portal, PortalConfig, RedeemError};
 use crate::store::{Store, StoreError};
 use crate::voucher;
+use crate::{admin, control};
 
 /// Before this moment (2026-01-01) the router's clock is surely stale (not yet set by NTP):
 /// redemption deadlines are not enforced while the clock reads earlier.
@@ -64,14 +65,16 @@ impl Sessions {
         }
     }
 
-    /// Puts the whole table back with every active session's remaining time.
-    pub fn restore(&mut self, rules: &Ruleset, now: i64) -> Result<usize, DaemonError> {
+    /// Puts the whole table back (for `cfg` and the admin's MAC rules) with every active
+    /// session's remaining time.
+    pub fn restore(&mut self, cfg: &Config, now: i64) -> Result<usize, DaemonError> {
+        let rules = ruleset(cfg, &self.store.rules()?);
         let active = self.store.active_sessions(now)?;
         let allowed: Vec<(Mac, Duration)> = active
             .iter()
             .map(|(m, until)| (*m, Duration::from_secs((until - now).max(1) as u64)))
             .collect();
-        self.firewall.install(rules, &allowed)?;
+        self.firewall.install(&rules, &allowed)?;
         Ok(allowed.len())
     }
 
@@ -99,11 +102,16 @@ impl Sessions {
         Ok((allowed.len(), gone.len()))
     }
 
-    /// Applies what the store decided (revocations, kicks).
+    /// Applies what the store decided (revocations, kicks, extensions); where a device has
+    /// several actions, the last one counts.
     pub fn apply(&mut self, actions: &[FirewallAction], now: i64) -> Result<(), DaemonError> {
+        let mut last = std::collections::HashMap::new();
+        for a in actions {
+            last.insert(a.mac(), a);
+        }
         let mut allow = Vec::new();
         let mut remove = Vec::new();
-        for a in actions {
+        for a in last.values() {
             match a {
                 FirewallAction::Allow { mac, until } => {
                     allow.push((*mac, Duration::from_secs((until - now).max(0) as u64)))
@@ -171,14 +179,60 @@ pub struct ServeOptions {
     pub port: Option<u16>,
 }
 
-pub fn ruleset(cfg: &Config) -> Ruleset {
+/// The table for this config and the admin's MAC rules (`wifiposd trust|block`).
+pub fn ruleset(cfg: &Config, rules: &[(Mac, MacRule)]) -> Ruleset {
+    let (trusted, blocked) = mac_sets(cfg, rules);
     Ruleset {
         guest_iface: cfg.guest_iface.clone(),
         portal_port: cfg.portal_port,
-        trusted: cfg.trusted_macs.clone(),
-        blocked: cfg.blocked_macs.clone(),
+        trusted,
+        blocked,
         garden: cfg.garden.clone(),
     }
+}
+
+/// Trusted and blocked devices: the config's lists and the admin's rules together.
+pub fn mac_sets(cfg: &Config, rules: &[(Mac, MacRule)]) -> (Vec<Mac>, Vec<Mac>) {
+    let pick = |list: &[Mac], want: MacRule| {
+        let mut out: Vec<Mac> = list
+            .iter()
+            .copied()
+            .chain(rules.iter().filter(|(_, r)| *r == want).map(|(m, _)| *m))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    };
+    (
+        pick(&cfg.trusted_macs, MacRule::Trusted),
+        pick(&cfg.blocked_macs, MacRule::Blocked),
+    )
+}
+
+/// Sets the firewall's trusted and blocked sets from the config and the admin's rules.
+pub fn apply_rules(s: &mut Sessions, cfg: &Config) -> Result<(), DaemonError> {
+    let (trusted, blocked) = mac_sets(cfg, &s.store.rules()?);
+    s.firewall.set_trusted(&trusted)?;
+    s.firewall.set_blocked(&blocked)?;
+    Ok(())
+}
+
+/// Revokes the vouchers the config lists (`list revoked`) that are not revoked yet; returns
+/// how many.
+pub fn apply_revocations(s: &mut Sessions, cfg: &Config, now: i64) -> Result<usize, DaemonError> {
+    let mut n = 0;
+    for r in &cfg.revoked {
+        let done = s
+            .store
+            .voucher(r.key_id, r.serial)?
+            .is_some_and(|v| v.revoked_at.is_some());
+        if !done {
+            let actions = s.store.revoke(r.key_id, r.serial, now)?;
+            s.apply(&actions, now)?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 fn portal_config(cfg: &Config) -> PortalConfig {
@@ -213,6 +267,7 @@ pub fn load_config(path: Option<&std::path::Path>) -> Result<Config, DaemonError
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
+    let started = Instant::now();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -222,6 +277,7 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
         cfg.portal_address = std::net::IpAddr::from([127, 0, 0, 1]);
         let dir = std::env::temp_dir().join(format!("wifiposd-dev-{}", std::process::id()));
         cfg.database = dir.join("wifipos.db");
+        cfg.control_socket = dir.join("wifiposd.sock");
         _dev_dir = Some(TempDir(dir));
     }
     if let Some(p) = opts.port {
@@ -238,19 +294,25 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
     } else {
         Box::new(NetlinkFirewall::new())
     };
-    let started = Instant::now();
     let mut sessions = Sessions {
         store,
         firewall,
         keyring,
     };
-    let restored = sessions.restore(&ruleset(&cfg), wall_now())?;
+    let now = wall_now();
+    let restored = sessions.restore(&cfg, now)?;
+    let revoked = apply_revocations(&mut sessions, &cfg, now)?;
     eprintln!(
-        "wifiposd: {} sessions restored in {} ms; portal {} on {}",
+        "wifiposd: {} sessions restored in {} ms; portal {} on {}{}",
         restored,
         started.elapsed().as_millis(),
         cfg.portal_url(),
-        cfg.guest_iface
+        cfg.guest_iface,
+        if revoked > 0 {
+            format!("; {revoked} vouchers revoked from the config")
+        } else {
+            String::new()
+        }
     );
     let sessions = Rc::new(RefCell::new(sessions));
     let portal = Rc::new(RefCell::new(Portal::new(
@@ -266,6 +328,7 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
     } else {
         format!("[::]:{}", cfg.portal_port)
     };
+    let cfg = Rc::new(RefCell::new(cfg));
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&bind)
             .await
@@ -273,15 +336,27 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
                 addr: bind.clone(),
                 source,
             })?;
+        let control = control::bind(&cfg.borrow().control_socket)
+            .map_err(|e| DaemonError::Config(e.to_string()))?;
         let local = tokio::task::LocalSet::new();
         local
             .run_until(async move {
                 let keeper = tokio::task::spawn_local(keep_in_sync(
                     sessions.clone(),
                     portal.clone(),
-                    cfg,
+                    cfg.clone(),
                     opts.config_path.clone(),
                 ));
+                let admin = {
+                    let (sessions, cfg) = (sessions.clone(), cfg.clone());
+                    control::serve(&control.listener, move |req| {
+                        let ctx = admin::Context {
+                            cfg: &cfg.borrow(),
+                            uptime_s: started.elapsed().as_secs(),
+                        };
+                        admin::handle(&mut sessions.borrow_mut(), &ctx, &req, wall_now())
+                    })
+                };
                 let shutdown = async {
                     let term =
                         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
@@ -298,17 +373,23 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
                     }
                     eprintln!("wifiposd: stopping; paid devices keep their access in the kernel");
                 };
-                if opts.dev {
-                    portal::serve(
-                        listener,
-                        portal,
-                        neigh::Fixed(Mac([2, 0, 0, 0, 0, 1])),
-                        limits,
-                        shutdown,
-                    )
-                    .await;
-                } else {
-                    portal::serve(listener, portal, neigh::Kernel, limits, shutdown).await;
+                let portal = async {
+                    if opts.dev {
+                        portal::serve(
+                            listener,
+                            portal,
+                            neigh::Fixed(Mac([2, 0, 0, 0, 0, 1])),
+                            limits,
+                            shutdown,
+                        )
+                        .await;
+                    } else {
+                        portal::serve(listener, portal, neigh::Kernel, limits, shutdown).await;
+                    }
+                };
+                tokio::select! {
+                    _ = portal => {},
+                    _ = admin => {},
                 }
                 keeper.abort();
             })
@@ -318,11 +399,12 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
 }
 
 /// Every 2 s: rebuild the table if someone removed it; after a wall-clock jump, re-program
-/// remaining times; once a day, prune old rows. On SIGHUP: re-read the config and apply it without dropping anyone.
+/// remaining times; once a day, prune old rows. On SIGHUP: re-read the config and apply it
+/// without dropping anyone.
 async fn keep_in_sync(
     sessions: Rc<RefCell<Sessions>>,
     portal: Rc<RefCell<Portal<Rc<RefCell<Sessions>>>>>,
-    mut cfg: Config,
+    cfg: Rc<RefCell<Config>>,
     config_path: Option<PathBuf>,
 ) {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -331,7 +413,7 @@ async fn keep_in_sync(
     // Old rows go once a day (the first tick included), so the file on flash stays small.
     let mut pruned: Option<Instant> = None;
     loop {
-        let reload = async {
+        let hangup = async {
             match hup.as_mut() {
                 Some(h) => {
                     h.recv().await;
@@ -341,31 +423,23 @@ async fn keep_in_sync(
         };
         let reloading = tokio::select! {
             _ = tick.tick() => false,
-            _ = reload => true,
+            _ = hangup => true,
         };
         let now = wall_now();
         let mut s = sessions.borrow_mut();
         if reloading {
             match load_config(config_path.as_deref()) {
-                Ok(mut new) => {
-                    // Where the daemon listens and what it stores cannot change under it.
-                    new.portal_port = cfg.portal_port;
-                    new.database = cfg.database.clone();
-                    match Keyring::from_b64(&new.trusted_keys) {
-                        Ok(k) => s.keyring = k,
-                        Err(e) => eprintln!("wifiposd: reload: {e}"),
-                    }
-                    portal.borrow_mut().cfg = portal_config(&new);
-                    cfg = new;
-                    match s.restore(&ruleset(&cfg), now) {
-                        Ok(n) => eprintln!("wifiposd: reloaded; {n} sessions kept"),
-                        Err(e) => eprintln!("wifiposd: reload: {e}"),
-                    }
+                Ok(new) => {
+                    let mut cfg = cfg.borrow_mut();
+                    let msg = reload(&mut s, &mut cfg, new, now);
+                    portal.borrow_mut().cfg = portal_config(&cfg);
+                    eprintln!("wifiposd: {msg}");
                 }
                 Err(e) => eprintln!("wifiposd: reload refused, keeping the running config: {e}"),
             }
             continue;
         }
+        let cfg = cfg.borrow();
         // A jump: wall time moved differently from monotonic time by more than 10 s.
         let expected = wall + mono.elapsed().as_secs() as i64;
         if (now - expected).abs() > 10 {
@@ -391,13 +465,48 @@ async fn keep_in_sync(
         }
         match s.firewall.health() {
             Ok(Health::Intact) => {}
-            Ok(Health::Missing) => match s.restore(&ruleset(&cfg), now) {
-                Ok(n) => eprintln!("wifiposd: the firewall table was removed from outside; rebuilt with {n} sessions"),
+            Ok(Health::Missing) => match s.restore(&cfg, now) {
+                Ok(n) => eprintln!("wifiposd: the firewall table was removed or changed from outside; rebuilt with {n} sessions"),
                 Err(e) => eprintln!("wifiposd: cannot rebuild the firewall table: {e}"),
             },
             Err(e) => eprintln!("wifiposd: firewall check failed: {e}"),
         }
     }
+}
+
+/// Applies a re-read config: keys, revocations, trusted/blocked devices and the walled garden
+/// change in place (no paid device is dropped); a new guest device rebuilds the table with
+/// every session. The port, database and control socket stay as they were started.
+fn reload(s: &mut Sessions, cfg: &mut Config, mut new: Config, now: i64) -> String {
+    new.portal_port = cfg.portal_port;
+    new.database = cfg.database.clone();
+    new.control_socket = cfg.control_socket.clone();
+    let mut problems = Vec::new();
+    match Keyring::from_b64(&new.trusted_keys) {
+        Ok(k) => s.keyring = k,
+        Err(e) => problems.push(format!("keys kept as they were: {e}")),
+    }
+    let rebuild = new.guest_iface != cfg.guest_iface;
+    *cfg = new;
+    let applied = if rebuild {
+        s.restore(cfg, now).map(drop)
+    } else {
+        apply_rules(s, cfg).and_then(|()| Ok(s.firewall.set_garden(&cfg.garden)?))
+    };
+    if let Err(e) = applied {
+        problems.push(format!("firewall: {e}"));
+    }
+    match apply_revocations(s, cfg, now) {
+        Ok(0) => {}
+        Ok(n) => problems.push(format!("{n} vouchers revoked from the config")),
+        Err(e) => problems.push(format!("revocations: {e}")),
+    }
+    let kept = s.store.active_sessions(now).map_or(0, |a| a.len());
+    format!(
+        "reloaded; {kept} sessions kept{}{}",
+        if problems.is_empty() { "" } else { "; " },
+        problems.join("; ")
+    )
 }
 
 /// Removes the dev mode's temporary folder on exit.

@@ -22,6 +22,10 @@ pub mod voucher;
 pub mod receipt;
 
 #[cfg(feature = "router")]
+pub mod admin;
+#[cfg(feature = "router")]
+pub mod control;
+#[cfg(feature = "router")]
 pub mod daemon;
 #[cfg(feature = "router")]
 pub mod firewall;

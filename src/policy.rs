@@ -100,6 +100,14 @@ pub enum FirewallAction {
     Remove { mac: Mac },
 }
 
+impl FirewallAction {
+    pub fn mac(&self) -> Mac {
+        match self {
+            FirewallAction::Allow { mac, .. } | FirewallAction::Remove { mac } => *mac,
+        }
+    }
+}
+
 /// After a voucher's devices lost that voucher (revoked, or a device kicked): each device keeps
 /// the time of its other live vouchers, or is removed. `others(mac)` gives a device's remaining
 /// vouchers' ends.

@@ -162,7 +162,7 @@ pub struct Redeemed {
 }
 
 /// Totals for the admin, over a time range (events older than the pruning age are gone).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Totals {
     /// Vouchers first used in the range.
     pub vouchers_redeemed: i64,
@@ -177,7 +177,7 @@ pub struct Totals {
 }
 
 /// One line of the event log.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Event {
     pub at: i64,
     /// `redeemed`, `redeemed_again`, a refusal code ([`Rejection::code`]) or one of the `EV_*`.
@@ -219,6 +219,34 @@ pub struct VoucherDevice {
     pub mac: Mac,
     pub first_seen: i64,
     pub last_seen: i64,
+}
+
+/// A device with access now, for the admin's list: its latest-ending live voucher.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Session {
+    pub mac: Mac,
+    pub key_id: String,
+    pub serial: u64,
+    pub purchase_ref: String,
+    pub ends_at: i64,
+    /// When the device joined that voucher.
+    pub first_seen: i64,
+}
+
+/// A voucher as the admin sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VoucherSummary {
+    pub key_id: String,
+    pub serial: u64,
+    pub purchase_ref: String,
+    pub duration_s: i64,
+    pub max_devices: u8,
+    /// `None`: not used yet (only known here because it was revoked before use).
+    pub first_redeemed_at: Option<i64>,
+    pub ends_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    /// Its devices, first come first.
+    pub devices: Vec<Mac>,
 }
 
 /// The session store: one SQLite connection. Open one per thread or process; SQLite's locks
@@ -559,6 +587,114 @@ impl Store {
             if let Ok(mac) = mac.parse() {
                 out.push((mac, until));
             }
+        }
+        Ok(out)
+    }
+
+    /// Every device with access now, with the live voucher that ends last, ending soonest
+    /// first; blocked devices left out (as in [`Store::active_sessions`]). Reads only.
+    pub fn sessions(&self, now: i64) -> Result<Vec<Session>, StoreError> {
+        // SQLite takes the bare columns from the row holding MAX(ends_at).
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT d.mac, v.key_id, v.serial, v.purchase_ref, MAX(v.ends_at), d.first_seen
+             FROM devices d JOIN vouchers v USING (key_id, serial)
+             WHERE v.revoked_at IS NULL AND v.ends_at > ?1
+               AND d.mac NOT IN (SELECT mac FROM mac_rules WHERE rule = 'blocked')
+             GROUP BY d.mac ORDER BY MAX(v.ends_at), d.mac",
+        )?;
+        let rows = stmt.query_map([now], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                Session {
+                    mac: Mac([0; 6]),
+                    key_id: r.get(1)?,
+                    serial: r.get::<_, i64>(2)? as u64,
+                    purchase_ref: r.get(3)?,
+                    ends_at: r.get(4)?,
+                    first_seen: r.get(5)?,
+                },
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (mac, mut session) = row?;
+            if let Ok(mac) = mac.parse() {
+                session.mac = mac;
+                out.push(session);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The `limit` vouchers most recently used (or revoked before use), newest first, with
+    /// their devices. Reads only.
+    pub fn recent_vouchers(&self, limit: usize) -> Result<Vec<VoucherSummary>, StoreError> {
+        self.vouchers_where(
+            "1 ORDER BY COALESCE(first_redeemed_at, revoked_at) DESC, key_id, serial LIMIT ?1",
+            params![limit.min(i64::MAX as usize) as i64],
+        )
+    }
+
+    /// One voucher, if the router has seen it (used, or revoked). Reads only.
+    pub fn voucher(
+        &self,
+        key_id: KeyId,
+        serial: u64,
+    ) -> Result<Option<VoucherSummary>, StoreError> {
+        Ok(self
+            .vouchers_where(
+                "key_id = ?1 AND serial = ?2",
+                params![key_id.to_string(), serial_sql(serial)],
+            )?
+            .pop())
+    }
+
+    /// The serials of every voucher of a key the router has seen. Reads only.
+    pub fn serials_of_key(&self, key_id: KeyId) -> Result<Vec<u64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT serial FROM vouchers WHERE key_id = ?1 ORDER BY serial")?;
+        let rows = stmt.query_map([key_id.to_string()], |r| r.get::<_, i64>(0))?;
+        Ok(rows
+            .map(|r| r.map(|s| s as u64))
+            .collect::<Result<_, _>>()?)
+    }
+
+    fn vouchers_where(
+        &self,
+        condition: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<VoucherSummary>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT key_id, serial, purchase_ref, duration_s, max_devices, first_redeemed_at,
+                    ends_at, revoked_at
+             FROM vouchers WHERE {condition}"
+        ))?;
+        let mut out = stmt
+            .query_map(args, |r| {
+                Ok(VoucherSummary {
+                    key_id: r.get(0)?,
+                    serial: r.get::<_, i64>(1)? as u64,
+                    purchase_ref: r.get(2)?,
+                    duration_s: r.get(3)?,
+                    max_devices: r.get::<_, i64>(4)?.clamp(0, 255) as u8,
+                    first_redeemed_at: r.get(5)?,
+                    ends_at: r.get(6)?,
+                    revoked_at: r.get(7)?,
+                    devices: Vec::new(),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT mac FROM devices WHERE key_id = ?1 AND serial = ?2 ORDER BY first_seen, mac",
+        )?;
+        for v in &mut out {
+            v.devices = stmt
+                .query_map(params![v.key_id, serial_sql(v.serial)], |r| {
+                    r.get::<_, String>(0)
+                })?
+                .filter_map(|m| m.ok().and_then(|m| m.parse().ok()))
+                .collect();
         }
         Ok(out)
     }

@@ -1,14 +1,20 @@
 //! `wifiposd`: the router daemon and its admin commands. Thin: the work is in the library
 //! (`daemon`, `config`, …).
 //!
-//! Exit codes: 0 success; 1 the config is invalid (`check-config`) or the daemon failed;
-//! 2 bad arguments or an unreadable file.
+//! Exit codes: 0 success; 1 the config is invalid (`check-config`), the daemon failed, or it
+//! refused an admin command (unknown device, revoked voucher, …); 2 bad arguments or an
+//! unreadable file; 3 the daemon cannot be reached (admin commands).
 
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use argh::FromArgs;
+use wifipos::admin::Request;
+use wifipos::admin::{self, text, RuleName, SessionLine};
+use wifipos::control;
 use wifipos::daemon::{self, ServeOptions};
+use wifipos::store::Event;
 
 use wifipos::config;
 
@@ -29,6 +35,17 @@ enum Cmd {
     CaptiveUrl(CaptiveUrl),
     Ruleset(RulesetCmd),
     Version(Version),
+    Status(Status),
+    Sessions(SessionsCmd),
+    Vouchers(VouchersCmd),
+    Revoke(Revoke),
+    Kick(Kick),
+    Extend(Extend),
+    Trust(Trust),
+    Untrust(Untrust),
+    Block(Block),
+    Unblock(Unblock),
+    Events(Events),
 }
 
 #[derive(FromArgs)]
@@ -81,12 +98,187 @@ struct RulesetCmd {
 #[argh(subcommand, name = "version")]
 struct Version {}
 
+/// An admin subcommand: its own arguments, then `--json`, `--socket` and `--config`.
+macro_rules! admin_cmd {
+    ($name:ident, $cmd:literal, $doc:literal { $($field:tt)* }) => {
+        #[derive(FromArgs)]
+        #[doc = $doc]
+        #[argh(subcommand, name = $cmd)]
+        struct $name {
+            $($field)*
+            /// print the daemon's answer as JSON (for scripts)
+            #[argh(switch)]
+            json: bool,
+            /// the daemon's control socket (default: the config's control_socket)
+            #[argh(option)]
+            socket: Option<PathBuf>,
+            /// the UCI config file that names the control socket (default /etc/config/wifipos)
+            #[argh(option, default = "PathBuf::from(DEFAULT_CONFIG)")]
+            config: PathBuf,
+        }
+
+        impl $name {
+            fn endpoint(&self) -> (bool, PathBuf) {
+                (self.json, socket_path(self.socket.as_deref(), &self.config))
+            }
+        }
+    };
+}
+
+admin_cmd!(Status, "status", "Show the running daemon: uptime, firewall table, sessions, keys, \
+    the last 24 hours." {});
+admin_cmd!(SessionsCmd, "sessions", "List the devices with time left: voucher, end, time left \
+    in the database and in the kernel." {});
+admin_cmd!(VouchersCmd, "vouchers", "List the vouchers used most recently, with their devices." {
+    /// how many (default 50)
+    #[argh(option, default = "50")]
+    limit: usize,
+});
+admin_cmd!(Revoke, "revoke", "Revoke a voucher (KEYID:SERIAL, or its code or link), every \
+    voucher a device (MAC) holds, or every voucher of a till key (KEYID): their devices go back \
+    to the portal at once." {
+    /// what to revoke
+    #[argh(positional)]
+    target: String,
+});
+admin_cmd!(Kick, "kick", "Take a device off its vouchers: its slot is free for another \
+    device and it goes back to the portal." {
+    /// the device's MAC address
+    #[argh(positional)]
+    mac: String,
+});
+admin_cmd!(Extend, "extend", "Add time to a voucher in use (KEYID:SERIAL, or its code or link); \
+    all its devices get it." {
+    /// the voucher
+    #[argh(positional)]
+    voucher: String,
+    /// how much time to add, such as 30m, 2h or 1d
+    #[argh(positional)]
+    duration: String,
+});
+admin_cmd!(Trust, "trust", "Let a device (staff) online without a voucher." {
+    /// the device's MAC address
+    #[argh(positional)]
+    mac: String,
+});
+admin_cmd!(Untrust, "untrust", "Undo `trust`." {
+    /// the device's MAC address
+    #[argh(positional)]
+    mac: String,
+});
+admin_cmd!(Block, "block", "Refuse a device everything, even with a voucher." {
+    /// the device's MAC address
+    #[argh(positional)]
+    mac: String,
+});
+admin_cmd!(Unblock, "unblock", "Undo `block`." {
+    /// the device's MAC address
+    #[argh(positional)]
+    mac: String,
+});
+admin_cmd!(Events, "events", "Show the event log: redemptions, refusals, revocations, …" {
+    /// from when: a duration ago (2h, 7d), a UTC date (2026-11-25 or 2026-11-25T14:30) or Unix
+    /// seconds (default 24h)
+    #[argh(option, default = "String::from(\"24h\")")]
+    since: String,
+    /// at most this many (default 500)
+    #[argh(option, default = "500")]
+    limit: usize,
+});
+
+/// The control socket: `--socket`, else the config's `control_socket`, else the default.
+fn socket_path(explicit: Option<&Path>, config: &Path) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_owned();
+    }
+    match wifipos::config::load(config) {
+        Ok(r) if r.errors.is_empty() => r.config.control_socket,
+        _ => PathBuf::from(wifipos::config::DEFAULT_CONTROL_SOCKET),
+    }
+}
+
+fn rule(mac: String, rule: RuleName, on: bool) -> Request {
+    Request::Rule { mac, rule, on }
+}
+
 fn main() -> ExitCode {
     let cli: Cli = match wifipos::cli::parse("wifiposd") {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    match cli.cmd {
+    let ((json, socket), req) = match cli.cmd {
+        Cmd::Status(c) => (c.endpoint(), Request::Status),
+        Cmd::Sessions(c) => (c.endpoint(), Request::Sessions),
+        Cmd::Vouchers(c) => (c.endpoint(), Request::Vouchers { limit: c.limit }),
+        Cmd::Revoke(c) => (c.endpoint(), Request::Revoke { target: c.target }),
+        Cmd::Kick(c) => (c.endpoint(), Request::Kick { mac: c.mac }),
+        Cmd::Extend(c) => (
+            c.endpoint(),
+            Request::Extend {
+                voucher: c.voucher,
+                duration: c.duration,
+            },
+        ),
+        Cmd::Trust(c) => (c.endpoint(), rule(c.mac, RuleName::Trusted, true)),
+        Cmd::Untrust(c) => (c.endpoint(), rule(c.mac, RuleName::Trusted, false)),
+        Cmd::Block(c) => (c.endpoint(), rule(c.mac, RuleName::Blocked, true)),
+        Cmd::Unblock(c) => (c.endpoint(), rule(c.mac, RuleName::Blocked, false)),
+        Cmd::Events(c) => (
+            c.endpoint(),
+            Request::Events {
+                since: c.since,
+                limit: c.limit,
+            },
+        ),
+        other => return run(other),
+    };
+    admin(json, &socket, &req)
+}
+
+/// Sends an admin request and prints the answer: as text, or as JSON with `--json`.
+fn admin(json: bool, socket: &Path, req: &Request) -> ExitCode {
+    let answer = admin::validate(req).and_then(|()| control::call(socket, req));
+    let value = match answer {
+        Ok(v) => v,
+        Err(e) => {
+            if json {
+                let _ = writeln!(std::io::stdout(), "{}", serde_json::json!({ "error": e }));
+            }
+            eprintln!("wifiposd: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    let text = if json {
+        Ok(format!("{value}\n"))
+    } else {
+        render(req, value)
+    };
+    match text {
+        Ok(t) => {
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = std::io::stdout().write_all(t.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wifiposd: the daemon's answer is not understood ({e}); are wifiposd and this command the same version?");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn render(req: &Request, v: serde_json::Value) -> Result<String, serde_json::Error> {
+    use serde_json::from_value as from;
+    Ok(match req {
+        Request::Status => text::status(&from(v)?),
+        Request::Sessions => text::sessions(&from::<Vec<SessionLine>>(v)?),
+        Request::Vouchers { .. } => text::vouchers(&from(v)?),
+        Request::Events { .. } => text::events(&from::<Vec<Event>>(v)?),
+        _ => text::done(&from(v)?),
+    })
+}
+
+fn run(cmd: Cmd) -> ExitCode {
+    match cmd {
         Cmd::Version(_) => {
             println!("wifiposd {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -94,7 +286,8 @@ fn main() -> ExitCode {
         Cmd::CheckConfig(c) => check_config(&c.config),
         Cmd::CaptiveUrl(c) => print_from_config(&c.config, |cfg| Ok(cfg.captive_api_url())),
         Cmd::Ruleset(c) => print_from_config(&c.config, |cfg| {
-            wifipos::firewall::ruleset_script(&daemon::ruleset(cfg), &[]).map_err(|e| e.to_string())
+            wifipos::firewall::ruleset_script(&daemon::ruleset(cfg, &[]), &[])
+                .map_err(|e| e.to_string())
         }),
         Cmd::Serve(s) => {
             let explicit = std::env::args().any(|a| a == "--config");
@@ -117,6 +310,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        _ => unreachable!("admin commands are handled in main"),
     }
 }
 
