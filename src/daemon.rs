@@ -398,7 +398,7 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
     })
 }
 
-/// Every 2 s: rebuild the table if someone removed it; after a wall-clock jump, re-program
+/// Every second: rebuild the table if someone removed it; after a wall-clock jump, re-program
 /// remaining times; once a day, prune old rows. On SIGHUP: re-read the config and apply it
 /// without dropping anyone.
 async fn keep_in_sync(
@@ -408,7 +408,7 @@ async fn keep_in_sync(
     config_path: Option<PathBuf>,
 ) {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     let (mut mono, mut wall) = (Instant::now(), wall_now());
     // Old rows go once a day (the first tick included), so the file on flash stays small.
     let mut pruned: Option<Instant> = None;

@@ -209,13 +209,7 @@ pub fn parse_mac(s: &str) -> Result<Mac, AdminError> {
 
 /// A positive duration such as `30m`, `2h`, `1d`.
 pub fn parse_duration(s: &str) -> Result<u64, AdminError> {
-    match duration::parse(s) {
-        Ok(0) => Err(AdminError::BadRequest(
-            "the duration must be more than 0".into(),
-        )),
-        Ok(n) => Ok(n),
-        Err(e) => Err(AdminError::BadRequest(e.to_string())),
-    }
+    duration::parse(s).map_err(|e| AdminError::BadRequest(e.to_string()))
 }
 
 /// `--since`: a duration ago (`2h`), a UTC date or date and time (`2026-11-25`,
@@ -371,7 +365,7 @@ fn status(s: &mut Sessions, ctx: &Context, now: i64) -> Result<Status, AdminErro
     let cfg = ctx.cfg;
     let table = match s.firewall.health() {
         Ok(Health::Intact) => "intact".to_owned(),
-        Ok(Health::Missing) => "missing (rebuilt within 2 s)".to_owned(),
+        Ok(Health::Missing) => "missing (rebuilt within a second)".to_owned(),
         Err(e) => format!("cannot check: {e}"),
     };
     let allowed = s.firewall.list_allowed().map(|a| a.len()).unwrap_or(0);
