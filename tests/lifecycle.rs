@@ -554,3 +554,35 @@ fn admin_commands_show_and_change_sessions_and_refuse_bad_arguments_clearly() {
     );
     assert_eq!(mode & 0o777, 0o600);
 }
+
+#[test]
+fn sigterm_exits_cleanly_and_the_kernel_keeps_enforcing() {
+    let Some(cafe) = Cafe::open("t") else { return };
+    let mut daemon = cafe.start();
+    let v = cafe.issue(&["--duration", "1h"]);
+    redeem(&cafe, "client", v["url"].as_str().unwrap());
+    assert!(cafe.socket().exists());
+
+    let pid = daemon.pid().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let exited = wait_for(Duration::from_secs(5), || {
+        matches!(daemon.0.try_wait(), Ok(Some(_)))
+    });
+    assert!(exited.is_some(), "still running after SIGTERM");
+    let status = daemon.0.wait().unwrap();
+    assert!(status.success(), "{status:?}\n{}", cafe.log());
+    assert!(!cafe.socket().exists(), "the control socket is removed");
+    assert!(cafe.log().contains("paid devices keep their access"));
+    // Nobody runs the portal now, but the paid phone stays online and the others stay out.
+    assert!(kernel_set(&cafe).contains_key(PHONE));
+    assert_eq!(cafe.lab.internet("client", false), 204);
+    assert_eq!(cafe.lab.internet("client2", false), 0);
+    // Started again, it finds the socket free and the session in its database.
+    let _again = cafe.start();
+    let sessions = admin_json(&cafe, &["sessions"]);
+    assert_eq!(sessions[0]["mac"], PHONE);
+}
