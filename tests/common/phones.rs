@@ -248,6 +248,23 @@ impl ExtraPhones {
         assert!(n <= 100);
         let router = ns_of(lab, "router");
         let mut extra = ExtraPhones { phones: Vec::new() };
+        // A bridge takes the lowest MAC among its ports unless its own is set: pin the current
+        // one, or the new ports could change it under the phones' neighbour caches.
+        let out = Command::new("ip")
+            .args(["-n", &router, "-j", "link", "show", "br-guest"])
+            .output()
+            .unwrap();
+        let link: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let bridge_mac = link[0]["address"].as_str().unwrap().to_owned();
+        ip(&[
+            "-n",
+            &router,
+            "link",
+            "set",
+            "br-guest",
+            "address",
+            &bridge_mac,
+        ]);
         for i in 0..n {
             let ns = format!("{}-p{i}", lab.name);
             let port = format!("gp{i}");
