@@ -55,6 +55,8 @@ pub struct Sessions {
     pub store: Store,
     pub firewall: Box<dyn Firewall>,
     pub keyring: Keyring,
+    /// The running config (re-read on SIGHUP).
+    pub cfg: Config,
 }
 
 impl Sessions {
@@ -65,10 +67,10 @@ impl Sessions {
         }
     }
 
-    /// Puts the whole table back (for `cfg` and the admin's MAC rules) with every active
+    /// Puts the whole table back (for the config and the admin's MAC rules) with every active
     /// session's remaining time.
-    pub fn restore(&mut self, cfg: &Config, now: i64) -> Result<usize, DaemonError> {
-        let rules = ruleset(cfg, &self.store.rules()?);
+    pub fn restore(&mut self, now: i64) -> Result<usize, DaemonError> {
+        let rules = ruleset(&self.cfg, &self.store.rules()?);
         let active = self.store.active_sessions(now)?;
         let allowed: Vec<(Mac, Duration)> = active
             .iter()
@@ -142,9 +144,23 @@ impl Gate for Sessions {
             Ok(Ok(r)) => r,
         };
         let left = Duration::from_secs((r.device_until - now).max(1) as u64);
-        self.firewall
-            .allow(&[(mac, left)])
-            .map_err(|e| RedeemError::Internal(e.to_string()))?;
+        if let Err(e) = self.firewall.allow(&[(mac, left)]) {
+            // The table was likely removed from outside: rebuild it from the store, which
+            // already holds this device. If even that fails, take the redemption back so the
+            // "not saved" page the customer gets is true and the slot stays free.
+            eprintln!("wifiposd: cannot add {mac} to the firewall ({e}); rebuilding the table");
+            if let Err(e) = self.restore(now) {
+                if r.grant.new_device {
+                    if let Err(u) =
+                        self.store
+                            .undo_redemption(v.key_id, v.serial, mac, r.grant.first_use, now)
+                    {
+                        eprintln!("wifiposd: cannot take back the redemption of {mac}: {u}");
+                    }
+                }
+                return Err(RedeemError::Internal(e.to_string()));
+            }
+        }
         Ok(Access {
             seconds_left: (r.grant.ends_at - now).max(0) as u64,
             devices: r.grant.devices,
@@ -163,6 +179,24 @@ impl Gate for Sessions {
                 eprintln!("wifiposd: cannot read sessions: {e}");
                 None
             }
+        }
+    }
+}
+
+/// The first install: the table may be removed from outside while it is being built (a
+/// firewall restart at boot, an admin's `nft flush ruleset`), so try a few times before giving
+/// up — the daemon must not exit and leave the guest network without its table over a race.
+fn restore_at_start(s: &mut Sessions, now: i64) -> Result<usize, DaemonError> {
+    let mut tries = 0;
+    loop {
+        match s.restore(now) {
+            Ok(n) => return Ok(n),
+            Err(DaemonError::Firewall(e)) if tries < 10 => {
+                tries += 1;
+                eprintln!("wifiposd: installing the firewall table failed ({e}); trying again");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e),
         }
     }
 }
@@ -210,8 +244,8 @@ pub fn mac_sets(cfg: &Config, rules: &[(Mac, MacRule)]) -> (Vec<Mac>, Vec<Mac>) 
 }
 
 /// Sets the firewall's trusted and blocked sets from the config and the admin's rules.
-pub fn apply_rules(s: &mut Sessions, cfg: &Config) -> Result<(), DaemonError> {
-    let (trusted, blocked) = mac_sets(cfg, &s.store.rules()?);
+pub fn apply_rules(s: &mut Sessions) -> Result<(), DaemonError> {
+    let (trusted, blocked) = mac_sets(&s.cfg, &s.store.rules()?);
     s.firewall.set_trusted(&trusted)?;
     s.firewall.set_blocked(&blocked)?;
     Ok(())
@@ -219,9 +253,9 @@ pub fn apply_rules(s: &mut Sessions, cfg: &Config) -> Result<(), DaemonError> {
 
 /// Revokes the vouchers the config lists (`list revoked`) that are not revoked yet; returns
 /// how many.
-pub fn apply_revocations(s: &mut Sessions, cfg: &Config, now: i64) -> Result<usize, DaemonError> {
+pub fn apply_revocations(s: &mut Sessions, now: i64) -> Result<usize, DaemonError> {
     let mut n = 0;
-    for r in &cfg.revoked {
+    for r in s.cfg.revoked.clone() {
         let done = s
             .store
             .voucher(r.key_id, r.serial)?
@@ -294,31 +328,7 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
     } else {
         Box::new(NetlinkFirewall::new())
     };
-    let mut sessions = Sessions {
-        store,
-        firewall,
-        keyring,
-    };
-    let now = wall_now();
-    let restored = sessions.restore(&cfg, now)?;
-    let revoked = apply_revocations(&mut sessions, &cfg, now)?;
-    eprintln!(
-        "wifiposd: {} sessions restored in {} ms; portal {} on {}{}",
-        restored,
-        started.elapsed().as_millis(),
-        cfg.portal_url(),
-        cfg.guest_iface,
-        if revoked > 0 {
-            format!("; {revoked} vouchers revoked from the config")
-        } else {
-            String::new()
-        }
-    );
-    let sessions = Rc::new(RefCell::new(sessions));
-    let portal = Rc::new(RefCell::new(Portal::new(
-        portal_config(&cfg),
-        sessions.clone(),
-    )));
+    let portal_cfg = portal_config(&cfg);
     let limits = Limits {
         max_connections: cfg.max_connections,
         ..Limits::default()
@@ -328,7 +338,34 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
     } else {
         format!("[::]:{}", cfg.portal_port)
     };
-    let cfg = Rc::new(RefCell::new(cfg));
+    let (portal_url, guest_iface, control_path) = (
+        cfg.portal_url(),
+        cfg.guest_iface.clone(),
+        cfg.control_socket.clone(),
+    );
+    let mut sessions = Sessions {
+        store,
+        firewall,
+        keyring,
+        cfg,
+    };
+    let now = wall_now();
+    let restored = restore_at_start(&mut sessions, now)?;
+    let revoked = apply_revocations(&mut sessions, now)?;
+    eprintln!(
+        "wifiposd: {} sessions restored in {} ms; portal {} on {}{}",
+        restored,
+        started.elapsed().as_millis(),
+        portal_url,
+        guest_iface,
+        if revoked > 0 {
+            format!("; {revoked} vouchers revoked from the config")
+        } else {
+            String::new()
+        }
+    );
+    let sessions = Rc::new(RefCell::new(sessions));
+    let portal = Rc::new(RefCell::new(Portal::new(portal_cfg, sessions.clone())));
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&bind)
             .await
@@ -336,25 +373,21 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
                 addr: bind.clone(),
                 source,
             })?;
-        let control = control::bind(&cfg.borrow().control_socket)
-            .map_err(|e| DaemonError::Config(e.to_string()))?;
+        let control =
+            control::bind(&control_path).map_err(|e| DaemonError::Config(e.to_string()))?;
         let local = tokio::task::LocalSet::new();
         local
             .run_until(async move {
                 let keeper = tokio::task::spawn_local(keep_in_sync(
                     sessions.clone(),
                     portal.clone(),
-                    cfg.clone(),
                     opts.config_path.clone(),
                 ));
                 let admin = {
-                    let (sessions, cfg) = (sessions.clone(), cfg.clone());
+                    let sessions = sessions.clone();
                     control::serve(&control.listener, move |req| {
-                        let ctx = admin::Context {
-                            cfg: &cfg.borrow(),
-                            uptime_s: started.elapsed().as_secs(),
-                        };
-                        admin::handle(&mut sessions.borrow_mut(), &ctx, &req, wall_now())
+                        let uptime_s = started.elapsed().as_secs();
+                        admin::handle(&mut sessions.borrow_mut(), uptime_s, &req, wall_now())
                     })
                 };
                 let shutdown = async {
@@ -404,7 +437,6 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
 async fn keep_in_sync(
     sessions: Rc<RefCell<Sessions>>,
     portal: Rc<RefCell<Portal<Rc<RefCell<Sessions>>>>>,
-    cfg: Rc<RefCell<Config>>,
     config_path: Option<PathBuf>,
 ) {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -430,16 +462,14 @@ async fn keep_in_sync(
         if reloading {
             match load_config(config_path.as_deref()) {
                 Ok(new) => {
-                    let mut cfg = cfg.borrow_mut();
-                    let msg = reload(&mut s, &mut cfg, new, now);
-                    portal.borrow_mut().cfg = portal_config(&cfg);
+                    let msg = reload(&mut s, new, now);
+                    portal.borrow_mut().cfg = portal_config(&s.cfg);
                     eprintln!("wifiposd: {msg}");
                 }
                 Err(e) => eprintln!("wifiposd: reload refused, keeping the running config: {e}"),
             }
             continue;
         }
-        let cfg = cfg.borrow();
         // A jump: wall time moved differently from monotonic time by more than 10 s.
         let expected = wall + mono.elapsed().as_secs() as i64;
         if (now - expected).abs() > 10 {
@@ -454,18 +484,16 @@ async fn keep_in_sync(
         (mono, wall) = (Instant::now(), now);
         if pruned.is_none_or(|t| t.elapsed() >= Duration::from_secs(86_400)) {
             pruned = Some(Instant::now());
-            match s.store.prune(now, cfg.keep_days) {
+            let keep_days = s.cfg.keep_days;
+            match s.store.prune(now, keep_days) {
                 Ok(0) => {}
-                Ok(n) => eprintln!(
-                    "wifiposd: pruned {n} rows older than {} days",
-                    cfg.keep_days
-                ),
+                Ok(n) => eprintln!("wifiposd: pruned {n} rows older than {keep_days} days"),
                 Err(e) => eprintln!("wifiposd: cannot prune old rows: {e}"),
             }
         }
         match s.firewall.health() {
             Ok(Health::Intact) => {}
-            Ok(Health::Missing) => match s.restore(&cfg, now) {
+            Ok(Health::Missing) => match s.restore(now) {
                 Ok(n) => eprintln!("wifiposd: the firewall table was removed or changed from outside; rebuilt with {n} sessions"),
                 Err(e) => eprintln!("wifiposd: cannot rebuild the firewall table: {e}"),
             },
@@ -477,26 +505,26 @@ async fn keep_in_sync(
 /// Applies a re-read config: keys, revocations, trusted/blocked devices and the walled garden
 /// change in place (no paid device is dropped); a new guest device rebuilds the table with
 /// every session. The port, database and control socket stay as they were started.
-fn reload(s: &mut Sessions, cfg: &mut Config, mut new: Config, now: i64) -> String {
-    new.portal_port = cfg.portal_port;
-    new.database = cfg.database.clone();
-    new.control_socket = cfg.control_socket.clone();
+fn reload(s: &mut Sessions, mut new: Config, now: i64) -> String {
+    new.portal_port = s.cfg.portal_port;
+    new.database = s.cfg.database.clone();
+    new.control_socket = s.cfg.control_socket.clone();
     let mut problems = Vec::new();
     match Keyring::from_b64(&new.trusted_keys) {
         Ok(k) => s.keyring = k,
         Err(e) => problems.push(format!("keys kept as they were: {e}")),
     }
-    let rebuild = new.guest_iface != cfg.guest_iface;
-    *cfg = new;
+    let rebuild = new.guest_iface != s.cfg.guest_iface;
+    s.cfg = new;
     let applied = if rebuild {
-        s.restore(cfg, now).map(drop)
+        s.restore(now).map(drop)
     } else {
-        apply_rules(s, cfg).and_then(|()| Ok(s.firewall.set_garden(&cfg.garden)?))
+        apply_rules(s).and_then(|()| Ok(s.firewall.set_garden(&s.cfg.garden)?))
     };
     if let Err(e) = applied {
         problems.push(format!("firewall: {e}"));
     }
-    match apply_revocations(s, cfg, now) {
+    match apply_revocations(s, now) {
         Ok(0) => {}
         Ok(n) => problems.push(format!("{n} vouchers revoked from the config")),
         Err(e) => problems.push(format!("revocations: {e}")),
@@ -515,5 +543,113 @@ struct TempDir(PathBuf);
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::firewall::TableHealth;
+    use ed25519_dalek::SigningKey;
+
+    /// A kernel that refuses everything (nf_tables gone).
+    struct Broken;
+
+    fn refused() -> FirewallError {
+        FirewallError::Install("refused".into())
+    }
+
+    impl Firewall for Broken {
+        fn install(&mut self, _: &Ruleset, _: &[(Mac, Duration)]) -> Result<(), FirewallError> {
+            Err(refused())
+        }
+        fn allow(&mut self, _: &[(Mac, Duration)]) -> Result<(), FirewallError> {
+            Err(refused())
+        }
+        fn remove(&mut self, _: &[Mac]) -> Result<(), FirewallError> {
+            Err(refused())
+        }
+        fn list_allowed(&mut self) -> Result<Vec<(Mac, Duration)>, FirewallError> {
+            Err(refused())
+        }
+        fn set_trusted(&mut self, _: &[Mac]) -> Result<(), FirewallError> {
+            Err(refused())
+        }
+        fn set_blocked(&mut self, _: &[Mac]) -> Result<(), FirewallError> {
+            Err(refused())
+        }
+        fn set_garden(&mut self, _: &[(std::net::IpAddr, u8)]) -> Result<(), FirewallError> {
+            Err(refused())
+        }
+        fn check(&mut self) -> Result<TableHealth, FirewallError> {
+            Err(refused())
+        }
+    }
+
+    fn sessions(dir: &std::path::Path, firewall: Box<dyn Firewall>, key: &SigningKey) -> Sessions {
+        Sessions {
+            store: Store::open(&dir.join("w.db")).unwrap(),
+            firewall,
+            keyring: Keyring::new([key.verifying_key()]),
+            cfg: Config::default(),
+        }
+    }
+
+    fn token(key: &SigningKey, max_devices: u8) -> String {
+        voucher::Voucher {
+            key_id: crate::keys::KeyId::of(&key.verifying_key()),
+            serial: 7,
+            issued_at: CLOCK_SANE_AFTER as u32,
+            redeem_by: 0,
+            duration_s: 3600,
+            max_devices,
+            purchase_ref: String::new(),
+        }
+        .sign(key)
+        .unwrap()
+    }
+
+    #[test]
+    fn a_redemption_the_firewall_cannot_carry_out_is_taken_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let now = CLOCK_SANE_AFTER + 100;
+        let (a, b) = (Mac([2, 0, 0, 0, 0, 1]), Mac([2, 0, 0, 0, 0, 2]));
+        let t = token(&key, 1);
+        {
+            let mut s = sessions(dir.path(), Box::new(Broken), &key);
+            assert!(matches!(
+                s.redeem(&t, a, now),
+                Err(RedeemError::Internal(_))
+            ));
+            // Nothing was granted: the voucher is unused and the device holds no slot.
+            assert_eq!(
+                s.store
+                    .voucher(crate::keys::KeyId::of(&key.verifying_key()), 7)
+                    .unwrap(),
+                None
+            );
+            assert_eq!(s.store.access(a, now).unwrap(), None);
+        }
+        // With a working firewall the single slot is still there for another device.
+        let mut s = sessions(dir.path(), Box::new(MemoryFirewall::new()), &key);
+        let got = s.redeem(&t, b, now + 10).unwrap();
+        assert_eq!(got.seconds_left, 3600);
+        assert_eq!(s.firewall.list_allowed().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_table_removed_under_a_redemption_is_rebuilt_with_the_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let now = CLOCK_SANE_AFTER + 100;
+        let mut fw = MemoryFirewall::new();
+        fw.install(&ruleset(&Config::default(), &[]), &[]).unwrap();
+        fw.flush();
+        let mut s = sessions(dir.path(), Box::new(fw), &key);
+        let a = Mac([2, 0, 0, 0, 0, 1]);
+        s.redeem(&token(&key, 1), a, now).unwrap();
+        assert_eq!(s.firewall.health().unwrap(), Health::Intact);
+        assert_eq!(s.firewall.list_allowed().unwrap()[0].0, a);
     }
 }

@@ -34,6 +34,7 @@ pub const EV_EXTENDED: &str = "voucher_extended";
 pub const EV_KICKED: &str = "device_kicked";
 pub const EV_RULE: &str = "mac_rule";
 pub const EV_CLOCK: &str = "clock_rebased";
+pub const EV_UNDONE: &str = "redemption_undone";
 
 /// Every refusal code, for counting refusals in the event log.
 const REFUSAL_KINDS: &str = "'malformed', 'unknown_key', 'bad_signature', 'out_of_range', \
@@ -589,6 +590,44 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Takes back a redemption the firewall could not carry out: the device leaves the
+    /// voucher and, if that redemption was the voucher's first use, the voucher is unused
+    /// again (its clock not started).
+    pub fn undo_redemption(
+        &mut self,
+        key_id: KeyId,
+        serial: u64,
+        mac: Mac,
+        first_use: bool,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let (key, s, m) = (key_id.to_string(), serial_sql(serial), mac.to_string());
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "DELETE FROM devices WHERE key_id = ?1 AND serial = ?2 AND mac = ?3",
+            params![key, s, m],
+        )?;
+        if first_use {
+            tx.execute(
+                "DELETE FROM vouchers WHERE key_id = ?1 AND serial = ?2 AND revoked_at IS NULL
+                 AND NOT EXISTS (SELECT 1 FROM devices WHERE key_id = ?1 AND serial = ?2)",
+                params![key, s],
+            )?;
+        }
+        event(
+            &tx,
+            now,
+            EV_UNDONE,
+            Some(&m),
+            Some((&key, s)),
+            "the firewall could not be updated; nothing was granted",
+        )?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Every device with access now, with the live voucher that ends last, ending soonest

@@ -160,10 +160,15 @@ fn the_ipk_has_opkgs_layout_fields_conffiles_and_modes() {
         .output()
         .unwrap();
     let ipk2 = String::from_utf8(out2.stdout).unwrap();
-    assert_eq!(
+    let (a, b) = (
         std::fs::read(&ipk).unwrap(),
         std::fs::read(ipk2.trim()).unwrap(),
-        "two builds differ"
+    );
+    assert!(
+        a == b,
+        "two builds differ ({} and {} bytes)",
+        a.len(),
+        b.len()
     );
 }
 

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{self, Config};
+use crate::config;
 use crate::daemon::{self, Sessions};
 use crate::firewall::Health;
 use crate::keys::KeyId;
@@ -316,21 +316,15 @@ pub fn validate(req: &Request) -> Result<(), AdminError> {
     }
 }
 
-/// What the daemon knows besides its sessions.
-pub struct Context<'a> {
-    pub cfg: &'a Config,
-    pub uptime_s: u64,
-}
-
 /// Carries out one request at `now`.
 pub fn handle(
     s: &mut Sessions,
-    ctx: &Context,
+    uptime_s: u64,
     req: &Request,
     now: i64,
 ) -> Result<serde_json::Value, AdminError> {
     match req {
-        Request::Status => json(status(s, ctx, now)),
+        Request::Status => json(status(s, uptime_s, now)),
         Request::Sessions => json(sessions(s, now)),
         Request::Vouchers { limit } => json(
             s.store
@@ -346,9 +340,7 @@ pub fn handle(
             parse_duration(duration)?,
             now,
         )),
-        Request::Rule { mac, rule, on } => {
-            json(set_rule(s, ctx.cfg, parse_mac(mac)?, *rule, *on, now))
-        }
+        Request::Rule { mac, rule, on } => json(set_rule(s, parse_mac(mac)?, *rule, *on, now)),
         Request::Events { since, limit } => json(
             s.store
                 .events(parse_since(since, now)?, (*limit).clamp(1, 100_000))
@@ -361,20 +353,20 @@ fn json<T: Serialize>(v: Result<T, AdminError>) -> Result<serde_json::Value, Adm
     v.and_then(|v| serde_json::to_value(v).map_err(internal))
 }
 
-fn status(s: &mut Sessions, ctx: &Context, now: i64) -> Result<Status, AdminError> {
-    let cfg = ctx.cfg;
+fn status(s: &mut Sessions, uptime_s: u64, now: i64) -> Result<Status, AdminError> {
     let table = match s.firewall.health() {
         Ok(Health::Intact) => "intact".to_owned(),
         Ok(Health::Missing) => "missing (rebuilt within a second)".to_owned(),
         Err(e) => format!("cannot check: {e}"),
     };
     let allowed = s.firewall.list_allowed().map(|a| a.len()).unwrap_or(0);
-    let (trusted, blocked) = daemon::mac_sets(cfg, &s.store.rules().map_err(internal)?);
+    let (trusted, blocked) = daemon::mac_sets(&s.cfg, &s.store.rules().map_err(internal)?);
+    let cfg = &s.cfg;
     Ok(Status {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         now,
         clock_trusted: now >= daemon::CLOCK_SANE_AFTER,
-        uptime_s: ctx.uptime_s,
+        uptime_s,
         venue: cfg.venue.clone(),
         portal_url: cfg.portal_url(),
         guest_iface: cfg.guest_iface.clone(),
@@ -570,7 +562,6 @@ fn extend(s: &mut Sessions, (k, n): (KeyId, u64), secs: u64, now: i64) -> Result
 
 fn set_rule(
     s: &mut Sessions,
-    cfg: &Config,
     mac: Mac,
     rule: RuleName,
     on: bool,
@@ -579,8 +570,8 @@ fn set_rule(
     let current = s.store.device_status(mac, now).map_err(internal)?.rule;
     let want = MacRule::from(rule);
     let (word, option, in_config) = match rule {
-        RuleName::Trusted => ("trusted", "trusted_mac", cfg.trusted_macs.contains(&mac)),
-        RuleName::Blocked => ("blocked", "blocked_mac", cfg.blocked_macs.contains(&mac)),
+        RuleName::Trusted => ("trusted", "trusted_mac", s.cfg.trusted_macs.contains(&mac)),
+        RuleName::Blocked => ("blocked", "blocked_mac", s.cfg.blocked_macs.contains(&mac)),
     };
     let new = match (on, current) {
         (true, Some(r)) if r == want => {
@@ -596,7 +587,7 @@ fn set_rule(
         (false, _) => return Err(AdminError::Refused(format!("{mac} is not {word}"))),
     };
     let change = s.store.set_rule(mac, new, "admin", now).map_err(internal)?;
-    daemon::apply_rules(s, cfg).map_err(internal)?;
+    daemon::apply_rules(s).map_err(internal)?;
     if let Some(a) = change.session {
         s.apply(&[a], now).map_err(internal)?;
     }

@@ -189,6 +189,8 @@ impl Firewall for MemoryFirewall {
     }
 
     fn allow(&mut self, entries: &[(Mac, Duration)]) -> Result<(), FirewallError> {
+        // As in the kernel: no table, no set to add to.
+        self.table()?;
         let now = self.now();
         for (m, d) in entries {
             if d.as_secs() >= 1 {
