@@ -145,21 +145,55 @@ async fn accept_loop<G, N>(
         };
         let _ = stream.set_nodelay(true);
         tokio::task::spawn_local(async move {
-            let s = slot.shared.clone();
-            let service = hyper::service::service_fn(move |req| {
-                let s = s.clone();
-                async move { Ok::<_, Infallible>(respond(&s, req, peer).await) }
-            });
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(TokioTimer::new())
-                .header_read_timeout(slot.shared.limits.header_timeout)
-                .max_buf_size(slot.shared.limits.max_head.max(8192))
-                .keep_alive(true);
-            let conn = http.serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(slot.shared.limits.connection_lifetime, conn).await;
+            connection(&slot.shared, TokioIo::new(stream), peer).await;
             drop(slot);
         });
     }
+}
+
+/// Serves HTTP/1.1 on one connection with the header timeout, head size limit and lifetime of
+/// `shared.limits`; returns when the connection is closed.
+async fn connection<G, N, IO>(shared: &Rc<Shared<G, N>>, io: IO, peer: SocketAddr)
+where
+    G: Gate + 'static,
+    N: Neighbours + 'static,
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+{
+    let s = shared.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let s = s.clone();
+        async move { Ok::<_, Infallible>(respond(&s, req, peer).await) }
+    });
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(shared.limits.header_timeout)
+        .max_buf_size(shared.limits.max_head.max(8192))
+        .keep_alive(true);
+    let conn = http.serve_connection(io, service);
+    let _ = tokio::time::timeout(shared.limits.connection_lifetime, conn).await;
+}
+
+/// Serves one already accepted connection from `peer` (any byte stream: a socket, a
+/// `tokio::io::duplex` pipe in tests and fuzzing) exactly as [`serve`] serves each of its
+/// connections, minus the connection caps. Returns when the connection is closed.
+pub async fn serve_connection<G, N, IO>(
+    io: IO,
+    peer: SocketAddr,
+    portal: Rc<RefCell<Portal<G>>>,
+    neigh: N,
+    limits: Limits,
+) where
+    G: Gate + 'static,
+    N: Neighbours + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
+    let shared = Rc::new(Shared {
+        portal,
+        neigh: RefCell::new(neigh),
+        limits,
+        open: RefCell::new((0, HashMap::new())),
+    });
+    connection(&shared, TokioIo::new(io), peer).await;
 }
 
 fn unmap(ip: IpAddr) -> IpAddr {
@@ -242,4 +276,70 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mac::Mac;
+    use crate::neigh::Fixed;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    struct Nobody;
+
+    impl Gate for Nobody {
+        fn redeem(&mut self, _: &str, _: Mac, _: i64) -> Result<Access, RedeemError> {
+            Err(RedeemError::Internal("test".into()))
+        }
+        fn access(&mut self, _: Mac, _: i64) -> Option<Access> {
+            None
+        }
+    }
+
+    /// Writes `request` into [`serve_connection`] over an in-memory pipe, half-closes, and
+    /// returns everything the server sent before it closed.
+    fn exchange(request: &[u8]) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let cfg = PortalConfig {
+            venue: "Test".into(),
+            portal_url: "http://10.20.0.1:2050".into(),
+            default_lang: pages::Lang::En,
+            attempts_per_minute: 10,
+        };
+        let portal = Rc::new(RefCell::new(Portal::new(cfg, Nobody)));
+        let peer: SocketAddr = "10.20.0.9:40000".parse().unwrap();
+        let local = tokio::task::LocalSet::new();
+        rt.block_on(local.run_until(async move {
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            let neigh = Fixed(Mac([2, 0, 0, 0, 0, 9]));
+            let task = tokio::task::spawn_local(serve_connection(
+                server,
+                peer,
+                portal,
+                neigh,
+                Limits::default(),
+            ));
+            client.write_all(request).await.unwrap();
+            client.shutdown().await.unwrap();
+            let mut out = Vec::new();
+            client.read_to_end(&mut out).await.unwrap();
+            task.await.unwrap();
+            String::from_utf8(out).unwrap()
+        }))
+    }
+
+    #[test]
+    fn a_connection_over_a_pipe_is_served_like_a_socket() {
+        let out = exchange(b"GET /generate_204 HTTP/1.1\r\nHost: connectivitycheck.gstatic.com\r\n\r\nGET /api/captive HTTP/1.1\r\nHost: 10.20.0.1:2050\r\n\r\n");
+        assert!(out.starts_with("HTTP/1.1 302 Found\r\n"), "{out}");
+        assert!(
+            out.contains("location: http://10.20.0.1:2050/\r\n"),
+            "{out}"
+        );
+        let bad = exchange(b"GARBAGE\r\n\r\n");
+        assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+    }
 }
