@@ -59,9 +59,26 @@ struct Built {
 }
 
 /// The netlink firewall.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct NetlinkFirewall {
     built: Option<Built>,
+    /// One socket for every batch: closing a netfilter socket that carried a transaction costs
+    /// the kernel 4-15 ms (measured with strace here), more than the batch itself.
+    batches: Option<BatchSocket>,
+}
+
+impl std::fmt::Debug for NetlinkFirewall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetlinkFirewall")
+            .field("built", &self.built)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The batch socket and the buffer size it was given.
+struct BatchSocket {
+    socket: mnl::Socket,
+    size: usize,
 }
 
 impl NetlinkFirewall {
@@ -488,12 +505,11 @@ fn dedup(entries: &[(Mac, Duration)]) -> Vec<(Mac, Duration)> {
         .collect()
 }
 
-/// Opens a netfilter socket with buffers big enough for `bytes` of batch and its
-/// acknowledgements (best effort: without CAP_NET_ADMIN the defaults stay).
-fn socket(op: &'static str, bytes: usize) -> Result<mnl::Socket, FirewallError> {
-    let socket = mnl::Socket::new(mnl::Bus::Netfilter)
-        .map_err(|source| FirewallError::Kernel { op, source })?;
-    let size = (bytes * 2).clamp(1 << 20, 64 << 20) as libc::c_int;
+/// Gives a netfilter socket buffers big enough for `bytes` of batch and its acknowledgements
+/// (best effort: without CAP_NET_ADMIN the defaults stay).
+fn size_buffers(socket: &mnl::Socket, bytes: usize) -> usize {
+    let size = (bytes * 2).clamp(1 << 20, 64 << 20);
+    let c_size = size as libc::c_int;
     for opt in [libc::SO_SNDBUFFORCE, libc::SO_RCVBUFFORCE] {
         // SAFETY: a valid socket fd and a pointer to a live c_int of the stated size.
         unsafe {
@@ -501,21 +517,59 @@ fn socket(op: &'static str, bytes: usize) -> Result<mnl::Socket, FirewallError> 
                 socket.as_raw_fd(),
                 libc::SOL_SOCKET,
                 opt,
-                (&size as *const libc::c_int).cast::<c_void>(),
+                (&c_size as *const libc::c_int).cast::<c_void>(),
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             );
         }
     }
-    Ok(socket)
+    size
 }
 
-/// Sends a batch and reads every acknowledgement, so a kernel error is an error naming `op`.
-fn send_and_process(batch: &FinalizedBatch, op: &'static str) -> Result<(), FirewallError> {
+/// Discards replies an earlier batch left unread (the kernel answers a batch within `send`, so
+/// after an error the rest of its acknowledgements may still be queued).
+fn drain(socket: &mnl::Socket) {
+    let mut buf = [0u8; 8192];
+    loop {
+        // SAFETY: a valid socket fd and a live buffer of the stated length; MSG_DONTWAIT makes
+        // it return at once when nothing is queued.
+        let n = unsafe {
+            libc::recv(
+                socket.as_raw_fd(),
+                buf.as_mut_ptr().cast::<c_void>(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n <= 0 {
+            break;
+        }
+    }
+}
+
+/// Sends a batch on the firewall's batch socket (opened on first use, kept open) and reads
+/// every acknowledgement, so a kernel error is an error naming `op`.
+fn send_and_process(
+    held: &mut Option<BatchSocket>,
+    batch: &FinalizedBatch,
+    op: &'static str,
+) -> Result<(), FirewallError> {
     let err = |source| FirewallError::Kernel { op, source };
     // nftnl splits a big batch into pages; the kernel needs the batch (BEGIN .. END) in one
     // datagram, or it refuses the part without END (EINVAL). Send the pages as one.
     let whole: Vec<u8> = batch.iter().flat_map(|page| page.iter().copied()).collect();
-    let socket = socket(op, whole.len())?;
+    if held.is_none() {
+        let socket = mnl::Socket::new(mnl::Bus::Netfilter).map_err(err)?;
+        let size = size_buffers(&socket, whole.len());
+        *held = Some(BatchSocket { socket, size });
+    }
+    let b = held
+        .as_mut()
+        .ok_or_else(|| err(std::io::Error::other("no netlink socket")))?;
+    if whole.len() * 2 > b.size {
+        b.size = size_buffers(&b.socket, whole.len());
+    }
+    drain(&b.socket);
+    let socket = &b.socket;
     let portid = socket.portid();
     if socket.send(&whole).map_err(err)? < whole.len() {
         return Err(err(std::io::Error::other(
@@ -863,7 +917,7 @@ impl NetlinkFirewall {
                 ElemOp::Create,
                 &allowed_elems(chunk),
             )?;
-            match send_and_process(&batch.finalize(), OP) {
+            match send_and_process(&mut self.batches, &batch.finalize(), OP) {
                 Err(FirewallError::Kernel { source, .. })
                     if source.raw_os_error() == Some(libc::EEXIST) => {}
                 other => return other,
@@ -888,7 +942,7 @@ impl NetlinkFirewall {
                 ElemOp::Create,
                 &allowed_elems(chunk),
             )?;
-            send_and_process(&batch.finalize(), OP)
+            send_and_process(&mut self.batches, &batch.finalize(), OP)
         })
     }
 
@@ -902,7 +956,7 @@ impl NetlinkFirewall {
         let mut batch = Batch::new();
         flush_set(&mut batch, spec)?;
         add_elems(&mut batch, spec, ElemOp::Ensure, elems)?;
-        send_and_process(&batch.finalize(), op)
+        send_and_process(&mut self.batches, &batch.finalize(), op)
     }
 }
 
@@ -913,7 +967,7 @@ impl Firewall for NetlinkFirewall {
         allowed: &[(Mac, Duration)],
     ) -> Result<(), FirewallError> {
         let (batch, rule_counts) = install_batch(rules, allowed)?;
-        send_and_process(&batch, "install the table inet wifipos")?;
+        send_and_process(&mut self.batches, &batch, "install the table inet wifipos")?;
         let handle = table_handle()?.ok_or_else(|| {
             FirewallError::Install("the table is not there after installing it".into())
         })?;
@@ -967,7 +1021,11 @@ impl Firewall for NetlinkFirewall {
                 ElemOp::Delete,
                 &mac_elems(chunk),
             )?;
-            send_and_process(&batch.finalize(), "remove devices from the allowed set")
+            send_and_process(
+                &mut self.batches,
+                &batch.finalize(),
+                "remove devices from the allowed set",
+            )
         })
     }
 
@@ -1058,7 +1116,11 @@ impl Firewall for NetlinkFirewall {
         flush_set(&mut batch, &ruleset::GARDEN6)?;
         add_elems(&mut batch, &ruleset::GARDEN4, ElemOp::Create, &g4)?;
         add_elems(&mut batch, &ruleset::GARDEN6, ElemOp::Create, &g6)?;
-        send_and_process(&batch.finalize(), "replace the walled garden")
+        send_and_process(
+            &mut self.batches,
+            &batch.finalize(),
+            "replace the walled garden",
+        )
     }
 
     fn check(&mut self) -> Result<TableHealth, FirewallError> {
