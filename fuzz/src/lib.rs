@@ -69,11 +69,14 @@ impl Gate for VerifyGate {
 pub fn sessions() -> Sessions {
     let store = Store::open_with(std::path::Path::new(":memory:"), Durability::Normal)
         .expect("in-memory store");
-    Sessions {
+    let mut s = Sessions {
         store,
         firewall: Box::new(MemoryFirewall::new()),
         keyring: keyring(),
-    }
+        cfg: wifipos::config::Config::default(),
+    };
+    s.restore(0).expect("in-memory table");
+    s
 }
 
 pub fn portal<G: Gate>(gate: G) -> Rc<RefCell<Portal<G>>> {
