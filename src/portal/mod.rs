@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};
+use hyper::header::{
+    HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION,
+};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -220,8 +222,18 @@ async fn respond<G: Gate, N: Neighbours>(
     if declared.is_some_and(|n| n > max as u64) {
         return plain(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large\n");
     }
-    let method = req.method().as_str().to_owned();
+    let head = req.method() == hyper::Method::HEAD;
     let host = header(&req, HOST).or_else(|| req.uri().authority().map(|a| a.to_string()));
+    if !shared.portal.borrow().is_portal_host(host.as_deref()) {
+        // Redirected traffic for another site (an OS probe): its redirect needs neither the
+        // body nor the device. The connection is closed after it, because conntrack keeps a
+        // redirected connection bound to the portal even after the device has paid.
+        let mut r = response(shared.portal.borrow().elsewhere(), head);
+        r.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    }
+    let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
     let accept_language = header(&req, hyper::header::ACCEPT_LANGUAGE);
@@ -229,17 +241,11 @@ async fn respond<G: Gate, N: Neighbours>(
         Ok(b) => b.to_bytes().to_vec(),
         Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large\n"),
     };
-    let is_portal = shared.portal.borrow().is_portal_host(host.as_deref());
-    // Only requests to the portal itself need to know the device; probe redirects do not.
-    let mac = if is_portal {
-        shared.neigh.borrow_mut().mac_of(unmap(peer.ip()))
-    } else {
-        None
-    };
+    // Only requests to the portal itself get here: they need to know the device.
+    let mac = shared.neigh.borrow_mut().mac_of(unmap(peer.ip()));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let head = method == "HEAD";
     let r = Req {
         method,
         host,
@@ -251,6 +257,11 @@ async fn respond<G: Gate, N: Neighbours>(
         now,
     };
     let resp = shared.portal.borrow_mut().handle(&r);
+    response(resp, head)
+}
+
+/// A hyper response for the portal's answer (without its body for `HEAD`).
+fn response(resp: Resp, head: bool) -> Response<Full<Bytes>> {
     let mut builder = Response::builder()
         .status(resp.status)
         .header(CONTENT_TYPE, resp.content_type)

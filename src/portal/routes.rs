@@ -135,11 +135,16 @@ impl<G: Gate> Portal<G> {
         host.is_none_or(|h| h.eq_ignore_ascii_case(self.cfg.authority()))
     }
 
+    /// The answer to a request for any other site (an OS probe or any page the guest tried to
+    /// open, redirected here by nftables): a redirect to the portal.
+    pub fn elsewhere(&self) -> Resp {
+        Resp::redirect(format!("{}/", self.cfg.portal_url))
+    }
+
     pub fn handle(&mut self, req: &Req) -> Resp {
         let lang = Lang::negotiate(req.accept_language.as_deref(), self.cfg.default_lang);
         if !self.is_portal_host(req.host.as_deref()) {
-            // An OS probe or any page the guest tried to open, redirected here by nftables.
-            return Resp::redirect(format!("{}/", self.cfg.portal_url));
+            return self.elsewhere();
         }
         let method = req.method.as_str();
         let get = method == "GET" || method == "HEAD";
