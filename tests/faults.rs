@@ -25,27 +25,11 @@ use wifipos::store::Store;
 use wifipos::voucher::Voucher;
 
 use cafe::{Cafe, Daemon, PORTAL};
-use phones::{ExtraPhones, Http, Phone, PORTAL_ADDR};
+use phones::{ExtraPhones, Http, Phone, Rng, PORTAL_ADDR};
 
 const EXTRA_PHONES: usize = 12;
 const VOUCHERS: usize = 120;
 const WANTED_BY: usize = 4;
-
-/// splitmix64, seeded per thread: deterministic plans, varied timing.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
 
 /// A redemption a phone saw acknowledged.
 #[derive(Debug, Clone)]
