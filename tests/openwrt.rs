@@ -748,3 +748,32 @@ fn with_flow_offloading_where_the_kernel_has_flowtables() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(cafe.lab.internet("client", false), 0);
 }
+
+#[test]
+fn the_openwrt_scripts_are_shellcheck_clean() {
+    if Command::new("shellcheck")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        cannot("shellcheck is not installed");
+        return;
+    }
+    for (shell, script) in [
+        ("bash", "scripts/fw4-ruleset"),
+        ("bash", "scripts/build-openwrt-host-tools"),
+        ("sh", "files/usr/libexec/wifipos-firewall"),
+        ("sh", "files/etc/uci-defaults/90-wifipos"),
+    ] {
+        let out = Command::new("shellcheck")
+            .args(["-s", shell])
+            .arg(format!("{ROOT}/{script}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script}:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
