@@ -521,8 +521,8 @@ fn under_fw4_the_portal_is_unreachable_without_the_package_rule_and_reachable_wi
     assert_eq!(cafe.lab.internet("client", true), 204);
 }
 
-/// A line-echo TCP server in the upstream namespace on port 9100 that first tells each client
-/// the address it sees it from; killed on drop.
+/// A line-echo TCP server (in the upstream on port 9100 unless said otherwise) that first tells
+/// each client the address it sees it from; killed on drop.
 struct Echo(Child);
 
 impl Drop for Echo {
@@ -533,12 +533,16 @@ impl Drop for Echo {
 }
 
 fn echo_server(cafe: &Cafe) -> Echo {
+    echo_in(&phones::ns_of(&cafe.lab, "upstream"), 9100)
+}
+
+fn echo_in(ns: &str, port: u16) -> Echo {
     const SRC: &str = r#"
-import socket, threading
+import socket, sys, threading
 s = socket.socket(socket.AF_INET6)
 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("::", 9100)); s.listen(16)
+s.bind(("::", int(sys.argv[1]))); s.listen(16)
 def serve(c, a):
     c.sendall(("peer %s\n" % a[0]).encode())
     for line in c.makefile("rb"):
@@ -548,16 +552,23 @@ while True:
     threading.Thread(target=serve, args=(c, a), daemon=True).start()
 "#;
     let echo = Echo(
-        cafe.lab
-            .cmd("upstream", "python3")
-            .args(["-c", SRC])
+        Command::new("ip")
+            .args(["netns", "exec", ns, "python3", "-c", SRC, &port.to_string()])
             .spawn()
             .unwrap(),
     );
     let t = Instant::now();
-    while cafe
-        .lab
-        .run("upstream", "ss", &["-Htln", "sport = :9100"])
+    while Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "ss",
+            "-Htln",
+            &format!("sport = :{port}"),
+        ])
+        .output()
+        .unwrap()
         .stdout
         .is_empty()
     {
@@ -570,14 +581,19 @@ while True:
 /// One TCP connection from a phone to the echo server, kept open across `between()`: returns
 /// (the address the upstream saw, the echo before, the echo after).
 fn across<F: FnOnce()>(cafe: &Cafe, phone: &str, between: F) -> (String, String, String) {
-    let ns = phones::ns_of(&cafe.lab, phone);
+    across_to(&phones::ns_of(&cafe.lab, phone), "10.99.0.2:9100", between)
+}
+
+/// [`across`] from any namespace to any address.
+fn across_to<F: FnOnce()>(ns: &str, addr: &str, between: F) -> (String, String, String) {
+    let ns = ns.to_owned();
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let (ready_tx, ready_rx) = mpsc::channel::<()>();
     let t = std::thread::spawn(move || {
         phones::enter_ns(&ns);
-        let s =
-            TcpStream::connect_timeout(&"10.99.0.2:9100".parse().unwrap(), Duration::from_secs(3))
-                .expect("connect to the upstream");
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut w = s.try_clone().unwrap();
         let mut r = BufReader::new(s);
@@ -677,6 +693,87 @@ fn beside_fw4_guests_pay_and_get_online_through_its_forwarding_and_a_reload_drop
     assert_eq!(status, 200, "{page}");
     assert_eq!(cafe.lab.internet("client3", false), 204);
     assert_eq!(cafe.lab.internet("client3", true), 204);
+}
+
+/// A LAN host (`<lab>-nas`, 192.168.1.10 on the router's `br-lan` 192.168.1.1/24), removed on
+/// drop: the NAS the guide config's port forward `NAS-SSH` (wan:8022 -> 192.168.1.10:22) names.
+struct Nas(String);
+
+impl Drop for Nas {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+fn nas(cafe: &Cafe) -> Nas {
+    let ns = phones::ns_of(&cafe.lab, "nas");
+    let router = phones::ns_of(&cafe.lab, "router");
+    let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+    let host = Nas(ns.clone());
+    for args in [
+        &["netns", "add", &ns][..],
+        &["-n", &ns, "link", "set", "lo", "up"],
+        &[
+            "link", "add", "lan0", "netns", &router, "type", "veth", "peer", "name", "eth0",
+            "netns", &ns,
+        ],
+        &[
+            "-n", &router, "link", "set", "lan0", "master", "br-lan", "up",
+        ],
+        &[
+            "-n",
+            &router,
+            "addr",
+            "add",
+            "192.168.1.1/24",
+            "dev",
+            "br-lan",
+        ],
+        &["-n", &ns, "link", "set", "eth0", "up"],
+        &["-n", &ns, "addr", "add", "192.168.1.10/24", "dev", "eth0"],
+        &["-n", &ns, "route", "add", "default", "via", "192.168.1.1"],
+    ] {
+        let o = Command::new("ip").args(args).output().unwrap();
+        assert!(o.status.success(), "ip {args:?}: {o:?}");
+    }
+    host
+}
+
+#[test]
+fn beside_fw4_its_port_forward_and_the_lan_are_left_alone() {
+    let Some(cafe) = Cafe::open("f4d") else {
+        return;
+    };
+    openwrt_router(&cafe);
+    let nas = nas(&cafe);
+    load_fw4(&cafe, "guide-wifipos").unwrap();
+    let _daemon = cafe.start();
+    let _ssh = echo_in(&nas.0, 22);
+    let _up = echo_server(&cafe);
+    let upstream = phones::ns_of(&cafe.lab, "upstream");
+
+    // fw4's port forward from the internet to the NAS works beside wifipos's redirect.
+    let (peer, before, after) = across_to(&upstream, "10.99.0.1:8022", || {});
+    assert!(
+        peer.contains("10.99.0.2"),
+        "the NAS sees the caller: {peer:?}"
+    );
+    assert_eq!((before.as_str(), after.as_str()), ("before\n", "after\n"));
+    // The LAN is not a guest: online without a voucher, through fw4's lan->wan and masquerade,
+    // and its port 80 goes to the internet, not to the portal.
+    let (peer, _, after) = across_to(&nas.0, "10.99.0.2:9100", || {});
+    assert!(peer.contains("10.99.0.1"), "masqueraded: {peer:?}");
+    assert_eq!(after, "after\n");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &nas.0, "curl", "-s", "-i", "-m", "3"])
+        .arg("http://10.99.0.2/generate_204")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(common::http_status(&text), 204, "{text}");
+    // Meanwhile the guest phone is still held.
+    assert_eq!(probe(&cafe, "client", false).0, 302);
+    assert_eq!(cafe.lab.internet("client", false), 0);
 }
 
 /// Whether this kernel has nftables flowtables (`CONFIG_NF_FLOW_TABLE`): `Err(reason)` if not.
