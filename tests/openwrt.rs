@@ -330,6 +330,25 @@ fn the_package_finds_a_guest_zone_of_another_name_or_says_there_is_none() {
         .show("firewall")
         .contains("firewall.wifipos_portal.src='cafe'\n"));
 
+    // No bridge: guest_iface is the access point's own device, in /etc/config/wireless.
+    let r = Router::new(tools.clone());
+    std::fs::write(
+        r.path("etc/config/wireless"),
+        "config wifi-iface 'guest_ap'\n\toption device 'radio0'\n\toption mode 'ap'\n\
+         \toption ssid 'Cafe'\n\toption ifname 'phy0-ap1'\n\toption network 'hotel'\n",
+    )
+    .unwrap();
+    r.set("wifipos.main.guest_iface=phy0-ap1");
+    r.commit("wifipos");
+    r.set("firewall.hotel=zone");
+    r.set("firewall.hotel.name=hotel");
+    r.set("firewall.hotel.network=hotel");
+    r.commit("firewall");
+    ok(&r.firewall("add"));
+    assert!(r
+        .show("firewall")
+        .contains("firewall.wifipos_portal.src='hotel'\n"));
+
     // No zone holds the guest network and none is called guest: nothing added, a sentence.
     let r = Router::new(tools);
     assert!(r.uci(&["delete", "firewall.guest"]).status.success());
