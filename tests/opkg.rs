@@ -354,3 +354,133 @@ fn build_scripts_refuse_binaries_openwrt_cannot_run() {
     }
     assert!(!scratch.path().join("out").exists(), "nothing was written");
 }
+
+/// A bare ELF header (no program headers: readelf sees a static program).
+fn elf_header(class64: bool, little: bool, machine: u16, flags: u32) -> Vec<u8> {
+    let mut h = vec![0x7f, b'E', b'L', b'F'];
+    h.push(if class64 { 2 } else { 1 });
+    h.push(if little { 1 } else { 2 });
+    h.push(1);
+    h.resize(16, 0);
+    let u16b = |v: u16| {
+        if little {
+            v.to_le_bytes()
+        } else {
+            v.to_be_bytes()
+        }
+    };
+    let u32b = |v: u32| {
+        if little {
+            v.to_le_bytes()
+        } else {
+            v.to_be_bytes()
+        }
+    };
+    h.extend(u16b(2)); // ET_EXEC
+    h.extend(u16b(machine));
+    h.extend(u32b(1));
+    let word = if class64 { 8 } else { 4 };
+    h.extend(std::iter::repeat_n(0u8, 3 * word)); // entry, phoff, shoff
+    h.extend(u32b(flags));
+    h.extend(u16b(if class64 { 64 } else { 52 }));
+    h.extend(u16b(0));
+    h.extend(u16b(0));
+    h.extend(u16b(0));
+    h.extend(u16b(0));
+    h.extend(u16b(0));
+    h
+}
+
+/// The architecture check accepts each router CPU's binary for its OpenWrt names and no
+/// other, including the ARM float ABI (a hard-float binary needs an FPU).
+#[test]
+fn build_ipk_matches_elf_machine_class_byte_order_and_float_abi_to_the_arch() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, Vec<u8>, &[&str], &[(&str, &str)]); 6] = [
+        (
+            "aarch64",
+            elf_header(true, true, 183, 0),
+            &[
+                "aarch64_cortex-a53",
+                "aarch64_cortex-a72",
+                "aarch64_generic",
+            ],
+            &[
+                ("x86_64", "not for x86_64"),
+                ("arm_cortex-a7_neon-vfpv4", "ELF64"),
+            ],
+        ),
+        (
+            "armhf",
+            elf_header(false, true, 40, 0x0500_0400),
+            &["arm_cortex-a7_neon-vfpv4", "arm_cortex-a9_vfpv3-d16"],
+            &[
+                (
+                    "arm_cortex-a7",
+                    "hard-float ABI but arm_cortex-a7 has no FPU",
+                ),
+                ("aarch64_generic", "ELF32 little ARM"),
+            ],
+        ),
+        (
+            "armel",
+            elf_header(false, true, 40, 0x0500_0200),
+            &[
+                "arm_cortex-a7",
+                "arm_cortex-a7_neon-vfpv4",
+                "arm_arm926ej-s",
+            ],
+            &[("mipsel_24kc", "ELF32 little ARM")],
+        ),
+        (
+            "mipsel",
+            elf_header(false, true, 8, 0),
+            &["mipsel_24kc", "mipsel_74kc"],
+            &[
+                ("mips_24kc", "ELF32 little MIPS"),
+                ("mips64el_octeonplus", "ELF32"),
+            ],
+        ),
+        (
+            "mips",
+            elf_header(false, false, 8, 0),
+            &["mips_24kc", "mips_mips32"],
+            &[("mipsel_24kc", "ELF32 big MIPS")],
+        ),
+        (
+            "x86_64",
+            elf_header(true, true, 62, 0),
+            &["x86_64"],
+            &[("i386_pentium4", "ELF64 little X86-64")],
+        ),
+    ];
+    for (name, bytes, accepted, refused) in cases {
+        let bin = dir.path().join(name);
+        std::fs::write(&bin, bytes).unwrap();
+        for arch in accepted {
+            let out = Command::new(format!("{ROOT}/scripts/build-ipk"))
+                .arg(&bin)
+                .arg(arch)
+                .arg(dir.path().join("out"))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{name} as {arch}: {}", text(&out));
+        }
+        for (arch, says) in refused {
+            let out = Command::new(format!("{ROOT}/scripts/build-ipk"))
+                .arg(&bin)
+                .arg(arch)
+                .arg(dir.path().join("out"))
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{name} as {arch}: {}",
+                text(&out)
+            );
+            assert!(err.contains(says), "{name} as {arch}: {err}");
+        }
+    }
+}
