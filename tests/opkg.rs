@@ -396,7 +396,9 @@ fn elf_header(class64: bool, little: bool, machine: u16, flags: u32) -> Vec<u8> 
 #[test]
 fn build_ipk_matches_elf_machine_class_byte_order_and_float_abi_to_the_arch() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, Vec<u8>, &[&str], &[(&str, &str)]); 6] = [
+    // (binary, its header, architectures that take it, others with the refusal's words)
+    type Case<'a> = (&'a str, Vec<u8>, &'a [&'a str], &'a [(&'a str, &'a str)]);
+    let cases: [Case; 6] = [
         (
             "aarch64",
             elf_header(true, true, 183, 0),
