@@ -1,6 +1,9 @@
 //! The OpenWrt package as opkg sees it: the .ipk's layout, control fields, conffiles, owners
 //! and modes; the procd init script run against stubbed procd functions; shellcheck on every
-//! shell script we ship or run.
+//! shell script we ship or run. (tests/opkg.rs and tests/apk.rs install the packages with
+//! OpenWrt's own package managers.)
+
+mod pkgkit;
 
 use std::path::Path;
 use std::process::Command;
@@ -52,8 +55,11 @@ fn the_ipk_has_opkgs_layout_fields_conffiles_and_modes() {
         return;
     }
     let out_dir = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let (bin, _) = pkgkit::router_bin(scratch.path());
     let out = Command::new(format!("{ROOT}/scripts/build-ipk"))
-        .args([env!("CARGO_BIN_EXE_wifiposd"), "mipsel_24kc"])
+        .arg(&bin)
+        .args(["x86_64"])
         .arg(out_dir.path())
         .output()
         .unwrap();
@@ -68,7 +74,7 @@ fn the_ipk_has_opkgs_layout_fields_conffiles_and_modes() {
         .unwrap()
         .to_str()
         .unwrap()
-        .ends_with("_mipsel_24kc.ipk"));
+        .ends_with("_x86_64.ipk"));
 
     let outer = listing(&ipk, None, out_dir.path());
     let names: Vec<&str> = outer
@@ -100,7 +106,13 @@ fn the_ipk_has_opkgs_layout_fields_conffiles_and_modes() {
     }
 
     let ctl = listing(&ipk, Some("./control.tar.gz"), x.path());
-    for f in ["./control", "./conffiles", "./postinst", "./prerm"] {
+    for f in [
+        "./control",
+        "./conffiles",
+        "./postinst",
+        "./prerm",
+        "./prerm-pkg",
+    ] {
         assert!(ctl.lines().any(|l| l.ends_with(f)), "{f} missing:\n{ctl}");
     }
     let cdir = x.path().join("c");
@@ -117,26 +129,28 @@ fn the_ipk_has_opkgs_layout_fields_conffiles_and_modes() {
     for field in [
         "Package: wifipos",
         "Version: 0.1.0-1",
-        "Architecture: mipsel_24kc",
+        "Architecture: x86_64",
         "Section: net",
     ] {
         assert!(control.contains(field), "{field}:\n{control}");
     }
-    assert!(control.contains(
-        "Depends: libc, libnftnl11, libmnl0, libsqlite3-0, kmod-nft-core, kmod-nft-nat\n"
-    ));
+    // A static binary links no shared library: libc (every OpenWrt package has it) and the
+    // kernel modules only.
+    assert!(
+        control.contains("Depends: libc, kmod-nft-core, kmod-nft-nat, kmod-nf-conntrack-netlink\n"),
+        "{control}"
+    );
     let size: u64 = control
         .lines()
         .find_map(|l| l.strip_prefix("Installed-Size: "))
         .unwrap()
         .parse()
         .unwrap();
+    assert!(size > std::fs::metadata(&bin).unwrap().len());
     assert!(
-        size > std::fs::metadata(env!("CARGO_BIN_EXE_wifiposd"))
-            .unwrap()
-            .len()
+        control.contains("Description: A captive portal that verifies"),
+        "{control}"
     );
-    assert!(control.contains("Description: Sell Wi-Fi"));
     assert_eq!(
         std::fs::read_to_string(cdir.join("conffiles")).unwrap(),
         "/etc/config/wifipos\n"
@@ -147,6 +161,12 @@ fn the_ipk_has_opkgs_layout_fields_conffiles_and_modes() {
     assert!(postinst.contains("default_postinst $0 $@"), "{postinst}");
     let prerm = std::fs::read_to_string(cdir.join("prerm")).unwrap();
     assert!(prerm.contains("default_prerm $0 $@"), "{prerm}");
+    // Package/wifipos/prerm, which default_prerm sources: the firewall rule goes on removal.
+    let hook = std::fs::read_to_string(cdir.join("prerm-pkg")).unwrap();
+    assert!(
+        hook.contains("/usr/libexec/wifipos-firewall\" remove") && hook.contains("PKG_UPGRADE"),
+        "{hook}"
+    );
     for (f, mode) in [("./postinst", "-rwxr-xr-x"), ("./control", "-rw-r--r--")] {
         let line = ctl.lines().find(|l| l.ends_with(f)).unwrap();
         assert!(line.starts_with(mode) && line.contains(" 0/0 "), "{line}");
@@ -155,7 +175,8 @@ fn the_ipk_has_opkgs_layout_fields_conffiles_and_modes() {
     // Reproducible: the same binary gives the same bytes.
     let again = tempfile::tempdir().unwrap();
     let out2 = Command::new(format!("{ROOT}/scripts/build-ipk"))
-        .args([env!("CARGO_BIN_EXE_wifiposd"), "mipsel_24kc"])
+        .arg(&bin)
+        .arg("x86_64")
         .arg(again.path())
         .output()
         .unwrap();
@@ -315,6 +336,9 @@ fn every_shell_script_is_shellcheck_clean() {
         "scripts/bench-portal",
         "scripts/bench",
         "scripts/build-ipk",
+        "scripts/build-apk",
+        "scripts/build-openwrt-tools",
+        "scripts/lib/pkg.sh",
         "scripts/build-router",
         "scripts/build-musl",
         "scripts/build-c-deps",
@@ -323,7 +347,9 @@ fn every_shell_script_is_shellcheck_clean() {
     ];
     for s in scripts {
         let out = Command::new("shellcheck")
-            .arg(format!("{ROOT}/{s}"))
+            .arg("-x")
+            .arg(s)
+            .current_dir(ROOT)
             .output()
             .unwrap();
         assert!(
