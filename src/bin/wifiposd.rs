@@ -35,6 +35,7 @@ enum Cmd {
     CaptiveUrl(CaptiveUrl),
     Ruleset(RulesetCmd),
     Version(Version),
+    BenchVerify(BenchVerify),
     Status(Status),
     Sessions(SessionsCmd),
     Vouchers(VouchersCmd),
@@ -97,6 +98,16 @@ struct RulesetCmd {
 /// Print the version.
 #[argh(subcommand, name = "version")]
 struct Version {}
+
+#[derive(FromArgs)]
+/// Measure voucher signature checks on this CPU: sign one voucher with a throwaway key, verify
+/// it ROUNDS times and print the rate (scripts/check-routers compares router CPUs under qemu).
+#[argh(subcommand, name = "bench-verify")]
+struct BenchVerify {
+    /// how many verifications (default 2000)
+    #[argh(positional, default = "2000")]
+    rounds: u32,
+}
 
 /// An admin subcommand: its own arguments, then `--json`, `--socket` and `--config`.
 macro_rules! admin_cmd {
@@ -235,6 +246,44 @@ fn main() -> ExitCode {
     admin(json, &socket, &req)
 }
 
+/// `wifiposd bench-verify`: verifications per second of one signed voucher.
+fn bench_verify(rounds: u32) -> ExitCode {
+    use wifipos::keys::{KeyId, Keyring};
+    use wifipos::voucher::{self, Voucher};
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let ring = Keyring::new([key.verifying_key()]);
+    let voucher = Voucher {
+        key_id: KeyId::of(&key.verifying_key()),
+        serial: 1,
+        issued_at: 1,
+        redeem_by: 0,
+        duration_s: 3600,
+        max_devices: 3,
+        purchase_ref: "BENCH".into(),
+    };
+    let token = match voucher.sign(&key) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("wifiposd: cannot sign the benchmark voucher: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rounds = rounds.max(1);
+    let t = std::time::Instant::now();
+    for _ in 0..rounds {
+        if let Err(e) = voucher::verify(&token, &ring) {
+            eprintln!("wifiposd: the benchmark voucher did not verify: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let s = t.elapsed().as_secs_f64();
+    println!(
+        "{rounds} verifications in {s:.3} s: {:.0} verifications/s",
+        f64::from(rounds) / s
+    );
+    ExitCode::SUCCESS
+}
+
 /// Sends an admin request and prints the answer: as text, or as JSON with `--json`.
 fn admin(json: bool, socket: &Path, req: &Request) -> ExitCode {
     let answer = admin::validate(req).and_then(|()| control::call(socket, req));
@@ -283,6 +332,7 @@ fn run(cmd: Cmd) -> ExitCode {
             println!("wifiposd {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Cmd::BenchVerify(b) => bench_verify(b.rounds),
         Cmd::CheckConfig(c) => check_config(&c.config),
         Cmd::CaptiveUrl(c) => print_from_config(&c.config, |cfg| Ok(cfg.captive_api_url())),
         Cmd::Ruleset(c) => print_from_config(&c.config, |cfg| {
