@@ -112,6 +112,9 @@ pub struct Status {
     pub uptime_s: u64,
     pub venue: String,
     pub portal_url: String,
+    /// The interface the portal's address was taken from (`option portal_address` unset).
+    #[serde(default)]
+    pub portal_address_from: Option<String>,
     pub guest_iface: String,
     /// `intact`, `missing` (being rebuilt) or an error.
     pub table: String,
@@ -369,6 +372,7 @@ fn status(s: &mut Sessions, uptime_s: u64, now: i64) -> Result<Status, AdminErro
         uptime_s,
         venue: cfg.venue.clone(),
         portal_url: cfg.portal_url(),
+        portal_address_from: (!cfg.portal_address_set).then(|| cfg.guest_iface.clone()),
         guest_iface: cfg.guest_iface.clone(),
         table,
         sessions: s.store.active_sessions(now).map_err(internal)?.len(),

@@ -284,7 +284,11 @@ fn run(cmd: Cmd) -> ExitCode {
             ExitCode::SUCCESS
         }
         Cmd::CheckConfig(c) => check_config(&c.config),
-        Cmd::CaptiveUrl(c) => print_from_config(&c.config, |cfg| Ok(cfg.captive_api_url())),
+        Cmd::CaptiveUrl(c) => print_from_config(&c.config, |cfg| {
+            let mut cfg = cfg.clone();
+            daemon::resolve_portal_address(&mut cfg).map_err(|e| e.to_string())?;
+            Ok(cfg.captive_api_url())
+        }),
         Cmd::Ruleset(c) => print_from_config(&c.config, |cfg| {
             wifipos::firewall::ruleset_script(&daemon::ruleset(cfg, &[]), &[])
                 .map_err(|e| e.to_string())
