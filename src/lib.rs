@@ -30,6 +30,8 @@ pub mod control;
 #[cfg(feature = "router")]
 pub mod daemon;
 #[cfg(feature = "router")]
+pub mod doctor;
+#[cfg(feature = "router")]
 pub mod ends;
 #[cfg(feature = "router")]
 pub mod firewall;
