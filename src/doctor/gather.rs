@@ -75,10 +75,17 @@ fn modules() -> Modules {
 
 /// Whether the database (or, before its first start, its folder) can be written.
 fn writable(db: &Path) -> Result<(), String> {
-    let dir = db
+    // The daemon creates a missing folder: test the nearest one that exists.
+    let mut dir = db
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    while !dir.exists() {
+        match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => dir = p,
+            _ => break,
+        }
+    }
     let scratch = dir.join(format!(".wifiposd-doctor-{}", std::process::id()));
     std::fs::write(&scratch, b"x")
         .and_then(|()| std::fs::remove_file(&scratch))
