@@ -1,6 +1,7 @@
 //! Ending access ends connections: phones hold long-lived TCP downloads (the lab's upstream
 //! streams 1 KiB every 50 ms for ever, over IPv4 and IPv6) on 60 s vouchers; one is revoked,
-//! one kicked, one expires with the daemon running and one expires while the daemon is dead.
+//! one kicked, one expires with the daemon running, one expires while the daemon is dead, and
+//! a paid one is blocked.
 //! Each time the phone's conntrack entries that existed before the end (its streams and an idle
 //! connection redirected to the portal) are gone within 1 s, read independently of wifiposd
 //! with `conntrack -L` (Debian's conntrack), and the stream stops within 1 s.
@@ -289,7 +290,7 @@ fn check_end(cafe: &Cafe, p: &mut Phone, before: &BTreeSet<Entry>, end: f64, wha
 }
 
 #[test]
-fn revoke_kick_and_expiry_end_a_devices_connections_within_a_second() {
+fn revoke_kick_block_and_expiry_end_a_devices_connections_within_a_second() {
     if !have_conntrack() {
         return;
     }
@@ -427,8 +428,17 @@ fn revoke_kick_and_expiry_end_a_devices_connections_within_a_second() {
     }
     check_end(&cafe, &mut c, &before_c, c_end, "expiry");
     assert!(cafe.log().contains("time is up"), "{}", cafe.log());
+    // Block: A pays again, streams, and is blocked.
+    a.pay_and_stream(&cafe);
+    std::thread::sleep(Duration::from_millis(500));
+    let before_a = from(&cafe, &a.ips);
+    let o = cafe.admin(&["block", a.mac]);
+    let end = wall();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    check_end(&cafe, &mut a, &before_a, end, "block");
+
     // The portal still serves (the daemon is alive and well).
-    assert_eq!(cafe.lab.curl("client", &[&format!("{PORTAL}/")]).0, 200);
+    assert_eq!(cafe.lab.curl("client2", &[&format!("{PORTAL}/")]).0, 200);
     let _ = server.kill();
     let _ = server.wait();
     drop(daemon);
