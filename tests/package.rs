@@ -123,7 +123,7 @@ fn the_ipk_has_opkgs_layout_fields_conffiles_and_modes() {
         assert!(control.contains(field), "{field}:\n{control}");
     }
     assert!(control.contains(
-        "Depends: libc, libnftnl11, libmnl0, libsqlite3-0, kmod-nft-core, kmod-nft-nat\n"
+        "Depends: libc, libnftnl11, libmnl0, libsqlite3-0, kmod-nft-core, kmod-nft-nat, kmod-nf-conntrack-netlink\n"
     ));
     let size: u64 = control
         .lines()
