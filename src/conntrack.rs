@@ -31,8 +31,7 @@ const CTA_IP_V6_DST: u16 = 4;
 const CTA_PROTO_NUM: u16 = 1;
 const CTA_PROTO_SRC_PORT: u16 = 2;
 const CTA_PROTO_DST_PORT: u16 = 3;
-const AF_INET: u8 = 2;
-const AF_INET6: u8 = 10;
+const AF_UNSPEC: u8 = 0;
 /// How many devices' past addresses are remembered (the oldest memory is dropped beyond).
 const SEEN_DEVICES: usize = 4096;
 /// How many past addresses per device.
@@ -70,23 +69,22 @@ impl Conn {
     }
 }
 
-/// Every tracked connection, IPv4 and IPv6.
+/// Every tracked connection, IPv4 and IPv6: one dump for both families (`AF_UNSPEC`), as the
+/// kernel's walk over the whole hash table is most of the cost.
 pub fn list() -> Result<Vec<Conn>, ConntrackError> {
     let sock = mnl::Socket::new(mnl::Bus::Netfilter)?;
     let mut out = Vec::new();
-    for family in [AF_INET, AF_INET6] {
-        let req = nl::message(
-            CT_GET,
-            nl::NLM_F_REQUEST | nl::NLM_F_DUMP,
-            1,
-            &[family, 0, 0, 0],
-        );
-        nl::dump(&sock, &req, |kind, body| {
-            if kind == CT_NEW || kind == CT_GET {
-                out.extend(parse_conn(body));
-            }
-        })?;
-    }
+    let req = nl::message(
+        CT_GET,
+        nl::NLM_F_REQUEST | nl::NLM_F_DUMP,
+        1,
+        &[AF_UNSPEC, 0, 0, 0],
+    );
+    nl::dump(&sock, &req, |kind, body| {
+        if kind == CT_NEW || kind == CT_GET {
+            out.extend(parse_conn(body));
+        }
+    })?;
     Ok(out)
 }
 
@@ -338,7 +336,7 @@ mod tests {
 
     #[test]
     fn a_redirected_entry_is_read_with_its_tuple_id_and_zone() {
-        let mut m = vec![AF_INET, 0, 0, 0];
+        let mut m = vec![2, 0, 0, 0]; // AF_INET
         let orig = nested(
             CTA_TUPLE_ORIG,
             &tuple([10, 20, 0, 10], [1, 1, 1, 1], 40000, 80),
@@ -359,7 +357,7 @@ mod tests {
         assert_eq!(c.orig, orig);
         // Truncated or tuple-less messages are skipped, not misread.
         assert_eq!(parse_conn(&m[..3]), None);
-        assert_eq!(parse_conn(&[AF_INET, 0, 0, 0]), None);
+        assert_eq!(parse_conn(&[2, 0, 0, 0]), None);
     }
 
     #[test]
