@@ -595,6 +595,10 @@ fn set_rule(
     if let Some(a) = change.session {
         s.apply(&[a], now).map_err(internal)?;
     }
+    if rule == RuleName::Trusted && !on && s.store.access(mac, now).map_err(internal)?.is_none() {
+        // Back at the portal: its open connections end as with any other end of access.
+        s.end_connections(&[mac], "no longer trusted");
+    }
     let message = match (rule, on) {
         (RuleName::Trusted, true) => format!("{mac} is trusted: online without a voucher"),
         (RuleName::Trusted, false) => format!("{mac} is no longer trusted"),
