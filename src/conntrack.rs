@@ -231,6 +231,8 @@ pub trait Connections {
     /// Ends the connections of every guest device not in `keep` (at start: whatever ended
     /// while the daemon was down); returns how many.
     fn end_all_but(&mut self, keep: &HashSet<Mac>) -> Result<usize, ConntrackError>;
+    /// The guest interface changed (reload).
+    fn set_iface(&mut self, _iface: &str) {}
 }
 
 /// No connection tracking to clean (`serve --dev`, unit tests).
@@ -268,6 +270,11 @@ impl Kernel {
 }
 
 impl Connections for Kernel {
+    fn set_iface(&mut self, iface: &str) {
+        iface.clone_into(&mut self.iface);
+        self.seen.clear();
+    }
+
     fn observe(&mut self) {
         let Ok((now, ifindex)) = self.neighbours() else {
             return;

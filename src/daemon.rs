@@ -680,6 +680,9 @@ fn reload(s: &mut Sessions, mut new: Config, now: i64) -> String {
         Err(e) => problems.push(format!("keys kept as they were: {e}")),
     }
     let rebuild = new.guest_iface != s.cfg.guest_iface;
+    if rebuild {
+        s.conns.set_iface(&new.guest_iface);
+    }
     s.cfg = new;
     let applied = if rebuild {
         s.restore(now).map(drop)
