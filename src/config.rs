@@ -74,8 +74,13 @@ impl fmt::Display for Revoked {
 pub struct Config {
     /// The guest network's device (the bridge): `option guest_iface`.
     pub guest_iface: String,
-    /// The router's address on the guest network: `option portal_address`.
+    /// The router's address on the guest network: `option portal_address`. When the file
+    /// does not set it ([`Config::portal_address_set`] false), the daemon takes the guest
+    /// interface's IPv4 address at start (`ifaddr::primary_v4`); until then this holds the
+    /// usual 10.20.0.1.
     pub portal_address: IpAddr,
+    /// Whether `option portal_address` is in the file.
+    pub portal_address_set: bool,
     pub portal_port: u16,
     /// The SQLite file: `option database`.
     pub database: PathBuf,
@@ -129,6 +134,7 @@ impl Default for Config {
         Config {
             guest_iface: "br-guest".into(),
             portal_address: IpAddr::from([10, 20, 0, 1]),
+            portal_address_set: false,
             portal_port: 2050,
             database: "/etc/wifipos/wifipos.db".into(),
             venue: "Wi-Fi".into(),
@@ -454,7 +460,8 @@ impl Validator<'_> {
                 let Some(item) = self.one(opt) else { return };
                 match item.0.parse::<IpAddr>() {
                     Ok(a) if !a.is_unspecified() && !a.is_multicast() => {
-                        self.cfg.portal_address = a
+                        self.cfg.portal_address = a;
+                        self.cfg.portal_address_set = true;
                     }
                     _ => self.invalid(
                         &opt.name,

@@ -11,6 +11,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::{self, Config};
+use crate::conntrack::{self, Connections};
+use crate::ends::Ends;
 use crate::firewall::netlink::NetlinkFirewall;
 use crate::firewall::{Firewall, FirewallError, Health, MemoryFirewall, Ruleset};
 use crate::keys::Keyring;
@@ -42,6 +44,25 @@ pub enum DaemonError {
     },
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("the guest interface {0} has no IPv4 address, so the portal has none: give {0} an address (the guest network in /etc/config/network) or set `option portal_address` in /etc/config/wifipos")]
+    NoPortalAddress(String),
+    #[error(
+        "{0}; check `option guest_iface` in /etc/config/wifipos (or set `option portal_address`)"
+    )]
+    Interface(#[from] crate::ifaddr::IfError),
+}
+
+/// Where `option portal_address` is unset, takes the guest interface's primary IPv4 address
+/// from the kernel; refuses (naming the interface) when there is none.
+pub fn resolve_portal_address(cfg: &mut Config) -> Result<(), DaemonError> {
+    if cfg.portal_address_set {
+        return Ok(());
+    }
+    let addrs = crate::ifaddr::addresses_of(&cfg.guest_iface)?;
+    let ip = crate::ifaddr::primary_v4(&addrs)
+        .ok_or_else(|| DaemonError::NoPortalAddress(cfg.guest_iface.clone()))?;
+    cfg.portal_address = ip.into();
+    Ok(())
 }
 
 pub fn wall_now() -> i64 {
@@ -57,9 +78,77 @@ pub struct Sessions {
     pub keyring: Keyring,
     /// The running config (re-read on SIGHUP).
     pub cfg: Config,
+    /// Open connections, ended with a device's access (expiry, revoke, kick, block).
+    pub conns: Box<dyn Connections>,
+    /// When each paid device's access ends.
+    pub ends: Ends,
 }
 
 impl Sessions {
+    /// Sessions without connection tracking (tests, `--dev`); set [`Sessions::conns`] for the
+    /// kernel's.
+    pub fn new(
+        store: Store,
+        firewall: Box<dyn Firewall>,
+        keyring: Keyring,
+        cfg: Config,
+    ) -> Sessions {
+        Sessions {
+            store,
+            firewall,
+            keyring,
+            cfg,
+            conns: Box::new(conntrack::Off),
+            ends: Ends::new(),
+        }
+    }
+
+    /// Ends the open connections of devices whose access just ended (logged, never fatal:
+    /// the firewall already refuses their new traffic).
+    pub fn end_connections(&mut self, macs: &[Mac], why: &str) {
+        if macs.is_empty() {
+            return;
+        }
+        match self.conns.end(macs) {
+            Ok(0) => {}
+            Ok(n) => eprintln!(
+                "wifiposd: {why}: {n} open connections of {} devices closed",
+                macs.len()
+            ),
+            Err(e) => eprintln!("wifiposd: {why}: cannot close open connections: {e}"),
+        }
+    }
+
+    /// The devices whose time is up by `now`: their connections are ended (unless they still
+    /// have access another way: another voucher, or trusted). Returns how many ended.
+    pub fn end_due(&mut self, now: i64) -> usize {
+        let due = self.ends.due(now);
+        if due.is_empty() {
+            return 0;
+        }
+        let trusted = self
+            .store
+            .rules()
+            .map(|r| mac_sets(&self.cfg, &r).0)
+            .unwrap_or_default();
+        let mut ended = Vec::new();
+        for mac in due {
+            match self.store.access(mac, now) {
+                Ok(Some(a)) => self.ends.set(mac, a.until),
+                Ok(None) if trusted.contains(&mac) => {}
+                Ok(None) => ended.push(mac),
+                Err(e) => eprintln!("wifiposd: cannot read sessions: {e}"),
+            }
+        }
+        // The kernel's own timeout may run up to a second later (whole seconds, set at the
+        // redemption): take the devices out now, so their connections cannot start again.
+        if let Err(e) = self.firewall.remove(&ended) {
+            eprintln!("wifiposd: cannot take devices whose time is up out of the firewall: {e}");
+        }
+        self.end_connections(&ended, "time is up");
+        ended.len()
+    }
+
     fn clock(now: i64) -> Clock {
         Clock {
             now,
@@ -77,6 +166,7 @@ impl Sessions {
             .map(|(m, until)| (*m, Duration::from_secs((until - now).max(1) as u64)))
             .collect();
         self.firewall.install(&rules, &allowed)?;
+        self.ends.reset(&active);
         Ok(allowed.len())
     }
 
@@ -101,6 +191,8 @@ impl Sessions {
             .map(|(m, until)| (*m, Duration::from_secs((until - now).max(1) as u64)))
             .collect();
         self.firewall.allow(&allowed)?;
+        self.ends.reset(&active);
+        self.end_connections(&gone, "ended by a clock jump");
         Ok((allowed.len(), gone.len()))
     }
 
@@ -116,13 +208,18 @@ impl Sessions {
         for a in last.values() {
             match a {
                 FirewallAction::Allow { mac, until } => {
+                    self.ends.set(*mac, *until);
                     allow.push((*mac, Duration::from_secs((until - now).max(0) as u64)))
                 }
-                FirewallAction::Remove { mac } => remove.push(*mac),
+                FirewallAction::Remove { mac } => {
+                    self.ends.remove(*mac);
+                    remove.push(*mac)
+                }
             }
         }
         self.firewall.remove(&remove)?;
         self.firewall.allow(&allow)?;
+        self.end_connections(&remove, "access taken away");
         Ok(())
     }
 }
@@ -144,6 +241,7 @@ impl Gate for Sessions {
             Ok(Ok(r)) => r,
         };
         let left = Duration::from_secs((r.device_until - now).max(1) as u64);
+        self.ends.set(mac, r.device_until);
         if let Err(e) = self.firewall.allow(&[(mac, left)]) {
             // The table was likely removed from outside: rebuild it from the store, which
             // already holds this device. If even that fails, take the redemption back so the
@@ -201,6 +299,33 @@ fn restore_at_start(s: &mut Sessions, now: i64) -> Result<usize, DaemonError> {
     }
 }
 
+/// A daemon that was down when devices' time ran out: end the connections of every guest
+/// device that has no access now (the kernel already refuses their new traffic).
+fn end_lapsed_at_start(s: &mut Sessions, now: i64) {
+    let mut keep: std::collections::HashSet<Mac> = match s.store.active_sessions(now) {
+        Ok(a) => a.into_iter().map(|(m, _)| m).collect(),
+        Err(e) => {
+            eprintln!("wifiposd: cannot read sessions: {e}");
+            return;
+        }
+    };
+    keep.extend(
+        s.store
+            .rules()
+            .map(|r| mac_sets(&s.cfg, &r).0)
+            .unwrap_or_default(),
+    );
+    match s.conns.end_all_but(&keep) {
+        Ok(0) => {}
+        Ok(n) => {
+            eprintln!("wifiposd: {n} open connections of devices without access closed at start")
+        }
+        Err(e) => {
+            eprintln!("wifiposd: cannot close the connections of devices without access: {e}")
+        }
+    }
+}
+
 /// How `serve` runs.
 #[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
@@ -248,6 +373,10 @@ pub fn apply_rules(s: &mut Sessions) -> Result<(), DaemonError> {
     let (trusted, blocked) = mac_sets(&s.cfg, &s.store.rules()?);
     s.firewall.set_trusted(&trusted)?;
     s.firewall.set_blocked(&blocked)?;
+    for m in &blocked {
+        s.ends.remove(*m);
+    }
+    s.end_connections(&blocked, "blocked");
     Ok(())
 }
 
@@ -309,6 +438,7 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
     let mut _dev_dir = None;
     if opts.dev {
         cfg.portal_address = std::net::IpAddr::from([127, 0, 0, 1]);
+        cfg.portal_address_set = true;
         let dir = std::env::temp_dir().join(format!("wifiposd-dev-{}", std::process::id()));
         cfg.database = dir.join("wifipos.db");
         cfg.control_socket = dir.join("wifiposd.sock");
@@ -316,6 +446,9 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
     }
     if let Some(p) = opts.port {
         cfg.portal_port = p;
+    }
+    if !opts.dev {
+        resolve_portal_address(&mut cfg)?;
     }
     let keyring =
         Keyring::from_b64(&cfg.trusted_keys).map_err(|e| DaemonError::Config(e.to_string()))?;
@@ -343,15 +476,14 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
         cfg.guest_iface.clone(),
         cfg.control_socket.clone(),
     );
-    let mut sessions = Sessions {
-        store,
-        firewall,
-        keyring,
-        cfg,
-    };
+    let mut sessions = Sessions::new(store, firewall, keyring, cfg);
+    if !opts.dev {
+        sessions.conns = Box::new(conntrack::Kernel::new(&guest_iface));
+    }
     let now = wall_now();
     let restored = restore_at_start(&mut sessions, now)?;
     let revoked = apply_revocations(&mut sessions, now)?;
+    end_lapsed_at_start(&mut sessions, now);
     eprintln!(
         "wifiposd: {} sessions restored in {} ms; portal {} on {}{}",
         restored,
@@ -453,12 +585,25 @@ async fn keep_in_sync(
                 None => std::future::pending::<()>().await,
             }
         };
-        let reloading = tokio::select! {
-            _ = tick.tick() => false,
-            _ = hangup => true,
+        // The next end of a paid device's time: wake at that second to end its connections.
+        let next_end = sessions.borrow().ends.next();
+        let end = async {
+            match next_end {
+                Some(t) => tokio::time::sleep(until_wall(t)).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let (reloading, ending) = tokio::select! {
+            _ = tick.tick() => (false, false),
+            _ = hangup => (true, false),
+            _ = end => (false, true),
         };
         let now = wall_now();
         let mut s = sessions.borrow_mut();
+        if ending {
+            s.end_due(now);
+            continue;
+        }
         if reloading {
             match load_config(config_path.as_deref()) {
                 Ok(new) => {
@@ -482,6 +627,8 @@ async fn keep_in_sync(
             }
         }
         (mono, wall) = (Instant::now(), now);
+        s.end_due(now);
+        s.conns.observe();
         if pruned.is_none_or(|t| t.elapsed() >= Duration::from_secs(86_400)) {
             pruned = Some(Instant::now());
             let keep_days = s.cfg.keep_days;
@@ -502,6 +649,14 @@ async fn keep_in_sync(
     }
 }
 
+/// How long until the wall clock reads `t` (Unix seconds).
+fn until_wall(t: i64) -> Duration {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    Duration::from_millis(t.saturating_mul(1000).saturating_sub(now_ms).max(0) as u64)
+}
+
 /// Applies a re-read config: keys, revocations, trusted/blocked devices and the walled garden
 /// change in place (no paid device is dropped); a new guest device rebuilds the table with
 /// every session. The port, database and control socket stay as they were started.
@@ -509,12 +664,25 @@ fn reload(s: &mut Sessions, mut new: Config, now: i64) -> String {
     new.portal_port = s.cfg.portal_port;
     new.database = s.cfg.database.clone();
     new.control_socket = s.cfg.control_socket.clone();
+    if let Err(e) = resolve_portal_address(&mut new) {
+        // Keep serving at the address the portal has now.
+        if !new.portal_address_set {
+            new.portal_address = s.cfg.portal_address;
+        }
+        eprintln!(
+            "wifiposd: reload: {e}; keeping the portal at {}",
+            s.cfg.portal_address
+        );
+    }
     let mut problems = Vec::new();
     match Keyring::from_b64(&new.trusted_keys) {
         Ok(k) => s.keyring = k,
         Err(e) => problems.push(format!("keys kept as they were: {e}")),
     }
     let rebuild = new.guest_iface != s.cfg.guest_iface;
+    if rebuild {
+        s.conns.set_iface(&new.guest_iface);
+    }
     s.cfg = new;
     let applied = if rebuild {
         s.restore(now).map(drop)
@@ -587,12 +755,12 @@ mod tests {
     }
 
     fn sessions(dir: &std::path::Path, firewall: Box<dyn Firewall>, key: &SigningKey) -> Sessions {
-        Sessions {
-            store: Store::open(&dir.join("w.db")).unwrap(),
+        Sessions::new(
+            Store::open(&dir.join("w.db")).unwrap(),
             firewall,
-            keyring: Keyring::new([key.verifying_key()]),
-            cfg: Config::default(),
-        }
+            Keyring::new([key.verifying_key()]),
+            Config::default(),
+        )
     }
 
     fn token(key: &SigningKey, max_devices: u8) -> String {

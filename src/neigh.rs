@@ -135,6 +135,60 @@ fn parse_neigh(m: &[u8], ip: IpAddr) -> Option<Mac> {
     }
 }
 
+/// A usable neighbour entry: which device (MAC) holds which address on which interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub ifindex: u32,
+    pub ip: IpAddr,
+    pub mac: Mac,
+}
+
+/// Every usable neighbour entry, IPv4 and IPv6 (one rtnetlink dump each).
+pub fn entries() -> std::io::Result<Vec<Entry>> {
+    let sock = mnl::Socket::new(mnl::Bus::Route)?;
+    let mut out = Vec::new();
+    for family in [2u8, 10] {
+        let req = crate::nl::message(
+            RTM_GETNEIGH,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            1,
+            &[family, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        );
+        crate::nl::dump(&sock, &req, |kind, body| {
+            if kind == RTM_NEWNEIGH {
+                out.extend(parse_entry(body));
+            }
+        })?;
+    }
+    Ok(out)
+}
+
+/// One `ndmsg` as an [`Entry`], if it has an address and a usable MAC.
+fn parse_entry(m: &[u8]) -> Option<Entry> {
+    if m.len() < 12 {
+        return None;
+    }
+    let ifindex = u32::from_ne_bytes([m[4], m[5], m[6], m[7]]);
+    let state = u16::from_ne_bytes([m[8], m[9]]);
+    if state & NUD_UNUSABLE != 0 || state == 0 {
+        return None;
+    }
+    let (mut ip, mut mac) = (None, None);
+    for (kind, data, _) in crate::nl::attrs(&m[12..]) {
+        match (kind, data.len()) {
+            (NDA_DST, 4) => ip = <[u8; 4]>::try_from(data).ok().map(IpAddr::from),
+            (NDA_DST, 16) => ip = <[u8; 16]>::try_from(data).ok().map(IpAddr::from),
+            (NDA_LLADDR, 6) => mac = data.try_into().ok().map(Mac),
+            _ => {}
+        }
+    }
+    Some(Entry {
+        ifindex,
+        ip: ip?,
+        mac: mac?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +204,11 @@ mod tests {
         m[8] = 0x20; // FAILED
         assert_eq!(parse_neigh(&m, ip), None);
         assert_eq!(parse_neigh(&m[..7], ip), None);
+        m[8] = 0x04; // STALE: still the device's address
+        let e = parse_entry(&m).unwrap();
+        assert_eq!((e.ip, e.mac), (ip, Mac([2, 0xaa, 0, 0, 0, 1])));
+        assert_eq!(e.ifindex, u32::from_ne_bytes([5, 0, 0, 0]));
+        m[8] = 0x20;
+        assert_eq!(parse_entry(&m), None);
     }
 }

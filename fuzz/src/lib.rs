@@ -69,12 +69,12 @@ impl Gate for VerifyGate {
 pub fn sessions() -> Sessions {
     let store = Store::open_with(std::path::Path::new(":memory:"), Durability::Normal)
         .expect("in-memory store");
-    let mut s = Sessions {
+    let mut s = Sessions::new(
         store,
-        firewall: Box::new(MemoryFirewall::new()),
-        keyring: keyring(),
-        cfg: wifipos::config::Config::default(),
-    };
+        Box::new(MemoryFirewall::new()),
+        keyring(),
+        wifipos::config::Config::default(),
+    );
     s.restore(0).expect("in-memory table");
     s
 }

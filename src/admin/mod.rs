@@ -112,6 +112,9 @@ pub struct Status {
     pub uptime_s: u64,
     pub venue: String,
     pub portal_url: String,
+    /// The interface the portal's address was taken from (`option portal_address` unset).
+    #[serde(default)]
+    pub portal_address_from: Option<String>,
     pub guest_iface: String,
     /// `intact`, `missing` (being rebuilt) or an error.
     pub table: String,
@@ -369,6 +372,7 @@ fn status(s: &mut Sessions, uptime_s: u64, now: i64) -> Result<Status, AdminErro
         uptime_s,
         venue: cfg.venue.clone(),
         portal_url: cfg.portal_url(),
+        portal_address_from: (!cfg.portal_address_set).then(|| cfg.guest_iface.clone()),
         guest_iface: cfg.guest_iface.clone(),
         table,
         sessions: s.store.active_sessions(now).map_err(internal)?.len(),
@@ -590,6 +594,10 @@ fn set_rule(
     daemon::apply_rules(s).map_err(internal)?;
     if let Some(a) = change.session {
         s.apply(&[a], now).map_err(internal)?;
+    }
+    if rule == RuleName::Trusted && !on && s.store.access(mac, now).map_err(internal)?.is_none() {
+        // Back at the portal: its open connections end as with any other end of access.
+        s.end_connections(&[mac], "no longer trusted");
     }
     let message = match (rule, on) {
         (RuleName::Trusted, true) => format!("{mac} is trusted: online without a voucher"),

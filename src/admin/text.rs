@@ -9,7 +9,7 @@ pub fn status(s: &Status) -> String {
     let t = &s.last_24h;
     format!(
         "wifiposd {}, up {}; clock {} ({})\n\
-         Venue: {} — portal {} on {}\n\
+         Venue: {} — portal {}{} on {}\n\
          Firewall table: {}; {} device(s) allowed in the kernel\n\
          Sessions: {} device(s) with time left; {} trusted, {} blocked device(s)\n\
          Trusted till keys: {}\n\
@@ -24,6 +24,9 @@ pub fn status(s: &Status) -> String {
         utc_date(s.now),
         s.venue,
         s.portal_url,
+        s.portal_address_from
+            .as_deref()
+            .map_or(String::new(), |i| format!(" (address from {i})")),
         s.guest_iface,
         s.table,
         s.allowed_in_kernel,

@@ -36,6 +36,7 @@ enum Cmd {
     Ruleset(RulesetCmd),
     Version(Version),
     BenchVerify(BenchVerify),
+    Doctor(Doctor),
     Status(Status),
     Sessions(SessionsCmd),
     Vouchers(VouchersCmd),
@@ -92,6 +93,23 @@ struct RulesetCmd {
     /// the UCI config file (default /etc/config/wifipos)
     #[argh(option, default = "PathBuf::from(DEFAULT_CONFIG)")]
     config: PathBuf,
+}
+
+#[derive(FromArgs)]
+/// Check the live router: guest interface and portal address, fw4 letting the portal port in,
+/// DHCP option 114, flow offloading, clock, kernel features, the daemon's table, the database.
+/// Prints each finding with its fix; exit 1 when something keeps guests out, else 0.
+#[argh(subcommand, name = "doctor")]
+struct Doctor {
+    /// print the findings as JSON
+    #[argh(switch)]
+    json: bool,
+    /// the config root holding config/wifipos, config/firewall, … (default /etc)
+    #[argh(option, default = "PathBuf::from(\"/etc\")")]
+    etc: PathBuf,
+    /// the daemon's control socket (default: the config's control_socket)
+    #[argh(option)]
+    socket: Option<PathBuf>,
 }
 
 #[derive(FromArgs)]
@@ -334,7 +352,30 @@ fn run(cmd: Cmd) -> ExitCode {
         }
         Cmd::BenchVerify(b) => bench_verify(b.rounds),
         Cmd::CheckConfig(c) => check_config(&c.config),
-        Cmd::CaptiveUrl(c) => print_from_config(&c.config, |cfg| Ok(cfg.captive_api_url())),
+        Cmd::Doctor(d) => {
+            use wifipos::doctor;
+            let facts = doctor::gather::gather(&doctor::gather::Options {
+                etc: d.etc,
+                socket: d.socket,
+            });
+            let findings = doctor::judge(&facts);
+            let out = if d.json {
+                serde_json::to_string_pretty(&findings).unwrap_or_default() + "\n"
+            } else {
+                doctor::render(&findings)
+            };
+            let _ = std::io::stdout().write_all(out.as_bytes());
+            if doctor::blocks(&findings) {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Cmd::CaptiveUrl(c) => print_from_config(&c.config, |cfg| {
+            let mut cfg = cfg.clone();
+            daemon::resolve_portal_address(&mut cfg).map_err(|e| e.to_string())?;
+            Ok(cfg.captive_api_url())
+        }),
         Cmd::Ruleset(c) => print_from_config(&c.config, |cfg| {
             wifipos::firewall::ruleset_script(&daemon::ruleset(cfg, &[]), &[])
                 .map_err(|e| e.to_string())

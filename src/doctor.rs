@@ -1,0 +1,835 @@
+//! `wifiposd doctor`: is this router ready to sell Wi-Fi? Judges facts gathered from the live
+//! router ([`gather`]) and says, for each check, what it found and how to fix it.
+//!
+//! Owns: the judging, pure: [`Facts`] in, [`Finding`]s out (with the UCI reading of fw4's
+//! firewall, dnsmasq's DHCP and the network config that the judging needs). A finding that
+//! keeps guests from the portal or from paying is [`Level::Blocks`]; `doctor` exits 1 then.
+
+pub mod gather;
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::admin::Status;
+use crate::config::uci::{Package, Section};
+use crate::config::Config;
+use crate::daemon::CLOCK_SANE_AFTER;
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Ok,
+    /// Worth knowing; nothing to fix.
+    Note,
+    /// Something works worse than it should (guests still get online).
+    Warn,
+    /// Guests cannot reach the portal or get online.
+    Blocks,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Short name of the check: `config`, `guest-interface`, `firewall`, ….
+    pub check: &'static str,
+    pub level: Level,
+    /// What was found, in a sentence.
+    pub found: String,
+    /// What to do about it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+/// Kernel features, from loaded/built-in/available module names where the router lists them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Modules {
+    /// `None`: this kernel does not list its modules (no /proc/modules, no /lib/modules).
+    pub names: Option<std::collections::BTreeSet<String>>,
+}
+
+/// Everything `doctor` looks at, gathered beforehand.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    /// Where the config files were read (`/etc` on the router).
+    pub etc: String,
+    /// `config/wifipos`, validated (the portal address resolved when unset and possible).
+    pub config: Result<Config, String>,
+    /// The guest interface's addresses; `Err` when it is missing or unreadable.
+    pub iface: Result<Vec<IpAddr>, String>,
+    /// `config/firewall`, `config/network`, `config/dhcp`, `config/system`: `None` when the
+    /// file is missing, `Err` when it is not valid UCI.
+    pub firewall: Option<Result<Package, String>>,
+    pub network: Option<Result<Package, String>>,
+    pub dhcp: Option<Result<Package, String>>,
+    pub system: Option<Result<Package, String>>,
+    /// Reading the conntrack table over ctnetlink: how many entries, or why not.
+    pub ctnetlink: Result<usize, String>,
+    pub modules: Modules,
+    /// The wall clock (Unix seconds).
+    pub now: i64,
+    /// The running daemon's `status`, or why it cannot be asked.
+    pub daemon: Result<Status, String>,
+    /// Whether the database can be written, or why not.
+    pub database: Result<(), String>,
+}
+
+fn finding(check: &'static str, level: Level, found: String, fix: Option<String>) -> Finding {
+    Finding {
+        check,
+        level,
+        found,
+        fix,
+    }
+}
+
+/// Judges every check.
+pub fn judge(f: &Facts) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let cfg = match &f.config {
+        Ok(c) => c.clone(),
+        Err(e) => {
+            out.push(finding(
+                "config",
+                Level::Blocks,
+                format!("{}/config/wifipos is not usable: {e}", f.etc),
+                Some("run `wifiposd check-config` and correct what it names".into()),
+            ));
+            Config::default()
+        }
+    };
+    if f.config.is_ok() {
+        out.push(finding(
+            "config",
+            Level::Ok,
+            format!("{}/config/wifipos is valid", f.etc),
+            None,
+        ));
+    }
+    out.push(guest_interface(f, &cfg));
+    out.push(firewall(f, &cfg));
+    out.push(dhcp(f, &cfg));
+    out.push(offloading(f));
+    out.push(clock(f));
+    out.push(kernel(f));
+    out.push(table(f, &cfg));
+    out.push(database(f, &cfg));
+    out
+}
+
+/// Whether anything blocks guests (exit 1).
+pub fn blocks(findings: &[Finding]) -> bool {
+    findings.iter().any(|x| x.level == Level::Blocks)
+}
+
+fn guest_interface(f: &Facts, cfg: &Config) -> Finding {
+    let i = &cfg.guest_iface;
+    let addrs = match &f.iface {
+        Ok(a) => a,
+        Err(e) => {
+            return finding(
+                "guest-interface",
+                Level::Blocks,
+                format!("the guest interface {i}: {e}"),
+                Some(format!(
+                    "set up the guest network (OpenWrt's guest Wi-Fi guide makes br-guest), or name its device in `option guest_iface` in {}/config/wifipos",
+                    f.etc
+                )),
+            )
+        }
+    };
+    let list = addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if addrs.contains(&cfg.portal_address) {
+        let how = if cfg.portal_address_set {
+            "as configured"
+        } else {
+            "taken from it"
+        };
+        finding(
+            "guest-interface",
+            Level::Ok,
+            format!(
+                "{i} exists and holds the portal address {} ({how})",
+                cfg.portal_address
+            ),
+            None,
+        )
+    } else if !cfg.portal_address_set {
+        finding(
+            "guest-interface",
+            Level::Blocks,
+            format!("{i} has no IPv4 address, so the portal has none (it has: {list})"),
+            Some(format!(
+                "give the guest network an IPv4 address (network.guest.ipaddr), or set `option portal_address` in {}/config/wifipos",
+                f.etc
+            )),
+        )
+    } else {
+        finding(
+            "guest-interface",
+            Level::Blocks,
+            format!(
+                "the portal address {} is not an address of {i} (it has: {}); phones cannot reach the portal",
+                cfg.portal_address,
+                if list.is_empty() { "none" } else { &list }
+            ),
+            Some(format!(
+                "set `option portal_address` to one of {i}'s addresses, or remove it to use {i}'s own, in {}/config/wifipos",
+                f.etc
+            )),
+        )
+    }
+}
+
+fn words(s: &Section, option: &str) -> Vec<String> {
+    s.get(option)
+        .map(|o| {
+            o.values()
+                .flat_map(|v| v.split_whitespace())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn one<'a>(s: &'a Section, option: &str) -> Option<&'a str> {
+    s.get(option).and_then(|o| o.values().next())
+}
+
+/// The UCI network names (`config interface NAME`) whose device is `iface`.
+pub fn networks_of(network: Option<&Package>, iface: &str) -> Vec<String> {
+    let Some(n) = network else { return Vec::new() };
+    n.sections
+        .iter()
+        .filter(|s| s.kind == "interface")
+        .filter(|s| {
+            one(s, "device") == Some(iface) || words(s, "ifname").iter().any(|w| w == iface)
+        })
+        .filter_map(|s| s.name.clone())
+        .collect()
+}
+
+/// fw4's zone that holds the guest network (by network name or by device).
+pub fn zone_of<'a>(fw: &'a Package, networks: &[String], iface: &str) -> Option<&'a Section> {
+    fw.sections.iter().filter(|s| s.kind == "zone").find(|z| {
+        words(z, "network").iter().any(|n| networks.contains(n))
+            || words(z, "device").iter().any(|d| d == iface)
+    })
+}
+
+fn covers_port(spec: &[String], port: u16) -> bool {
+    spec.is_empty() || spec.iter().any(|p| {
+        let (lo, hi) = p.split_once(['-', ':']).unwrap_or((p.as_str(), p.as_str()));
+        matches!((lo.parse::<u16>(), hi.parse::<u16>()), (Ok(l), Ok(h)) if l <= port && port <= h)
+    })
+}
+
+fn covers_tcp(proto: &[String]) -> bool {
+    // fw4's default protocol is "tcp udp".
+    proto.is_empty()
+        || proto
+            .iter()
+            .any(|p| matches!(p.as_str(), "tcp" | "tcpudp" | "all" | "6"))
+}
+
+/// Why fw4 lets the portal port in from the zone `zone` (a rule's name, or the zone's own
+/// input policy), or `None`.
+pub fn portal_let_in(fw: &Package, zone: &Section, port: u16) -> Option<String> {
+    let zname = one(zone, "name").unwrap_or("");
+    if one(zone, "input").is_some_and(|p| p.eq_ignore_ascii_case("ACCEPT")) {
+        return Some(format!("zone {zname} accepts all input"));
+    }
+    fw.sections
+        .iter()
+        .filter(|s| s.kind == "rule")
+        .filter(|r| one(r, "enabled") != Some("0"))
+        .filter(|r| one(r, "src").is_some_and(|s| s == zname || s == "*"))
+        .filter(|r| one(r, "dest").is_none())
+        .filter(|r| one(r, "target").is_some_and(|t| t.eq_ignore_ascii_case("ACCEPT")))
+        .filter(|r| one(r, "family").is_none_or(|f| f != "ipv6"))
+        .filter(|r| {
+            ["src_ip", "src_mac", "ipset", "src_port"]
+                .iter()
+                .all(|o| r.get(o).is_none())
+        })
+        .filter(|r| covers_tcp(&words(r, "proto")))
+        .find(|r| covers_port(&words(r, "dest_port"), port))
+        .map(|r| {
+            let name = one(r, "name")
+                .map(str::to_owned)
+                .or_else(|| r.name.clone())
+                .unwrap_or_else(|| format!("the rule at line {}", r.line));
+            format!("rule {name}")
+        })
+}
+
+fn fw_fix(zone: &str, port: u16) -> String {
+    format!(
+        "/usr/libexec/wifipos-firewall add (it lets TCP port {port} and IPv6 neighbour discovery \
+         in from zone {zone} as rules wifipos_portal and wifipos_nd, and reloads the firewall)"
+    )
+}
+
+fn firewall(f: &Facts, cfg: &Config) -> Finding {
+    let port = cfg.portal_port;
+    let fw = match &f.firewall {
+        None => {
+            return finding(
+                "firewall",
+                Level::Note,
+                format!(
+                    "no {}/config/firewall: no fw4 here to let the portal port in",
+                    f.etc
+                ),
+                None,
+            )
+        }
+        Some(Err(e)) => {
+            return finding(
+                "firewall",
+                Level::Blocks,
+                format!("{}/config/firewall is not valid UCI: {e}", f.etc),
+                Some("correct it (uci show firewall names the problem)".into()),
+            )
+        }
+        Some(Ok(p)) => p,
+    };
+    let network = f.network.as_ref().and_then(|n| n.as_ref().ok());
+    let nets = networks_of(network, &cfg.guest_iface);
+    let Some(zone) = zone_of(fw, &nets, &cfg.guest_iface) else {
+        let input = fw
+            .sections
+            .iter()
+            .find(|s| s.kind == "defaults")
+            .and_then(|d| one(d, "input"))
+            .unwrap_or("REJECT");
+        if input.eq_ignore_ascii_case("ACCEPT") {
+            return finding(
+                "firewall",
+                Level::Ok,
+                format!(
+                    "{} is in no fw4 zone and the default input policy accepts",
+                    cfg.guest_iface
+                ),
+                None,
+            );
+        }
+        return finding(
+            "firewall",
+            Level::Blocks,
+            format!(
+                "{} (network {}) is in no fw4 zone: the default input policy {input} refuses the portal port {port}",
+                cfg.guest_iface,
+                if nets.is_empty() { "unknown".into() } else { nets.join(", ") }
+            ),
+            Some("add the guest network to a zone (OpenWrt's guest Wi-Fi guide: zone 'guest', input REJECT, forward to wan), then let the portal port in".into()),
+        );
+    };
+    let zname = one(zone, "name").unwrap_or("guest").to_owned();
+    match portal_let_in(fw, zone, port) {
+        Some(why) => finding(
+            "firewall",
+            Level::Ok,
+            format!("fw4 lets the portal port {port} in from zone {zname} ({why})"),
+            None,
+        ),
+        None => finding(
+            "firewall",
+            Level::Blocks,
+            format!(
+                "fw4's zone {zname} refuses the portal port {port} (input {}, no ACCEPT rule for tcp/{port}): phones get no portal",
+                one(zone, "input").unwrap_or("REJECT")
+            ),
+            Some(fw_fix(&zname, port)),
+        ),
+    }
+}
+
+fn dhcp(f: &Facts, cfg: &Config) -> Finding {
+    let want = cfg.captive_api_url();
+    let fix = |sec: &str| {
+        Some(format!(
+            "uci add_list dhcp.{sec}.dhcp_option='114,{want}'; uci commit dhcp; /etc/init.d/dnsmasq reload"
+        ))
+    };
+    let pkg = match &f.dhcp {
+        None => {
+            return finding(
+                "dhcp-114",
+                Level::Note,
+                format!("no {}/config/dhcp: DHCP option 114 not checked", f.etc),
+                None,
+            )
+        }
+        Some(Err(e)) => {
+            return finding(
+                "dhcp-114",
+                Level::Warn,
+                format!("{}/config/dhcp is not valid UCI: {e}", f.etc),
+                None,
+            )
+        }
+        Some(Ok(p)) => p,
+    };
+    let network = f.network.as_ref().and_then(|n| n.as_ref().ok());
+    let mut nets = networks_of(network, &cfg.guest_iface);
+    if nets.is_empty() {
+        nets.push("guest".into());
+    }
+    let Some(sec) = pkg
+        .sections
+        .iter()
+        .filter(|s| s.kind == "dhcp")
+        .find(|s| one(s, "interface").is_some_and(|i| nets.iter().any(|n| n == i)))
+    else {
+        return finding(
+            "dhcp-114",
+            Level::Warn,
+            format!(
+                "no DHCP section for the guest network ({}) in {}/config/dhcp",
+                nets.join(", "),
+                f.etc
+            ),
+            Some(
+                "set up DHCP on the guest network, then add option 114 (see docs/PACKAGING.md)"
+                    .into(),
+            ),
+        );
+    };
+    let name = sec.name.clone().unwrap_or_else(|| nets[0].clone());
+    let have: Vec<String> = sec
+        .get("dhcp_option")
+        .map(|o| o.values().map(str::to_owned).collect())
+        .unwrap_or_default();
+    let found = have.iter().find_map(|v| {
+        v.strip_prefix("114,")
+            .or_else(|| v.strip_prefix("option:114,"))
+            .or_else(|| v.strip_prefix("option:captive-portal,"))
+    });
+    match found {
+        Some(url) if url == want => finding(
+            "dhcp-114",
+            Level::Ok,
+            format!("DHCP option 114 tells phones the portal's API ({want})"),
+            None,
+        ),
+        Some(url) => finding(
+            "dhcp-114",
+            Level::Warn,
+            format!("DHCP option 114 points at {url}, but the portal's API is {want}"),
+            Some(format!("uci del_list dhcp.{name}.dhcp_option='114,{url}'; then: {}", fix(&name).unwrap_or_default())),
+        ),
+        None => finding(
+            "dhcp-114",
+            Level::Warn,
+            "no DHCP option 114: phones find the portal only by their OS probes (slower, some show no sign-in prompt)".into(),
+            fix(&name),
+        ),
+    }
+}
+
+fn offloading(f: &Facts) -> Finding {
+    let on = f
+        .firewall
+        .as_ref()
+        .and_then(|p| p.as_ref().ok())
+        .and_then(|p| p.sections.iter().find(|s| s.kind == "defaults"))
+        .is_some_and(|d| one(d, "flow_offloading") == Some("1"));
+    match (&f.ctnetlink, on) {
+        (Ok(n), true) => finding(
+            "flow-offloading",
+            Level::Ok,
+            format!("flow offloading is on; handled: when a device's time ends wifiposd deletes its conntrack entries, which tears down offloaded flows (ctnetlink works, {n} entries)"),
+            None,
+        ),
+        (Ok(_), false) => finding(
+            "flow-offloading",
+            Level::Ok,
+            "flow offloading is off; ended devices' connections are closed over ctnetlink all the same".into(),
+            None,
+        ),
+        (Err(e), true) => finding(
+            "flow-offloading",
+            Level::Warn,
+            format!("flow offloading is on but conntrack cannot be changed over netlink ({e}): a device whose time ends keeps its open connections"),
+            Some("opkg install kmod-nf-conntrack-netlink (or turn off flow offloading: uci set firewall.@defaults[0].flow_offloading=0)".into()),
+        ),
+        (Err(e), false) => finding(
+            "flow-offloading",
+            Level::Note,
+            format!("flow offloading is off; conntrack is not reachable over netlink ({e}), so ended devices' connections end by the firewall alone"),
+            Some("opkg install kmod-nf-conntrack-netlink".into()),
+        ),
+    }
+}
+
+fn clock(f: &Facts) -> Finding {
+    let ntp_off = f
+        .system
+        .as_ref()
+        .and_then(|p| p.as_ref().ok())
+        .and_then(|p| p.sections.iter().find(|s| s.kind == "timeserver"))
+        .is_some_and(|t| one(t, "enabled") == Some("0"));
+    let heuristic = "counted as set when it reads after 2026-01-01 (before that it is surely stale) and the NTP client is enabled";
+    if f.now < CLOCK_SANE_AFTER {
+        finding(
+            "clock",
+            Level::Warn,
+            format!("the clock is not set ({heuristic}): redemption deadlines are not enforced until NTP sets it"),
+            Some("check the WAN connection and NTP: uci set system.ntp.enabled=1; uci commit system; /etc/init.d/sysntpd restart".into()),
+        )
+    } else if ntp_off {
+        finding(
+            "clock",
+            Level::Warn,
+            format!("the clock reads a plausible time but the NTP client is disabled ({heuristic}); it drifts"),
+            Some("uci set system.ntp.enabled=1; uci commit system; /etc/init.d/sysntpd restart".into()),
+        )
+    } else {
+        finding(
+            "clock",
+            Level::Ok,
+            format!("the clock is set ({heuristic})"),
+            None,
+        )
+    }
+}
+
+fn kernel(f: &Facts) -> Finding {
+    let table_ok = f.daemon.as_ref().is_ok_and(|s| s.table == "intact");
+    let needed: [(&str, &[&str], &str); 3] = [
+        ("nft redirect", &["nft_redir", "nf_nat"], "kmod-nft-nat"),
+        (
+            "nft reject",
+            &["nft_reject_inet", "nft_reject"],
+            "kmod-nft-core",
+        ),
+        (
+            "nft conntrack",
+            &["nft_ct", "nf_conntrack"],
+            "kmod-nft-core",
+        ),
+    ];
+    let missing: Vec<(&str, &str)> = match &f.modules.names {
+        Some(names) => needed
+            .iter()
+            .filter(|(_, mods, _)| !mods.iter().any(|m| names.contains(*m)))
+            .map(|(what, _, pkg)| (*what, *pkg))
+            .collect(),
+        None => Vec::new(),
+    };
+    if table_ok {
+        return finding(
+            "kernel",
+            Level::Ok,
+            "the kernel has nft redirect, reject and conntrack (wifiposd's table with those rules is loaded)".into(),
+            None,
+        );
+    }
+    if !missing.is_empty() {
+        let mut pkgs: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
+        pkgs.dedup();
+        return finding(
+            "kernel",
+            Level::Blocks,
+            format!(
+                "the kernel lacks {}",
+                missing
+                    .iter()
+                    .map(|(w, _)| *w)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Some(format!("opkg install {}", pkgs.join(" "))),
+        );
+    }
+    match &f.modules.names {
+        Some(_) => finding(
+            "kernel",
+            Level::Ok,
+            "the kernel has the modules for nft redirect, reject and conntrack".into(),
+            None,
+        ),
+        None => finding(
+            "kernel",
+            Level::Note,
+            "cannot tell whether the kernel has nft redirect/reject/conntrack (it lists no modules and wifiposd's table is not loaded)".into(),
+            None,
+        ),
+    }
+}
+
+fn table(f: &Facts, cfg: &Config) -> Finding {
+    let s = match &f.daemon {
+        Ok(s) => s,
+        Err(e) => {
+            return finding(
+                "daemon",
+                Level::Blocks,
+                format!("wifiposd does not answer: {e}"),
+                Some("/etc/init.d/wifipos start; logread -e wifiposd says why it stopped".into()),
+            )
+        }
+    };
+    if s.table != "intact" {
+        return finding(
+            "daemon",
+            Level::Blocks,
+            format!(
+                "wifiposd runs but its firewall table inet wifipos is {}",
+                s.table
+            ),
+            Some("logread -e wifiposd; /etc/init.d/wifipos restart".into()),
+        );
+    }
+    if s.guest_iface != cfg.guest_iface || s.portal_url != cfg.portal_url() {
+        return finding(
+            "daemon",
+            Level::Warn,
+            format!(
+                "wifiposd runs with portal {} on {}, but the config says {} on {}",
+                s.portal_url,
+                s.guest_iface,
+                cfg.portal_url(),
+                cfg.guest_iface
+            ),
+            Some("/etc/init.d/wifipos restart".into()),
+        );
+    }
+    finding(
+        "daemon",
+        Level::Ok,
+        format!(
+            "wifiposd runs; table inet wifipos intact for {} (portal {}); {} session(s)",
+            s.guest_iface, s.portal_url, s.sessions
+        ),
+        None,
+    )
+}
+
+fn database(f: &Facts, cfg: &Config) -> Finding {
+    match &f.database {
+        Ok(()) => finding(
+            "database",
+            Level::Ok,
+            format!("the database {} is writable", cfg.database.display()),
+            None,
+        ),
+        Err(e) => finding(
+            "database",
+            Level::Blocks,
+            format!("the database {} cannot be written: {e}; no voucher can be redeemed", cfg.database.display()),
+            Some(format!(
+                "check free space (df -h) and that {} is on a writable filesystem, or set `option database`",
+                cfg.database.parent().map_or("its folder".into(), |p| p.display().to_string())
+            )),
+        ),
+    }
+}
+
+/// Findings as text for people: one line each, the fix indented below.
+pub fn render(findings: &[Finding]) -> String {
+    let mut out = String::new();
+    for x in findings {
+        let tag = match x.level {
+            Level::Ok => "ok    ",
+            Level::Note => "note  ",
+            Level::Warn => "WARN  ",
+            Level::Blocks => "BLOCKS",
+        };
+        out.push_str(&format!("[{tag}] {}: {}\n", x.check, x.found));
+        if let Some(fix) = &x.fix {
+            out.push_str(&format!("         fix: {fix}\n"));
+        }
+    }
+    let n = findings.iter().filter(|x| x.level == Level::Blocks).count();
+    out.push_str(&if n == 0 {
+        "Nothing keeps guests from the portal.\n".to_owned()
+    } else {
+        format!("{n} problem(s) keep guests from the portal or from getting online.\n")
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::uci;
+
+    const FIREWALL: &str = "config defaults\n\toption input 'REJECT'\n\toption forward 'REJECT'\n\toption flow_offloading '1'\n\
+config zone\n\toption name 'guest'\n\tlist network 'guest'\n\toption input 'REJECT'\n\toption forward 'REJECT'\n\
+config rule\n\toption name 'Allow-DNS-Guest'\n\toption src 'guest'\n\toption dest_port '53'\n\toption target 'ACCEPT'\n";
+    const PORTAL_RULE: &str = "config rule 'wifipos_portal'\n\toption name 'Allow-wifipos-portal'\n\toption src 'guest'\n\toption proto 'tcp'\n\toption dest_port '2050'\n\toption target 'ACCEPT'\n";
+    const NETWORK: &str = "config interface 'guest'\n\toption device 'br-guest'\n\toption proto 'static'\n\toption ipaddr '10.20.0.1'\n";
+    const DHCP: &str = "config dhcp 'guest'\n\toption interface 'guest'\n\tlist dhcp_option '114,http://10.20.0.1:2050/api/captive'\n";
+
+    fn pkg(t: &str) -> Option<Result<Package, String>> {
+        Some(uci::parse(t).map_err(|e| e.to_string()))
+    }
+
+    fn status(table: &str) -> Status {
+        Status {
+            version: "0".into(),
+            now: CLOCK_SANE_AFTER + 1,
+            clock_trusted: true,
+            uptime_s: 1,
+            venue: "V".into(),
+            portal_url: "http://10.20.0.1:2050".into(),
+            portal_address_from: None,
+            guest_iface: "br-guest".into(),
+            table: table.into(),
+            sessions: 0,
+            allowed_in_kernel: 0,
+            trusted_macs: 0,
+            blocked_macs: 0,
+            keys: vec![],
+            last_24h: Default::default(),
+        }
+    }
+
+    fn good() -> Facts {
+        Facts {
+            etc: "/etc".into(),
+            config: Ok(Config::default()),
+            iface: Ok(vec!["10.20.0.1".parse().unwrap()]),
+            firewall: pkg(&format!("{FIREWALL}{PORTAL_RULE}")),
+            network: pkg(NETWORK),
+            dhcp: pkg(DHCP),
+            system: None,
+            ctnetlink: Ok(3),
+            modules: Modules::default(),
+            now: CLOCK_SANE_AFTER + 10,
+            daemon: Ok(status("intact")),
+            database: Ok(()),
+        }
+    }
+
+    fn level(f: &Facts, check: &str) -> (Level, String) {
+        let x = judge(f).into_iter().find(|x| x.check == check).unwrap();
+        (x.level, format!("{} / {:?}", x.found, x.fix))
+    }
+
+    #[test]
+    fn a_good_router_has_nothing_blocking() {
+        let all = judge(&good());
+        assert!(!blocks(&all), "{}", render(&all));
+        assert!(all.iter().all(|x| x.level == Level::Ok), "{}", render(&all));
+        assert!(render(&all).contains("Allow-wifipos-portal"));
+    }
+
+    #[test]
+    fn the_portal_port_must_be_let_in_by_fw4() {
+        let mut f = good();
+        f.firewall = pkg(FIREWALL);
+        let (l, text) = level(&f, "firewall");
+        assert_eq!(l, Level::Blocks);
+        assert!(
+            text.contains("zone guest refuses the portal port 2050"),
+            "{text}"
+        );
+        assert!(text.contains("dest_port='2050'"), "{text}");
+        // A port range, tcpudp and an anonymous rule do it too; a disabled rule or one for
+        // another port or for IPv6 only does not.
+        for (rule, ok) in [
+            (
+                "\toption dest_port '2000-2100'\n\toption proto 'tcpudp'\n",
+                true,
+            ),
+            ("\toption dest_port '2050'\n\toption enabled '0'\n", false),
+            ("\toption dest_port '2051'\n", false),
+            ("\toption dest_port '2050'\n\toption family 'ipv6'\n", false),
+            ("\toption dest_port '2050'\n\toption proto 'udp'\n", false),
+            ("\toption dest_port '2050'\n\toption dest 'wan'\n", false),
+        ] {
+            f.firewall = pkg(&format!(
+                "{FIREWALL}config rule\n\toption src 'guest'\n\toption target 'ACCEPT'\n{rule}"
+            ));
+            assert_eq!(level(&f, "firewall").0 == Level::Ok, ok, "{rule}");
+        }
+        // A zone accepting all input is fine; no zone at all under input REJECT is not.
+        f.firewall = pkg("config zone\n\toption name 'guest'\n\toption device 'br-guest'\n\toption input 'ACCEPT'\n");
+        assert_eq!(level(&f, "firewall").0, Level::Ok);
+        f.firewall = pkg("config defaults\n\toption input 'REJECT'\n");
+        assert_eq!(level(&f, "firewall").0, Level::Blocks);
+        f.firewall = None;
+        assert_eq!(level(&f, "firewall").0, Level::Note);
+    }
+
+    #[test]
+    fn interface_dhcp_daemon_and_database_findings() {
+        let mut f = good();
+        f.iface = Ok(vec!["fd20::1".parse().unwrap()]);
+        let (l, text) = level(&f, "guest-interface");
+        assert_eq!(l, Level::Blocks);
+        assert!(text.contains("br-guest has no IPv4 address"), "{text}");
+        f.config = Ok(Config {
+            portal_address_set: true,
+            ..Config::default()
+        });
+        let (l, text) = level(&f, "guest-interface");
+        assert_eq!(l, Level::Blocks);
+        assert!(
+            text.contains("10.20.0.1 is not an address of br-guest"),
+            "{text}"
+        );
+        f.iface = Err("there is no network interface called br-guest".into());
+        assert_eq!(level(&f, "guest-interface").0, Level::Blocks);
+
+        let mut f = good();
+        f.dhcp = pkg("config dhcp 'guest'\n\toption interface 'guest'\n");
+        let (l, text) = level(&f, "dhcp-114");
+        assert_eq!(l, Level::Warn);
+        assert!(
+            text.contains(
+                "uci add_list dhcp.guest.dhcp_option='114,http://10.20.0.1:2050/api/captive'"
+            ),
+            "{text}"
+        );
+        f.dhcp = pkg("config dhcp 'guest'\n\toption interface 'guest'\n\tlist dhcp_option '114,http://10.9.9.9:2050/api/captive'\n");
+        assert!(level(&f, "dhcp-114")
+            .1
+            .contains("points at http://10.9.9.9"));
+
+        let mut f = good();
+        f.daemon = Err("cannot reach the daemon".into());
+        assert_eq!(level(&f, "daemon").0, Level::Blocks);
+        f.daemon = Ok(status("missing (rebuilt within a second)"));
+        assert_eq!(level(&f, "daemon").0, Level::Blocks);
+        f.database = Err("read-only file system".into());
+        assert_eq!(level(&f, "database").0, Level::Blocks);
+        assert!(blocks(&judge(&f)));
+    }
+
+    #[test]
+    fn offloading_clock_and_kernel_findings() {
+        let mut f = good();
+        f.ctnetlink = Err("protocol not supported".into());
+        let (l, text) = level(&f, "flow-offloading");
+        assert_eq!(l, Level::Warn);
+        assert!(text.contains("kmod-nf-conntrack-netlink"), "{text}");
+        f.now = CLOCK_SANE_AFTER - 1;
+        assert_eq!(level(&f, "clock").0, Level::Warn);
+        f.now = CLOCK_SANE_AFTER + 1;
+        f.system = pkg("config timeserver 'ntp'\n\toption enabled '0'\n");
+        assert_eq!(level(&f, "clock").0, Level::Warn);
+        // Without the daemon's table, the module list decides.
+        f.daemon = Err("down".into());
+        f.modules.names = Some(
+            ["nf_conntrack", "nft_ct", "nft_reject_inet"]
+                .map(String::from)
+                .into(),
+        );
+        let (l, text) = level(&f, "kernel");
+        assert_eq!(l, Level::Blocks);
+        assert!(
+            text.contains("nft redirect") && text.contains("kmod-nft-nat"),
+            "{text}"
+        );
+        f.modules.names = None;
+        assert_eq!(level(&f, "kernel").0, Level::Note);
+    }
+}

@@ -1,0 +1,135 @@
+//! `wifiposd doctor` in the lab's router against a live daemon, with a fake /etc (the guide's
+//! guest zone with input REJECT, flow offloading on, DHCP option 114): a good config exits 0
+//! with every check ok; without the portal rule in /etc/config/firewall it exits 1 and names
+//! the fix; with the daemon gone it exits 1 saying so.
+//!
+//! Needs root (namespaces); skips loudly elsewhere and fails under `CI=true`.
+
+#[path = "common/cafe.rs"]
+mod cafe;
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use cafe::Cafe;
+
+const FIREWALL: &str = "config defaults\n\toption input 'REJECT'\n\toption output 'ACCEPT'\n\toption forward 'REJECT'\n\toption synflood_protect '1'\n\toption flow_offloading '1'\n\n\
+config zone\n\toption name 'guest'\n\tlist network 'guest'\n\toption input 'REJECT'\n\toption output 'ACCEPT'\n\toption forward 'REJECT'\n\n\
+config forwarding\n\toption src 'guest'\n\toption dest 'wan'\n\n\
+config rule\n\toption name 'Allow-DNS-Guest'\n\toption src 'guest'\n\toption dest_port '53'\n\toption proto 'tcp udp'\n\toption target 'ACCEPT'\n\n\
+config rule\n\toption name 'Allow-DHCP-Guest'\n\toption src 'guest'\n\toption dest_port '67'\n\toption proto 'udp'\n\toption family 'ipv4'\n\toption target 'ACCEPT'\n";
+
+const PORTAL_RULE: &str = "\nconfig rule 'wifipos_portal'\n\toption name 'Allow-wifipos-portal'\n\toption src 'guest'\n\toption proto 'tcp'\n\toption dest_port '2050'\n\toption target 'ACCEPT'\n";
+
+const NETWORK: &str = "config device\n\toption type 'bridge'\n\toption name 'br-guest'\n\n\
+config interface 'guest'\n\toption device 'br-guest'\n\toption proto 'static'\n\toption ipaddr '10.20.0.1'\n\toption netmask '255.255.255.0'\n";
+
+const DHCP: &str = "config dhcp 'guest'\n\toption interface 'guest'\n\toption start '100'\n\toption limit '150'\n\toption leasetime '1h'\n\tlist dhcp_option '114,http://10.20.0.1:2050/api/captive'\n";
+
+fn write_etc(cafe: &Cafe, etc: &Path, firewall: &str) {
+    let dir = etc.join("config");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(cafe.path("wifipos.conf"), dir.join("wifipos")).unwrap();
+    std::fs::write(dir.join("firewall"), firewall).unwrap();
+    std::fs::write(dir.join("network"), NETWORK).unwrap();
+    std::fs::write(dir.join("dhcp"), DHCP).unwrap();
+    std::fs::write(
+        dir.join("system"),
+        "config timeserver 'ntp'\n\toption enabled '1'\n",
+    )
+    .unwrap();
+}
+
+fn doctor(cafe: &Cafe, etc: &Path, json: bool) -> Output {
+    let mut c = cafe.lab.cmd("router", cafe::WIFIPOSD);
+    c.arg("doctor").arg("--etc").arg(etc);
+    if json {
+        c.arg("--json");
+    }
+    c.output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn doctor_passes_a_good_router_and_names_the_fix_for_a_missing_firewall_rule() {
+    let Some(cafe) = Cafe::open("dr") else { return };
+    let etc = cafe.path("etc");
+    write_etc(&cafe, &etc, &format!("{FIREWALL}{PORTAL_RULE}"));
+    let mut daemon = cafe.start();
+
+    let o = doctor(&cafe, &etc, false);
+    let out = text(&o);
+    eprintln!("{out}");
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    for check in [
+        "config",
+        "guest-interface",
+        "firewall",
+        "dhcp-114",
+        "flow-offloading",
+        "clock",
+        "kernel",
+        "daemon",
+        "database",
+    ] {
+        assert!(
+            out.contains(&format!("[ok    ] {check}: ")),
+            "{check}: {out}"
+        );
+    }
+    assert!(out.contains("rule Allow-wifipos-portal"), "{out}");
+    assert!(out.contains("flow offloading is on; handled"), "{out}");
+
+    // The same as JSON: every finding ok.
+    let o = doctor(&cafe, &etc, true);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let all = v.as_array().unwrap();
+    assert_eq!(all.len(), 9);
+    assert!(all.iter().all(|x| x["level"] == "ok"), "{v}");
+
+    // fw4 without our rule: the guest zone refuses the portal port.
+    write_etc(&cafe, &etc, FIREWALL);
+    let o = doctor(&cafe, &etc, false);
+    let out = text(&o);
+    eprintln!("{out}");
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("[BLOCKS] firewall: fw4's zone guest refuses the portal port 2050"),
+        "{out}"
+    );
+    assert!(
+        out.contains("/usr/libexec/wifipos-firewall add")
+            && out.contains("TCP port 2050 and IPv6 neighbour discovery in from zone guest"),
+        "{out}"
+    );
+    let o = doctor(&cafe, &etc, true);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let fw = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["check"] == "firewall")
+        .unwrap();
+    assert_eq!(fw["level"], "blocks");
+    assert!(fw["fix"].as_str().unwrap().contains("wifipos_portal"));
+
+    // The daemon gone: said, exit 1.
+    write_etc(&cafe, &etc, &format!("{FIREWALL}{PORTAL_RULE}"));
+    daemon.kill9();
+    let o = doctor(&cafe, &etc, false);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("[BLOCKS] daemon: wifiposd does not answer"),
+        "{out}"
+    );
+}
