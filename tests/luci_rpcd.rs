@@ -1,0 +1,508 @@
+//! luci-app-wifipos's rpcd plugin (`openwrt/luci-app-wifipos/root/usr/libexec/rpcd/luci.wifipos`)
+//! run as rpcd runs it — the file executed directly with `list`, or `call METHOD` with the
+//! arguments as JSON on stdin — by OpenWrt's real ucode (`scripts/build-openwrt-host-tools`),
+//! against `wifiposd serve` in the lab: every method, what it changes in the kernel, and
+//! malicious arguments that must get a JSON error and run nothing.
+//!
+//! Needs root (namespaces, nftables) and the host tools; skips loudly elsewhere and fails under
+//! `CI=true`.
+
+#[path = "common/cafe.rs"]
+mod cafe;
+mod common;
+#[path = "common/phones.rs"]
+mod phones;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use cafe::Cafe;
+use serde_json::{json, Value};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn plugin() -> String {
+    format!("{ROOT}/openwrt/luci-app-wifipos/root/usr/libexec/rpcd/luci.wifipos")
+}
+
+fn ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+/// `target/openwrt-host` with OpenWrt's ucode (built once), or `None` (skip; panics under CI).
+fn host_tools() -> Option<PathBuf> {
+    let out = Command::new(format!("{ROOT}/scripts/build-openwrt-host-tools")).output();
+    let why = match out {
+        Ok(o) if o.status.success() => {
+            return Some(PathBuf::from(
+                String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+            ))
+        }
+        Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+        Err(e) => e.to_string(),
+    };
+    if ci() {
+        panic!("OpenWrt's ucode is required under CI=true: {why}");
+    }
+    eprintln!("SKIPPED: OpenWrt's ucode could not be built: {why}");
+    None
+}
+
+/// How the plugin is run: a `ucode` on PATH (the plugin's `#!/usr/bin/env ucode`) that is the
+/// host build with its modules, and the paths of this cafe's daemon.
+struct Rpcd {
+    path: String,
+    wifiposd: String,
+    config: PathBuf,
+}
+
+impl Rpcd {
+    fn new(tools: &Path, dir: &Path, config: PathBuf) -> Rpcd {
+        let bin = dir.join("ucode-bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let ucode = bin.join("ucode");
+        std::fs::write(
+            &ucode,
+            format!(
+                "#!/bin/sh\nexec '{}/bin/ucode' -L '{}/lib/ucode' \"$@\"\n",
+                tools.display(),
+                tools.display()
+            ),
+        )
+        .unwrap();
+        chmod_x(&ucode);
+        Rpcd {
+            path: format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            wifiposd: cafe::WIFIPOSD.to_owned(),
+            config,
+        }
+    }
+
+    /// The plugin's raw stdout for `args`, with `stdin` written and closed; asserts exit 0.
+    fn raw(&self, args: &[&str], stdin: &[u8]) -> String {
+        let mut child = Command::new(plugin())
+            .args(args)
+            .env("PATH", &self.path)
+            .env("WIFIPOSD", &self.wifiposd)
+            .env("WIFIPOS_CONFIG", &self.config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the plugin runs as an executable");
+        // The plugin may stop reading early (too long): a broken pipe is its answer, not ours.
+        let _ = child.stdin.take().unwrap().write_all(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `call METHOD` with `args` as JSON: the one JSON object it answers.
+    fn call(&self, method: &str, args: Value) -> Value {
+        self.call_raw(method, args.to_string().as_bytes())
+    }
+
+    fn call_raw(&self, method: &str, stdin: &[u8]) -> Value {
+        let out = self.raw(&["call", method], stdin);
+        let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        assert!(v.is_object(), "rpcd needs an object: {out}");
+        v
+    }
+
+    /// A call that must succeed.
+    fn ok(&self, method: &str, args: Value) -> Value {
+        let v = self.call(method, args.clone());
+        assert!(v.get("error").is_none(), "{method} {args}: {v}");
+        v
+    }
+}
+
+fn chmod_x(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn redeem(cafe: &Cafe, phone: &str, url: &str) {
+    let (status, page) = cafe.lab.curl(phone, &[url]);
+    assert_eq!(status, 200, "{phone}: {page}\n{}", cafe.log());
+}
+
+/// `KEYID:SERIAL` of an issued voucher, the serial printed exactly (it is a u64).
+fn id(v: &Value) -> String {
+    format!(
+        "{}:{}",
+        v["key_id"].as_str().unwrap(),
+        v["serial"].as_u64().unwrap()
+    )
+}
+
+fn macs_of(sessions: &Value) -> Vec<String> {
+    let mut m: Vec<String> = sessions["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["mac"].as_str().unwrap().to_owned())
+        .collect();
+    m.sort();
+    m
+}
+
+fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let t = std::time::Instant::now();
+    while t.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn list_names_every_method_with_its_arguments() {
+    let Some(tools) = host_tools() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let rpcd = Rpcd::new(&tools, dir.path(), dir.path().join("none.conf"));
+    let list: Value = serde_json::from_str(&rpcd.raw(&["list"], b"")).unwrap();
+    let expected = json!({
+        "status": {}, "sessions": {}, "vouchers": {"limit": 50}, "lookup": {"code": "code"},
+        "events": {"since": "24h", "limit": 500}, "revoke": {"target": "target"},
+        "kick": {"mac": "mac"}, "extend": {"voucher": "voucher", "duration": "30m"},
+        "trust": {"mac": "mac"}, "untrust": {"mac": "mac"}, "block": {"mac": "mac"},
+        "unblock": {"mac": "mac"}
+    });
+    assert_eq!(list, expected);
+
+    // The ACL grants exactly these methods, reads apart from writes.
+    let acl: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!(
+            "{ROOT}/openwrt/luci-app-wifipos/root/usr/share/rpcd/acl.d/luci-app-wifipos.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let names = |part: &str| -> Vec<String> {
+        let mut v: Vec<String> = acl["luci-app-wifipos"][part]["ubus"]["luci.wifipos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_str().unwrap().to_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let (read, write) = (names("read"), names("write"));
+    assert_eq!(read, ["events", "lookup", "sessions", "status", "vouchers"]);
+    assert_eq!(
+        write,
+        ["block", "extend", "kick", "revoke", "trust", "unblock", "untrust"]
+    );
+    let mut all: Vec<String> = read.into_iter().chain(write).collect();
+    all.sort();
+    let mut listed: Vec<String> = list.as_object().unwrap().keys().cloned().collect();
+    listed.sort();
+    assert_eq!(all, listed, "every method is in the ACL exactly once");
+
+    // Without a daemon the answer is still one JSON object, with the reason.
+    let v = rpcd.call("status", json!({}));
+    assert_eq!(v["error"]["kind"], "unreachable", "{v}");
+}
+
+#[test]
+fn every_method_against_the_running_daemon() {
+    let Some(tools) = host_tools() else { return };
+    let Some(cafe) = Cafe::open("lr") else { return };
+    let _daemon = cafe.start();
+    let rpcd = Rpcd::new(&tools, cafe.dir.path(), cafe.path("wifipos.conf"));
+    let phones = phones::lab_phones(&cafe.lab);
+    let mac = |i: usize| phones[i].mac.clone();
+
+    let shared = cafe.issue(&["--duration", "2h", "--devices", "2", "--ref", "SALE-1"]);
+    let single = cafe.issue(&["--duration", "1h", "--ref", "SALE-2"]);
+    let unused = cafe.issue(&["--duration", "1h"]);
+    redeem(&cafe, "client", shared["url"].as_str().unwrap());
+    redeem(&cafe, "client2", shared["url"].as_str().unwrap());
+    redeem(&cafe, "client3", single["url"].as_str().unwrap());
+
+    // status: the daemon's answer plus sales and the start time.
+    let s = rpcd.ok("status", json!({}));
+    assert_eq!(s["sessions"], 3, "{s}");
+    assert_eq!(s["allowed_in_kernel"], 3, "{s}");
+    assert_eq!(s["table"], "intact");
+    assert_eq!(s["venue"], "Café Test");
+    assert_eq!(s["keys"], json!([shared["key_id"]]));
+    assert_eq!(s["sold"], json!({"today": 2, "week": 2}), "{s}");
+    assert_eq!(
+        s["since"].as_i64().unwrap(),
+        s["now"].as_i64().unwrap() - s["uptime_s"].as_i64().unwrap()
+    );
+    assert_eq!(s["clock_trusted"], true);
+
+    // sessions: each device with its voucher as text, 64-bit serials exact.
+    let sessions = rpcd.ok("sessions", json!({}));
+    assert_eq!(macs_of(&sessions), [mac(0), mac(1), mac(2)]);
+    for row in sessions["sessions"].as_array().unwrap() {
+        let want = if row["mac"] == mac(2) {
+            id(&single)
+        } else {
+            id(&shared)
+        };
+        assert_eq!(row["voucher"], want.as_str(), "{row}");
+        assert!(row["serial"].is_string(), "{row}");
+        assert!(row["remaining_s"].as_i64().unwrap() > 3500, "{row}");
+    }
+
+    // vouchers, with a limit.
+    let v = rpcd.ok("vouchers", json!({"limit": 10}));
+    let listed: Vec<&str> = v["vouchers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["voucher"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 2, "{v}");
+    assert!(listed.contains(&id(&shared).as_str()) && listed.contains(&id(&single).as_str()));
+    assert_eq!(
+        rpcd.ok("vouchers", json!({"limit": 1}))["vouchers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // lookup by code, link and KEYID:SERIAL; an unused voucher is not found but named.
+    for code in [
+        shared["token"].as_str().unwrap().to_owned(),
+        shared["url"].as_str().unwrap().to_owned(),
+        id(&shared),
+    ] {
+        let l = rpcd.ok("lookup", json!({ "code": code }));
+        assert_eq!(l["voucher"], id(&shared).as_str(), "{l}");
+        assert_eq!(l["found"]["purchase_ref"], "SALE-1", "{l}");
+        assert_eq!(l["found"]["devices"], json!([mac(0), mac(1)]), "{l}");
+    }
+    let l = rpcd.ok("lookup", json!({"code": unused["token"]}));
+    assert_eq!(l["voucher"], id(&unused).as_str());
+    assert_eq!(l["found"], Value::Null);
+
+    // events, with a time filter.
+    let e = rpcd.ok("events", json!({"since": "1h"}));
+    let redeemed = e["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "redeemed")
+        .count();
+    assert_eq!(redeemed, 3, "one per device: {e}");
+    let future = rpcd.ok("events", json!({"since": "9999-12-31"}));
+    assert_eq!(future["events"], json!([]));
+
+    // extend: every device of the voucher gets the time, in the database and the kernel.
+    let before = rpcd.ok("sessions", json!({}));
+    let left = |s: &Value, m: &str| {
+        s["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["mac"] == m)
+            .map(|r| r["remaining_s"].as_i64().unwrap())
+    };
+    let d = rpcd.ok(
+        "extend",
+        json!({"voucher": single["url"], "duration": "30m"}),
+    );
+    assert_eq!(d["vouchers"], json!([id(&single)]), "{d}");
+    let after = rpcd.ok("sessions", json!({}));
+    let grew = left(&after, &mac(2)).unwrap() - left(&before, &mac(2)).unwrap();
+    assert!((1790..=1800).contains(&grew), "extended by {grew} s");
+
+    // kick: the device leaves the kernel's set, the others stay.
+    rpcd.ok("kick", json!({"mac": mac(1).to_uppercase()}));
+    let allowed = phones::allowed_macs(&cafe.lab);
+    assert!(
+        !allowed.contains(&mac(1)) && allowed.contains(&mac(0)),
+        "{allowed:?}"
+    );
+
+    // trust / untrust, block / unblock: staff online without a voucher, and back.
+    assert_eq!(cafe.lab.internet("client4", false), 0);
+    rpcd.ok("trust", json!({"mac": mac(3)}));
+    assert_eq!(rpcd.ok("status", json!({}))["trusted_macs"], 1);
+    assert_eq!(cafe.lab.internet("client4", false), 204);
+    rpcd.ok("untrust", json!({"mac": mac(3)}));
+    assert_eq!(cafe.lab.internet("client4", false), 0);
+    rpcd.ok("block", json!({"mac": mac(0)}));
+    assert_eq!(rpcd.ok("status", json!({}))["blocked_macs"], 1);
+    assert_eq!(cafe.lab.internet("client", false), 0);
+    rpcd.ok("unblock", json!({"mac": mac(0)}));
+    assert!(wait_for(Duration::from_secs(3), || cafe
+        .lab
+        .internet("client", false)
+        == 204));
+
+    // revoke by code: the phone's MAC leaves the kernel's set and its traffic stops.
+    assert_eq!(cafe.lab.internet("client3", false), 204);
+    let d = rpcd.ok("revoke", json!({"target": single["token"]}));
+    assert_eq!(d["devices"], json!([mac(2)]), "{d}");
+    assert!(!phones::allowed_macs(&cafe.lab).contains(&mac(2)));
+    assert_eq!(cafe.lab.internet("client3", false), 0);
+
+    // The daemon's refusals come through as errors with its sentence.
+    let again = rpcd.call("revoke", json!({"target": id(&single)}));
+    assert_eq!(again["error"]["kind"], "refused", "{again}");
+    assert!(again["error"]["message"].as_str().unwrap().len() > 10);
+    let nobody = rpcd.call("kick", json!({"mac": "02:aa:bb:cc:dd:ee"}));
+    assert_eq!(nobody["error"]["kind"], "refused", "{nobody}");
+    // A key id revokes every voucher of that till.
+    let d = rpcd.ok("revoke", json!({"target": shared["key_id"]}));
+    assert!(
+        d["devices"].as_array().unwrap().contains(&json!(mac(0))),
+        "{d}"
+    );
+    assert!(phones::allowed_macs(&cafe.lab).is_empty());
+}
+
+/// Malicious argument values, each of which must be refused by the plugin itself.
+fn nasty(canary: &Path) -> Vec<Value> {
+    let c = canary.display();
+    vec![
+        json!(format!("02:00:00:00:00:10; touch {c}")),
+        json!(format!("$(touch {c})")),
+        json!(format!("`touch {c}`")),
+        json!(format!("02:00:00:00:00:10\ntouch {c}")),
+        json!(format!("3f293d90:1\n$(touch {c})")),
+        json!(format!("3f293d90:1' ; touch '{c}")),
+        json!(format!("3f293d90:1\" ; touch \"{c}")),
+        json!(format!("http://10.20.0.1:2050/v/$(touch {c})")),
+        json!("--socket=/tmp/elsewhere"),
+        json!("-h"),
+        json!("2h; reboot"),
+        json!("x".repeat(10 * 1024)),
+        json!(42),
+        json!(["02:00:00:00:00:10"]),
+        json!({"mac": "02:00:00:00:00:10"}),
+        json!(true),
+    ]
+}
+
+#[test]
+fn malicious_arguments_get_a_json_error_and_run_nothing() {
+    let Some(tools) = host_tools() else { return };
+    let Some(cafe) = Cafe::open("lm") else { return };
+    let _daemon = cafe.start();
+    let rpcd = Rpcd::new(&tools, cafe.dir.path(), cafe.path("wifipos.conf"));
+    let paid = cafe.issue(&["--duration", "1h"]);
+    redeem(&cafe, "client", paid["url"].as_str().unwrap());
+    let canary = cafe.path("canary");
+
+    // A stand-in wifiposd that records every start: bad arguments must not even reach it.
+    let recorder = cafe.path("recorder");
+    let record = cafe.path("started");
+    std::fs::write(
+        &recorder,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{}'\necho '{{}}'\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    chmod_x(&recorder);
+    let recording = Rpcd {
+        wifiposd: recorder.to_str().unwrap().to_owned(),
+        ..Rpcd::new(&tools, cafe.dir.path(), cafe.path("wifipos.conf"))
+    };
+
+    let state = |r: &Rpcd| {
+        let mut s = r.ok("status", json!({}));
+        for k in ["now", "uptime_s", "since"] {
+            s.as_object_mut().unwrap().remove(k);
+        }
+        let sessions = macs_of(&r.ok("sessions", json!({})));
+        let events = r.ok("events", json!({"since": "1d"}))["events"].clone();
+        (s, sessions, events, phones::allowed_macs(&cafe.lab))
+    };
+    let before = state(&rpcd);
+
+    let fields: [(&str, &str, Value); 8] = [
+        ("kick", "mac", json!({})),
+        ("trust", "mac", json!({})),
+        ("block", "mac", json!({})),
+        ("revoke", "target", json!({})),
+        ("extend", "voucher", json!({"duration": "30m"})),
+        ("extend", "duration", json!({"voucher": id(&paid)})),
+        ("lookup", "code", json!({})),
+        ("events", "since", json!({})),
+    ];
+    let mut refused = 0;
+    for (method, field, base) in &fields {
+        for bad in nasty(&canary) {
+            let mut args = base.clone();
+            args[*field] = bad.clone();
+            for r in [&rpcd, &recording] {
+                let v = r.call(method, args.clone());
+                assert_eq!(
+                    v["error"]["kind"], "bad_request",
+                    "{method} {field}={bad}: {v}"
+                );
+                assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+                refused += 1;
+            }
+        }
+    }
+    // Numbers where numbers are due, and the request itself.
+    for bad in [json!(0), json!(-1), json!(100_001), json!("5"), json!(1.5)] {
+        let v = recording.call("events", json!({ "limit": bad }));
+        assert_eq!(v["error"]["kind"], "bad_request", "limit={bad}: {v}");
+    }
+    let junk = vec![b'{'; 10 * 1024];
+    for (method, stdin) in [
+        ("kick", &junk[..]),
+        ("kick", b"[\"02:00:00:00:00:10\"]" as &[u8]),
+        (
+            "kick",
+            b"{\"mac\": \"02:00:00:00:00:10\", \"socket\": \"/x\"}",
+        ),
+        ("kick", b"not json; touch /tmp/x"),
+        ("kick;touch", b"{}"),
+        ("$(touch x)", b"{}"),
+        ("../../bin/sh", b"{}"),
+        ("constructor", b"{}"),
+    ] {
+        let v = recording.call_raw(method, stdin);
+        assert_eq!(v["error"]["kind"], "bad_request", "{method}: {v}");
+    }
+    eprintln!("{refused} malicious calls refused");
+
+    assert!(!canary.exists(), "a shell ran an argument");
+    assert!(
+        !record.exists(),
+        "wifiposd was started for a refused call: {}",
+        std::fs::read_to_string(&record).unwrap_or_default()
+    );
+    assert_eq!(state(&rpcd), before, "daemon state changed");
+    assert!(cafe.lab.internet("client", false) == 204);
+
+    // A good call reaches wifiposd as exactly these arguments, one each, none split.
+    let v = recording.call(
+        "extend",
+        json!({"voucher": paid["url"], "duration": "1h30m"}),
+    );
+    assert_eq!(v, json!({}));
+    let argv: Vec<String> = std::fs::read_to_string(&record)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let config = cafe.path("wifipos.conf").to_str().unwrap().to_owned();
+    let token = paid["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        argv,
+        ["extend", "--json", "--config", &config, "--", &token, "1h30m"]
+    );
+}
