@@ -506,3 +506,115 @@ fn malicious_arguments_get_a_json_error_and_run_nothing() {
         ["extend", "--json", "--config", &config, "--", &token, "1h30m"]
     );
 }
+
+/// The LuCI pages in Debian's Chromium (`tests/luci/`, driven by node and playwright-core):
+/// LuCI's real JavaScript from `../shared/upstream`, the real plugin against this daemon, the
+/// real `uci` on a config directory the daemon reads. Screenshots go to `docs/luci-*.png`.
+#[test]
+fn luci_pages_in_chromium_revoke_a_phone_and_save_a_venue() {
+    let chromium = Path::new("/usr/bin/chromium").exists()
+        && Path::new(&format!("{ROOT}/node_modules/playwright-core")).exists();
+    if !chromium {
+        if ci() {
+            panic!("chromium and playwright-core are required under CI=true (scripts/setup)");
+        }
+        eprintln!("SKIPPED: chromium or playwright-core missing (run scripts/setup)");
+        return;
+    }
+    let Some(tools) = host_tools() else { return };
+    let luci = std::fs::read_dir(format!("{ROOT}/../shared/upstream"))
+        .ok()
+        .and_then(|d| {
+            d.filter_map(Result::ok).map(|e| e.path()).find(|p| {
+                p.to_string_lossy().contains("/luci-") && p.to_string_lossy().ends_with(".tar.gz")
+            })
+        });
+    let Some(luci) = luci else {
+        if ci() {
+            panic!("../shared/upstream/luci-*.tar.gz is required under CI=true");
+        }
+        eprintln!("SKIPPED: no ../shared/upstream/luci-*.tar.gz");
+        return;
+    };
+    let Some(cafe) = Cafe::open("lb") else { return };
+
+    // The config lives in a uci config directory (what `uci commit` rewrites); the daemon reads
+    // it through the cafe's usual path.
+    let confdir = cafe.path("etc-config");
+    let savedir = cafe.path("uci-delta");
+    std::fs::create_dir_all(&confdir).unwrap();
+    std::fs::create_dir_all(&savedir).unwrap();
+    std::fs::rename(cafe.path("wifipos.conf"), confdir.join("wifipos")).unwrap();
+    std::os::unix::fs::symlink(confdir.join("wifipos"), cafe.path("wifipos.conf")).unwrap();
+    let daemon = cafe.start();
+
+    let src = cafe.path("luci");
+    std::fs::create_dir_all(&src).unwrap();
+    let tar = Command::new("tar")
+        .args(["-xzf"])
+        .arg(&luci)
+        .args(["--strip-components=1", "-C"])
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(tar.success());
+
+    let revoke = cafe.issue(&["--duration", "1h", "--ref", "SALE-R"]);
+    let keep = cafe.issue(&["--duration", "2h", "--ref", "SALE-K"]);
+    redeem(&cafe, "client", revoke["url"].as_str().unwrap());
+    redeem(&cafe, "client2", keep["url"].as_str().unwrap());
+    let phones = phones::lab_phones(&cafe.lab);
+    let rpcd = Rpcd::new(&tools, cafe.dir.path(), confdir.join("wifipos"));
+    let key = cafe
+        .trusted
+        .split('\'')
+        .nth(1)
+        .expect("list trusted_key 'KEY'")
+        .to_owned();
+
+    let docs = format!("{ROOT}/docs");
+    let out = Command::new("node")
+        .args(["--test", "--test-concurrency=1", "tests/luci/"])
+        .current_dir(ROOT)
+        .env("PATH", &rpcd.path)
+        .env("WIFIPOSD", &rpcd.wifiposd)
+        .env("WIFIPOS_CONFIG", &rpcd.config)
+        .env("LUCI_SRC", &src)
+        .env("APP", format!("{ROOT}/openwrt/luci-app-wifipos"))
+        .env("PLUGIN", plugin())
+        .env("UCI", tools.join("bin/uci"))
+        .env("UCI_CONFDIR", &confdir)
+        .env("UCI_SAVEDIR", &savedir)
+        .env("DAEMON_PID", daemon.pid().to_string())
+        .env("PASSWORD", "cafe-admin")
+        .env("ROUTER_NS", format!("{}-router", cafe.lab.name))
+        .env("REVOKE_NS", &phones[0].ns)
+        .env("REVOKE_MAC", &phones[0].mac)
+        .env("KEEP_NS", &phones[1].ns)
+        .env("KEEP_MAC", &phones[1].mac)
+        .env("KEEP_TOKEN", keep["token"].as_str().unwrap())
+        .env("KEY_ID", keep["key_id"].as_str().unwrap())
+        .env("TRUSTED_KEY", &key)
+        .env("SCREENSHOTS", &docs)
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{report}");
+    assert!(
+        out.status.success(),
+        "LuCI browser tests failed:\n{report}\n{}",
+        cafe.log()
+    );
+    for page in ["overview", "devices", "vouchers", "settings", "events"] {
+        assert!(Path::new(&format!("{docs}/luci-{page}.png")).exists());
+    }
+    // What the browser did is in the daemon: the phone's voucher revoked, the venue reloaded.
+    let s = rpcd.ok("status", json!({}));
+    assert_eq!(s["venue"], "Kaffeehaus Nord", "{s}");
+    assert_eq!(s["sessions"], 1, "{s}");
+    drop(daemon);
+}

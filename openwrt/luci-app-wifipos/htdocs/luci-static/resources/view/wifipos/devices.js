@@ -21,7 +21,7 @@ return view.extend({
 
 		var self = this;
 		var rows = res.sessions.map(function(s) {
-			var dur = E('input', { 'type': 'text', 'class': 'cbi-input-text', 'value': '30m', 'size': 5,
+			var dur = E('input', { 'type': 'text', 'class': 'cbi-input-text', 'value': '30m', 'style': 'width:5em',
 				'data-field': 'duration', 'title': _('Time to add, such as 30m, 2h or 1d') });
 			return [
 				E('code', {}, [ s.mac ]),

@@ -3,7 +3,8 @@
 'require form';
 'require wifipos';
 
-// Settings: /etc/config/wifipos as a form. Saving and applying reloads the service (procd's
+// Settings: /etc/config/wifipos as a form. (A tab may not be named like an Array method, such as
+// 'keys': form.js keeps tabs in an array.) Saving and applying reloads the service (procd's
 // reload trigger sends wifiposd SIGHUP): paying customers stay online.
 
 return view.extend({
@@ -16,7 +17,7 @@ return view.extend({
 		s = m.section(form.NamedSection, 'main', 'wifipos');
 		s.addremove = false;
 		s.tab('portal', _('Portal'));
-		s.tab('keys', _('Till keys'));
+		s.tab('tills', _('Till keys'));
 		s.tab('access', _('Access'));
 		s.tab('limits', _('Limits'));
 
@@ -50,7 +51,7 @@ return view.extend({
 		o.datatype = 'port';
 		o.placeholder = '2050';
 
-		o = s.taboption('keys', form.DynamicList, 'trusted_key', _('Trusted till keys'),
+		o = s.taboption('tills', form.DynamicList, 'trusted_key', _('Trusted till keys'),
 			_('Public keys of the tills that sell access, as `wifipos keygen` prints them (base64, 44 characters ending in =).'));
 		o.validate = function(id, v) {
 			if (v == null || v === '')
@@ -58,7 +59,7 @@ return view.extend({
 			return wifipos.keyId(v) ? true : _('Not a till key: expected base64 of a 32-byte Ed25519 public key (44 characters ending in =)');
 		};
 
-		o = s.taboption('keys', form.DummyValue, '_key_ids', _('Key ids'),
+		o = s.taboption('tills', form.DummyValue, '_key_ids', _('Key ids'),
 			_('The id of each saved key, as vouchers and `wifipos inspect` name it.'));
 		o.rawhtml = false;
 		o.cfgvalue = function(id) {
