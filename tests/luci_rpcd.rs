@@ -618,3 +618,103 @@ fn luci_pages_in_chromium_revoke_a_phone_and_save_a_venue() {
     assert_eq!(s["sessions"], 1, "{s}");
     drop(daemon);
 }
+
+/// A po file's msgid -> msgstr.
+fn po(path: &str) -> std::collections::BTreeMap<String, String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let unquote = |s: &str| -> String { serde_json::from_str(s.trim()).unwrap() };
+    let (mut out, mut id, mut s, mut in_id) = (
+        std::collections::BTreeMap::new(),
+        None,
+        String::new(),
+        false,
+    );
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("msgid ") {
+            if let Some(i) = id.take() {
+                out.insert(i, std::mem::take(&mut s));
+            }
+            id = Some(unquote(rest));
+            in_id = true;
+        } else if let Some(rest) = line.strip_prefix("msgstr ") {
+            s = unquote(rest);
+            in_id = false;
+        } else if line.starts_with('"') {
+            if in_id {
+                id.as_mut().unwrap().push_str(&unquote(line));
+            } else {
+                s.push_str(&unquote(line));
+            }
+        }
+    }
+    if let Some(i) = id {
+        out.insert(i, s);
+    }
+    out.remove("");
+    out
+}
+
+/// Every text of the views (`_('…')`) and every menu title, in German and Spanish, with the
+/// same placeholders (`%s`, `%d`, `%t`) in the same order.
+#[test]
+fn every_text_of_the_pages_is_translated_to_german_and_spanish() {
+    let app = format!("{ROOT}/openwrt/luci-app-wifipos");
+    let mut texts = std::collections::BTreeSet::new();
+    let mut files = vec![format!("{app}/htdocs/luci-static/resources/wifipos.js")];
+    for e in std::fs::read_dir(format!("{app}/htdocs/luci-static/resources/view/wifipos")).unwrap()
+    {
+        files.push(e.unwrap().path().to_string_lossy().into_owned());
+    }
+    assert_eq!(files.len(), 6, "wifipos.js and five views");
+    for f in &files {
+        let src = std::fs::read_to_string(f).unwrap();
+        let mut rest = src.as_str();
+        while let Some(i) = rest.find("_('") {
+            let after = &rest[i + 3..];
+            let mut text = String::new();
+            let mut chars = after.char_indices();
+            let end = loop {
+                match chars.next() {
+                    Some((_, '\\')) => text.push(chars.next().unwrap().1),
+                    Some((j, '\'')) => break j,
+                    Some((_, c)) => text.push(c),
+                    None => panic!("unterminated _() in {f}"),
+                }
+            };
+            texts.insert(text);
+            rest = &after[end..];
+        }
+    }
+    let menu: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!(
+            "{app}/root/usr/share/luci/menu.d/luci-app-wifipos.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    for (_, node) in menu.as_object().unwrap() {
+        texts.insert(node["title"].as_str().unwrap().to_owned());
+    }
+    assert!(texts.len() > 100, "{} texts", texts.len());
+    let placeholders = |s: &str| -> Vec<String> {
+        s.match_indices('%')
+            .filter_map(|(i, _)| s[i + 1..].chars().next().map(|c| format!("%{c}")))
+            .collect()
+    };
+    let template = po(&format!("{app}/po/templates/wifipos.pot"));
+    let ids: std::collections::BTreeSet<String> = template.keys().cloned().collect();
+    assert_eq!(
+        ids, texts,
+        "po/templates/wifipos.pot lists exactly the texts of the pages"
+    );
+    for lang in ["de", "es"] {
+        let cat = po(&format!("{app}/po/{lang}/wifipos.po"));
+        for t in &texts {
+            let tr = cat
+                .get(t)
+                .unwrap_or_else(|| panic!("{lang}: no msgid {t:?}"));
+            assert!(!tr.is_empty(), "{lang}: {t:?} untranslated");
+            assert_eq!(placeholders(tr), placeholders(t), "{lang}: {t:?} -> {tr:?}");
+        }
+    }
+}

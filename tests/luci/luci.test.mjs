@@ -103,6 +103,18 @@ test('overview shows devices online, sales, the key id, firewall and clock', asy
   await shot(page, 'overview');
 });
 
+test('the pages in German and Spanish, from the po files through LuCI\'s own _()', async () => {
+  for (const [lang, online, tab, devices] of [['de', 'Geräte jetzt online', 'Übersicht', 'Geräte'], ['es', 'Dispositivos en línea ahora', 'Resumen', 'Dispositivos']]) {
+    const page = await login('root');
+    await page.context().addCookies([{ name: 'luci_lang', value: lang, url: base }]);
+    await open(page, 'overview', '#wifipos-overview');
+    assert.ok((await page.textContent('#wifipos-overview')).includes(online), lang);
+    assert.ok((await page.textContent('#tabmenu')).includes(tab), lang);
+    await open(page, 'devices', '#wifipos-devices');
+    assert.ok((await page.textContent('#wifipos-devices h2')).includes(devices), lang);
+  }
+});
+
 test('a read-only login cannot kick: the ACL keeps write methods apart', async () => {
   const page = await login('viewer');
   await open(page, 'devices', '#wifipos-devices');

@@ -14,7 +14,8 @@
 //
 // Environment: LUCI_SRC (unpacked luci tree), APP (openwrt/luci-app-wifipos), PLUGIN, UCI (the
 // uci binary), UCI_CONFDIR, UCI_SAVEDIR, DAEMON_PID, PASSWORD; the plugin's own variables
-// (PATH with ucode, WIFIPOSD, WIFIPOS_CONFIG) are inherited. Prints `listening PORT`.
+// (PATH with ucode, WIFIPOSD, WIFIPOS_CONFIG) are inherited. A cookie luci_lang=de|es serves that
+// po file as the page's translation table (LuCI compiles the same file into its .lmo catalog).
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -196,7 +197,23 @@ function menuTree() {
   return root;
 }
 
-function page(parts, sid) {
+// A po file as msgid -> msgstr (what LuCI compiles into the .lmo catalog of luci-i18n-wifipos-*).
+function po(lang) {
+  const file = path.join(APP, 'po', lang, 'wifipos.po');
+  if (!/^[a-z]{2}$/.test(lang) || !fs.existsSync(file)) return {};
+  const out = {};
+  let id = null, cur = null, which = null;
+  const str = (l) => JSON.parse(l);
+  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+    if (line.startsWith('msgid ')) { if (id && cur) out[id] = cur; id = str(line.slice(6)); cur = null; which = 'id'; }
+    else if (line.startsWith('msgstr ')) { cur = str(line.slice(7)); which = 'str'; }
+    else if (line.startsWith('"')) { if (which === 'id') id += str(line); else cur += str(line); }
+  }
+  if (id && cur) out[id] = cur;
+  return out;
+}
+
+function page(parts, sid, lang) {
   const spec = menuD[parts.join('/')];
   const view = spec.action.path;
   const L = {
@@ -206,12 +223,13 @@ function page(parts, sid) {
     apply_rollback: 90, apply_holdoff: 1, apply_timeout: 5, apply_display: 1, rollback_token: null,
   };
   return `<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>router - ${spec.title} - LuCI</title>
+<html lang="${lang}"><head><meta charset="utf-8"><title>router - ${spec.title} - LuCI</title>
 <meta name="viewport" content="initial-scale=1.0">
 <link rel="stylesheet" href="/luci-static/bootstrap/cascade.css">
-<script src="/cgi-bin/luci/admin/translations/en"></script>
-<script src="/luci-static/resources/cbi.js"></script></head>
-<body class="lang_en" data-page="${parts.join('-')}">
+<script src="/cgi-bin/luci/admin/translations/${lang}"></script>
+<script src="/luci-static/resources/cbi.js"></script>
+<script>window.TR = {}; for (var k in window.PO || {}) TR[sfh(trimws(k))] = PO[k];</script></head>
+<body class="lang_${lang}" data-page="${parts.join('-')}">
 <header><a class="brand" href="/">router</a><ul class="nav" id="topmenu" style="display:none"></ul>
 <div id="indicators" class="pull-right"></div></header>
 <div id="maincontent" class="container"><div id="tabmenu" style="display:none"></div>
@@ -253,7 +271,8 @@ const server = http.createServer(async (req, res) => {
       }
       return send(404, 'text/plain', 'not found');
     }
-    if (p === '/cgi-bin/luci/admin/translations/en') return send(200, 'application/javascript', 'window.TR = {};');
+    if (p.startsWith('/cgi-bin/luci/admin/translations/'))
+      return send(200, 'application/javascript', `window.PO = ${JSON.stringify(po(p.split('/').pop()))};`);
     const sid = cookieSid(req);
     if (p === '/cgi-bin/luci/admin/menu') return sid ? send(200, 'application/json', JSON.stringify(menuTree())) : send(403, 'text/plain', 'login');
     if (p.startsWith('/cgi-bin/luci/admin/uci/')) {
@@ -274,7 +293,8 @@ const server = http.createServer(async (req, res) => {
     const parts = p.replace(/^\/cgi-bin\/luci\//, '').replace(/\/$/, '').split('/');
     if (menuD[parts.join('/')]?.action?.type === 'view') {
       if (!sid) return send(403, 'text/html', '<p>login required</p>');
-      return send(200, 'text/html; charset=UTF-8', page(parts, sid));
+      const lang = (req.headers.cookie ?? '').match(/luci_lang=([a-z]{2})/)?.[1] ?? 'en';
+      return send(200, 'text/html; charset=UTF-8', page(parts, sid, lang));
     }
     send(404, 'text/plain', 'not found');
   } catch (e) {
