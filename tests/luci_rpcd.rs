@@ -509,7 +509,8 @@ fn malicious_arguments_get_a_json_error_and_run_nothing() {
 
 /// The LuCI pages in Debian's Chromium (`tests/luci/`, driven by node and playwright-core):
 /// LuCI's real JavaScript from `../shared/upstream`, the real plugin against this daemon, the
-/// real `uci` on a config directory the daemon reads. Screenshots go to `docs/luci-*.png`.
+/// real `uci` on a config directory the daemon reads. Screenshots go to `test-artifacts/luci-*.png`
+/// (`docs/` with `UPDATE_SCREENSHOTS=1`).
 #[test]
 fn luci_pages_in_chromium_revoke_a_phone_and_save_a_venue() {
     let chromium = Path::new("/usr/bin/chromium").exists()
@@ -572,7 +573,13 @@ fn luci_pages_in_chromium_revoke_a_phone_and_save_a_venue() {
         .expect("list trusted_key 'KEY'")
         .to_owned();
 
-    let docs = format!("{ROOT}/docs");
+    // Screenshots: test-artifacts/ on every run; docs/ (committed) with UPDATE_SCREENSHOTS=1.
+    let docs = if std::env::var("UPDATE_SCREENSHOTS").as_deref() == Ok("1") {
+        format!("{ROOT}/docs")
+    } else {
+        format!("{ROOT}/test-artifacts")
+    };
+    std::fs::create_dir_all(&docs).unwrap();
     let out = Command::new("node")
         .args(["--test", "--test-concurrency=1", "tests/luci/"])
         .current_dir(ROOT)

@@ -143,11 +143,20 @@ test('Devices: revoking a paid phone takes it out of the kernel and its traffic 
   assert.equal(internet(env('REVOKE_NS')), 0, 'traffic stopped');
   assert.ok(allowed().includes(env('KEEP_MAC')), 'the other phone stays');
   assert.equal(internet(env('KEEP_NS')), 204);
-  // After the page reloads, the revoked phone is gone from the list.
+  // Extend from the same page: the duration field of the other phone's row, confirmed.
+  await page.reload();
+  await page.waitForSelector('#wifipos-devices');
+  const keep = `[data-mac="${env('KEEP_MAC')}"]`;
+  await page.fill(`${keep} input[data-field=duration]`, '1h');
+  await page.click(`${keep} button[data-action=extend]`);
+  assert.match(await page.textContent('.modal'), /Add 1h to voucher/);
+  await page.click('.modal button[data-action=confirm]');
+  // After the page reloads, the revoked phone is gone and the other has 2 h + 1 h left.
   await until('the list without the phone', async () => {
     const t = await page.textContent('#view').catch(() => '');
-    return t.includes(env('KEEP_MAC')) && !t.includes(mac);
+    return t.includes(env('KEEP_MAC')) && !t.includes(mac) && /2h 59m|3h 0m/.test(t);
   });
+  assert.ok(log.some((l) => l.method === 'extend' && l.args.duration === '1h'));
 });
 
 test('Vouchers: recent vouchers and a pasted code looked up', async () => {
@@ -193,6 +202,18 @@ test('Settings: key ids as the router computes them; a new venue is saved, appli
   const ids = await page.evaluate((k) => L.require('wifipos').then((w) =>
     [w.keyId(k), w.keyId(k.slice(0, -2) + '=='), w.keyId('$(reboot)'), w.keyId(btoa('x'.repeat(31)))]), env('TRUSTED_KEY'));
   assert.deepEqual(ids, [env('KEY_ID'), null, null, null]);
+  // In the form: a line that is not a key is marked and cannot be added.
+  await page.click('text=Till keys');
+  const add = '[id="widget.cbid.wifipos.main.trusted_key"]';
+  const item = '[id="cbid.wifipos.main.trusted_key"] .item';
+  const items = await page.locator(item).count();
+  assert.equal(items, 1, 'the one saved key');
+  await page.locator(add).pressSequentially('not-a-key');
+  await until('the field marked invalid', async () => /cbi-input-invalid/.test(await page.getAttribute(add, 'class')));
+  await page.press(add, 'Enter');
+  assert.equal(await page.locator(item).count(), items);
+  await page.fill(add, '');
+  await page.click('text=Portal');
   await page.fill('[id="widget.cbid.wifipos.main.venue"]', 'Kaffeehaus Nord');
   await shot(page, 'settings');
   await page.click('.cbi-page-actions .cbi-button-apply');
