@@ -45,7 +45,16 @@ function internet(ns) {
   }
 }
 
-async function until(what, cond, ms = 10000) {
+// A phone that should be online: retried, as a loaded machine can be slow to answer once.
+async function online(ns) {
+  for (let i = 0; i < 5; i++) {
+    if (internet(ns) === 204) return true;
+    await sleep(200);
+  }
+  return false;
+}
+
+async function until(what, cond, ms = 20000) {
   const t = Date.now();
   while (Date.now() - t < ms) {
     if (await cond()) return;
@@ -129,7 +138,7 @@ test('Devices: revoking a paid phone takes it out of the kernel and its traffic 
   const page = await login('root');
   const mac = env('REVOKE_MAC');
   assert.ok(allowed().includes(mac));
-  assert.equal(internet(env('REVOKE_NS')), 204, 'online before');
+  assert.ok(await online(env('REVOKE_NS')), 'online before');
   await open(page, 'devices', '#wifipos-devices');
   const rows = await page.textContent('#wifipos-devices table');
   assert.ok(rows.includes(mac) && rows.includes(env('KEEP_MAC')), rows);
@@ -142,7 +151,7 @@ test('Devices: revoking a paid phone takes it out of the kernel and its traffic 
   await until('the MAC to leave the allowed set', () => !allowed().includes(mac));
   assert.equal(internet(env('REVOKE_NS')), 0, 'traffic stopped');
   assert.ok(allowed().includes(env('KEEP_MAC')), 'the other phone stays');
-  assert.equal(internet(env('KEEP_NS')), 204);
+  assert.ok(await online(env('KEEP_NS')));
   // Extend from the same page: the duration field of the other phone's row, confirmed.
   await page.reload();
   await page.waitForSelector('#wifipos-devices');
@@ -226,5 +235,5 @@ test('Settings: key ids as the router computes them; a new venue is saved, appli
         .toString().includes('Kaffeehaus Nord');
     } catch { return false; }
   });
-  assert.equal(internet(env('KEEP_NS')), 204, 'the paying phone stays online through the reload');
+  assert.ok(await online(env('KEEP_NS')), 'the paying phone stays online through the reload');
 });
