@@ -219,7 +219,9 @@ function page(parts, sid, lang) {
   const L = {
     media: '/luci-static/bootstrap', resource: '/luci-static/resources', scriptname: '/cgi-bin/luci',
     pathinfo: '/' + parts.join('/'), documentroot: '/www', requestpath: parts, dispatchpath: parts,
-    pollinterval: 5, ubuspath: '/ubus/', sessionid: sid, token: 'x'.repeat(32), nodespec: spec,
+    pollinterval: 5, ubuspath: '/ubus/', sessionid: sid, token: 'x'.repeat(32),
+    // As LuCI's dispatcher: readonly when the login has the app's read ACL only.
+    nodespec: { ...spec, satisfied: true, readonly: !sessions.get(sid).write },
     apply_rollback: 90, apply_holdoff: 1, apply_timeout: 5, apply_display: 1, rollback_token: null,
   };
   return `<!DOCTYPE html>

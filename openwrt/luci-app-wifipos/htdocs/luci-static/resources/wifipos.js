@@ -110,6 +110,12 @@ return baseclass.extend({
 		return '%t'.format(s);
 	},
 
+	// True when this login may only read (the ACL's write part is not granted): LuCI's dispatcher
+	// marks the page readonly, and the action buttons are disabled.
+	readonly: function() {
+		return !L.hasViewPermission();
+	},
+
 	// An error answer of the plugin as a notification; true if there was one.
 	failed: function(res) {
 		if (res && res.error) {
@@ -137,6 +143,9 @@ return baseclass.extend({
 								ui.addNotification(null, E('p', {}, [ res.message || _('Done.') ]), 'info');
 								window.setTimeout(function() { location.reload(); }, 600);
 							}
+						}, function(err) {
+							ui.hideModal();
+							ui.addNotification(null, E('p', {}, [ err.message || String(err) ]), 'danger');
 						});
 					})
 				}, [ label ])

@@ -20,6 +20,7 @@ return view.extend({
 			return E('div', {}, [ _('The wifipos daemon does not answer.') ]);
 
 		var self = this;
+		var ro = wifipos.readonly() ? '' : null;
 		var rows = res.sessions.map(function(s) {
 			var dur = E('input', { 'type': 'text', 'class': 'cbi-input-text', 'value': '30m', 'style': 'width:5em',
 				'data-field': 'duration', 'title': _('Time to add, such as 30m, 2h or 1d') });
@@ -31,12 +32,12 @@ return view.extend({
 				wifipos.left(s.remaining_s),
 				s.kernel_s != null ? wifipos.left(s.kernel_s) : _('not in the kernel'),
 				E('div', { 'class': 'wifipos-actions', 'data-mac': s.mac }, [
-					E('button', { 'class': 'btn cbi-button', 'data-action': 'kick',
+					E('button', { 'class': 'btn cbi-button', 'data-action': 'kick', 'disabled': ro,
 						'click': self.act(_('Kick device'),
 							_('Take %s off its voucher? Its place is free for another device and it goes back to the portal.').format(s.mac),
 							_('Kick'), function() { return wifipos.kick(s.mac); }) }, [ _('Kick') ]),
 					' ', dur,
-					E('button', { 'class': 'btn cbi-button', 'data-action': 'extend',
+					E('button', { 'class': 'btn cbi-button', 'data-action': 'extend', 'disabled': ro,
 						'click': function() {
 							var d = dur.value.trim();
 							wifipos.confirm(_('Extend voucher'),
@@ -44,17 +45,17 @@ return view.extend({
 								_('Extend'), function() { return wifipos.extend(s.voucher, d); });
 						} }, [ _('Extend') ]),
 					' ',
-					E('button', { 'class': 'btn cbi-button-negative', 'data-action': 'revoke',
+					E('button', { 'class': 'btn cbi-button-negative', 'data-action': 'revoke', 'disabled': ro,
 						'click': self.act(_('Revoke voucher'),
 							_('Revoke voucher %s? Every device on it goes back to the portal at once.').format(s.voucher),
 							_('Revoke'), function() { return wifipos.revoke(s.voucher); }) }, [ _('Revoke') ]),
 					' ',
-					E('button', { 'class': 'btn cbi-button', 'data-action': 'trust',
+					E('button', { 'class': 'btn cbi-button', 'data-action': 'trust', 'disabled': ro,
 						'click': self.act(_('Trust device'),
 							_('Let %s online without a voucher (staff)?').format(s.mac),
 							_('Trust'), function() { return wifipos.trust(s.mac); }) }, [ _('Trust') ]),
 					' ',
-					E('button', { 'class': 'btn cbi-button-negative', 'data-action': 'block',
+					E('button', { 'class': 'btn cbi-button-negative', 'data-action': 'block', 'disabled': ro,
 						'click': self.act(_('Block device'),
 							_('Refuse %s everything, even with a voucher?').format(s.mac),
 							_('Block'), function() { return wifipos.block(s.mac); }) }, [ _('Block') ])
@@ -65,7 +66,7 @@ return view.extend({
 		var mac = E('input', { 'type': 'text', 'class': 'cbi-input-text', 'id': 'wifipos-mac',
 			'placeholder': 'aa:bb:cc:dd:ee:ff' });
 		var rule = function(label, title, text, fn) {
-			return E('button', { 'class': 'btn cbi-button', 'click': function() {
+			return E('button', { 'class': 'btn cbi-button', 'disabled': ro, 'click': function() {
 				var m = mac.value.trim();
 				wifipos.confirm(title, text.format(m), label, function() { return fn(m); });
 			} }, [ label ]);

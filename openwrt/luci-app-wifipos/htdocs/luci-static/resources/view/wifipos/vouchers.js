@@ -39,6 +39,7 @@ return view.extend({
 		if (wifipos.failed(res))
 			return E('div', {}, [ _('The wifipos daemon does not answer.') ]);
 		var self = this;
+		var ro = wifipos.readonly() ? '' : null;
 
 		var rows = res.vouchers.map(function(v) {
 			return [
@@ -49,7 +50,7 @@ return view.extend({
 				E('span', {}, v.devices.map(function(m) { return E('code', {}, [ m, ' ' ]); })),
 				wifipos.time(v.first_redeemed_at),
 				self.state(v, res.now),
-				v.revoked_at ? '' : E('button', { 'class': 'btn cbi-button-negative', 'data-action': 'revoke',
+				v.revoked_at ? '' : E('button', { 'class': 'btn cbi-button-negative', 'data-action': 'revoke', 'disabled': ro,
 					'data-voucher': v.voucher, 'click': function() {
 						wifipos.confirm(_('Revoke voucher'),
 							_('Revoke voucher %s? Every device on it goes back to the portal at once.').format(v.voucher),
