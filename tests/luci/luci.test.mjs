@@ -1,0 +1,245 @@
+// luci-app-wifipos in Debian's Chromium (playwright-core) with LuCI's real client side, served
+// by ./server.mjs, which runs the real rpcd plugin against the lab's wifiposd and the real `uci`.
+// Run by tests/luci_rpcd.rs (lab, daemon, vouchers, config directory); it passes, besides the
+// server's variables: ROUTER_NS, REVOKE_NS/REVOKE_MAC (a paid phone to revoke), KEEP_NS/KEEP_MAC
+// /KEEP_TOKEN (a paid phone that must stay online), KEY_ID (the till key's id), SCREENSHOTS.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chromium } from 'playwright-core';
+import { start, stop, log } from './server.mjs';
+
+const env = (k) => {
+  const v = process.env[k];
+  assert.ok(v, `${k} must be set (run through tests/luci_rpcd.rs)`);
+  return v;
+};
+
+let browser, base;
+before(async () => {
+  base = `http://127.0.0.1:${await start()}`;
+  browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync'],
+  });
+});
+after(async () => { await browser?.close(); stop(); });
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function allowed() {
+  const out = execFileSync('ip', ['netns', 'exec', env('ROUTER_NS'), 'nft', '-j', 'list', 'set', 'inet', 'wifipos', 'allowed']);
+  return JSON.stringify(JSON.parse(out)).toLowerCase();
+}
+
+// HTTP status of the "internet" from a phone (0: refused or timed out).
+function internet(ns) {
+  try {
+    const out = execFileSync('ip', ['netns', 'exec', ns, 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '-m', '3',
+      'http://10.99.0.2:8080/generate_204']);
+    return Number(out.toString());
+  } catch {
+    return 0;
+  }
+}
+
+// A phone that should be online: retried, as a loaded machine can be slow to answer once.
+async function online(ns) {
+  for (let i = 0; i < 5; i++) {
+    if (internet(ns) === 204) return true;
+    await sleep(200);
+  }
+  return false;
+}
+
+async function until(what, cond, ms = 20000) {
+  const t = Date.now();
+  while (Date.now() - t < ms) {
+    if (await cond()) return;
+    await sleep(100);
+  }
+  assert.fail(`timed out waiting for ${what}`);
+}
+
+// A browser logged in through ubus `session login`, as rpcd's session object answers it.
+async function login(user) {
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 }, locale: 'en-US' });
+  const r = await ctx.request.post(`${base}/ubus/`, {
+    data: { jsonrpc: '2.0', id: 1, method: 'call',
+      params: ['00000000000000000000000000000000', 'session', 'login', { username: user, password: env('PASSWORD') }] },
+  });
+  const [code, sess] = (await r.json()).result;
+  assert.equal(code, 0, 'login accepted');
+  await ctx.addCookies([{ name: 'sysauth_http', value: sess.ubus_rpc_session, url: base }]);
+  const page = await ctx.newPage();
+  page.on('pageerror', (e) => console.error('page error:', e));
+  return page;
+}
+
+async function open(page, name, selector) {
+  await page.goto(`${base}/cgi-bin/luci/admin/services/wifipos/${name}`);
+  await page.waitForSelector(selector, { timeout: 15000 });
+  await page.waitForLoadState('networkidle');
+}
+
+const shot = (page, name) => page.screenshot({ path: `${env('SCREENSHOTS')}/luci-${name}.png`, fullPage: true });
+
+test('a wrong password gets no session, and no page without one', async () => {
+  const ctx = await browser.newContext();
+  const r = await ctx.request.post(`${base}/ubus/`, {
+    data: { jsonrpc: '2.0', id: 1, method: 'call',
+      params: ['00000000000000000000000000000000', 'session', 'login', { username: 'root', password: 'wrong' }] },
+  });
+  assert.deepEqual((await r.json()).result, [6]);
+  const p = await ctx.request.get(`${base}/cgi-bin/luci/admin/services/wifipos/devices`);
+  assert.equal(p.status(), 403);
+});
+
+test('overview shows devices online, sales, the key id, firewall and clock', async () => {
+  const page = await login('root');
+  await open(page, 'overview', '#wifipos-overview');
+  const text = await page.textContent('#wifipos-overview');
+  assert.match(text, /Devices online now\s*2/);
+  assert.match(text, /Vouchers sold today\s*2/);
+  assert.match(text, new RegExp(`Trusted till keys\\s*${env('KEY_ID')}`));
+  assert.match(text, /Firewall table\s*intact/);
+  assert.match(text, /Clock\s*synchronised/);
+  // The menu: Services > Wi-Fi vouchers, with the five pages as tabs.
+  assert.match(await page.textContent('#topmenu'), /Services/);
+  assert.match(await page.textContent('#tabmenu'), /Overview.*Devices.*Vouchers.*Settings.*Events/s);
+  await shot(page, 'overview');
+});
+
+test('the pages in German and Spanish, from the po files through LuCI\'s own _()', async () => {
+  for (const [lang, online, tab, devices] of [['de', 'Geräte jetzt online', 'Übersicht', 'Geräte'], ['es', 'Dispositivos en línea ahora', 'Resumen', 'Dispositivos']]) {
+    const page = await login('root');
+    await page.context().addCookies([{ name: 'luci_lang', value: lang, url: base }]);
+    await open(page, 'overview', '#wifipos-overview');
+    assert.ok((await page.textContent('#wifipos-overview')).includes(online), lang);
+    assert.ok((await page.textContent('#tabmenu')).includes(tab), lang);
+    await open(page, 'devices', '#wifipos-devices');
+    assert.ok((await page.textContent('#wifipos-devices h2')).includes(devices), lang);
+  }
+});
+
+test('a read-only login cannot kick: buttons disabled, and the ACL refuses the call anyway', async () => {
+  const page = await login('viewer');
+  await open(page, 'devices', '#wifipos-devices');
+  const kick = `[data-mac="${env('KEEP_MAC')}"] button[data-action=kick]`;
+  assert.equal(await page.isDisabled(kick), true);
+  assert.equal(await page.isDisabled(`[data-mac="${env('KEEP_MAC')}"] button[data-action=revoke]`), true);
+  // Past the page: the same RPC from the browser is refused by the session's ACL.
+  const answer = await page.evaluate((mac) => L.require('wifipos').then((w) => w.kick(mac))
+    .then((r) => JSON.stringify(r), (e) => e.message), env('KEEP_MAC'));
+  assert.match(answer, /Access denied/);
+  assert.ok(allowed().includes(env('KEEP_MAC')), 'still allowed');
+  assert.ok(!log.some((l) => l.method === 'kick'), 'the plugin never ran kick');
+  // Reading works.
+  assert.ok((await page.textContent('#wifipos-devices table')).includes(env('KEEP_MAC')));
+});
+
+test('Devices: revoking a paid phone takes it out of the kernel and its traffic stops', async () => {
+  const page = await login('root');
+  const mac = env('REVOKE_MAC');
+  assert.ok(allowed().includes(mac));
+  assert.ok(await online(env('REVOKE_NS')), 'online before');
+  await open(page, 'devices', '#wifipos-devices');
+  const rows = await page.textContent('#wifipos-devices table');
+  assert.ok(rows.includes(mac) && rows.includes(env('KEEP_MAC')), rows);
+  assert.match(rows, /SALE-R/);
+  await shot(page, 'devices');
+  await page.click(`[data-mac="${mac}"] button[data-action=revoke]`);
+  await page.waitForSelector('.modal button[data-action=confirm]');
+  assert.match(await page.textContent('.modal'), /Revoke voucher/);
+  await page.click('.modal button[data-action=confirm]');
+  await until('the MAC to leave the allowed set', () => !allowed().includes(mac));
+  assert.equal(internet(env('REVOKE_NS')), 0, 'traffic stopped');
+  assert.ok(allowed().includes(env('KEEP_MAC')), 'the other phone stays');
+  assert.ok(await online(env('KEEP_NS')));
+  // Extend from the same page: the duration field of the other phone's row, confirmed.
+  await page.reload();
+  await page.waitForSelector('#wifipos-devices');
+  const keep = `[data-mac="${env('KEEP_MAC')}"]`;
+  await page.fill(`${keep} input[data-field=duration]`, '1h');
+  await page.click(`${keep} button[data-action=extend]`);
+  assert.match(await page.textContent('.modal'), /Add 1h to voucher/);
+  await page.click('.modal button[data-action=confirm]');
+  // After the page reloads, the revoked phone is gone and the other has 2 h + 1 h left.
+  await until('the list without the phone', async () => {
+    const t = await page.textContent('#view').catch(() => '');
+    return t.includes(env('KEEP_MAC')) && !t.includes(mac) && /2h 59m|3h 0m/.test(t);
+  });
+  assert.ok(log.some((l) => l.method === 'extend' && l.args.duration === '1h'));
+});
+
+test('Vouchers: recent vouchers and a pasted code looked up', async () => {
+  const page = await login('root');
+  await open(page, 'vouchers', '#wifipos-vouchers');
+  const t = await page.textContent('#wifipos-vouchers');
+  assert.match(t, /SALE-K/);
+  assert.match(t, /revoked/);
+  await page.fill('#wifipos-code', `  ${env('KEEP_TOKEN')}  `);
+  await page.click('button[data-action=lookup]');
+  await page.waitForSelector('#wifipos-found');
+  const found = await page.textContent('#wifipos-found');
+  assert.match(found, /SALE-K/);
+  assert.ok(found.includes(env('KEEP_MAC')), found);
+  await shot(page, 'vouchers');
+});
+
+test('Events: the log with a time filter', async () => {
+  const page = await login('root');
+  await open(page, 'events', '#wifipos-events');
+  let t = await page.textContent('#wifipos-events');
+  assert.match(t, /redeemed/);
+  assert.match(t, /voucher_revoked/);
+  await page.selectOption('#wifipos-since', 'custom');
+  await page.fill('#wifipos-since-custom', '9999-12-31');
+  await page.click('button[data-action=show]');
+  await until('an empty log', async () => /No events in this time/.test(await page.textContent('#wifipos-events')));
+  await page.selectOption('#wifipos-since', '7d');
+  await page.click('button[data-action=show]');
+  await until('the week', async () => /redeemed/.test(await page.textContent('#wifipos-events')));
+  t = await page.textContent('#wifipos-events');
+  assert.match(t, /voucher_revoked/);
+  await shot(page, 'events');
+});
+
+test('Settings: key ids as the router computes them; a new venue is saved, applied and shown by the portal', async () => {
+  const page = await login('root');
+  await open(page, 'settings', '[id="widget.cbid.wifipos.main.venue"]');
+  assert.equal(await page.inputValue('[id="widget.cbid.wifipos.main.venue"]'), 'Café Test');
+  // The saved key with its id; the form's key check (base64 of 32 bytes, id by SHA-256) agrees
+  // with the router's and refuses what is not a key.
+  assert.ok((await page.textContent('#maincontent')).includes(env('KEY_ID')));
+  const ids = await page.evaluate((k) => L.require('wifipos').then((w) =>
+    [w.keyId(k), w.keyId(k.slice(0, -2) + '=='), w.keyId('$(reboot)'), w.keyId(btoa('x'.repeat(31)))]), env('TRUSTED_KEY'));
+  assert.deepEqual(ids, [env('KEY_ID'), null, null, null]);
+  // In the form: a line that is not a key is marked and cannot be added.
+  await page.click('text=Till keys');
+  const add = '[id="widget.cbid.wifipos.main.trusted_key"]';
+  const item = '[id="cbid.wifipos.main.trusted_key"] .item';
+  const items = await page.locator(item).count();
+  assert.equal(items, 1, 'the one saved key');
+  await page.locator(add).pressSequentially('not-a-key');
+  await until('the field marked invalid', async () => /cbi-input-invalid/.test(await page.getAttribute(add, 'class')));
+  await page.press(add, 'Enter');
+  assert.equal(await page.locator(item).count(), items);
+  await page.fill(add, '');
+  await page.click('text=Portal');
+  await page.fill('[id="widget.cbid.wifipos.main.venue"]', 'Kaffeehaus Nord');
+  await shot(page, 'settings');
+  await page.click('.cbi-page-actions .cbi-button-apply');
+  await until('the config file to hold the venue',
+    () => fs.readFileSync(`${env('UCI_CONFDIR')}/wifipos`, 'utf8').includes("option venue 'Kaffeehaus Nord'"));
+  assert.ok(log.some((l) => l.method === 'apply'));
+  await until('the portal to show the venue', () => {
+    try {
+      return execFileSync('ip', ['netns', 'exec', env('KEEP_NS'), 'curl', '-s', '-m', '3', 'http://10.20.0.1:2050/'])
+        .toString().includes('Kaffeehaus Nord');
+    } catch { return false; }
+  });
+  assert.ok(await online(env('KEEP_NS')), 'the paying phone stays online through the reload');
+});
