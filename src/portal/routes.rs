@@ -114,9 +114,10 @@ pub struct PortalConfig {
     pub attempts_per_minute: u32,
 }
 
-/// Attempts per minute from all sources together that are not genuine vouchers (guesses): the
-/// most refusals the router verifies and records per minute, whatever the number of addresses.
-pub const GUESSES_PER_MINUTE: u32 = 120;
+/// Attempts per minute from all sources together that are not genuine vouchers (guesses), as a
+/// multiple of `attempts_per_minute` (120 with the default 10): the most refusals the router
+/// verifies and records per minute, whatever the number of addresses.
+pub const GUESSES_FACTOR: u32 = 12;
 
 impl PortalConfig {
     /// `host[:port]` of the portal URL, to tell portal requests from redirected ones.
@@ -139,7 +140,10 @@ pub struct Portal<G> {
 
 impl<G: Gate> Portal<G> {
     pub fn new(cfg: PortalConfig, gate: G) -> Portal<G> {
-        let attempts = Limiter::new(cfg.attempts_per_minute, GUESSES_PER_MINUTE);
+        let attempts = Limiter::new(
+            cfg.attempts_per_minute,
+            cfg.attempts_per_minute.saturating_mul(GUESSES_FACTOR),
+        );
         Portal {
             cfg,
             gate,
