@@ -157,9 +157,11 @@ async fn in_child(
 /// daemon always comes first) and limits its own CPU time and address space first, prints the code's text and exits 0, or exits 1 when there is none
 /// and 2 on bad input.
 pub fn child_main(args: &[String]) -> ExitCode {
-    use rustix::process::{nice, setrlimit, Resource, Rlimit};
+    use rustix::process::{getrlimit, nice, setrlimit, Resource, Rlimit};
     let _ = nice(19);
     for (res, n) in [(Resource::Cpu, CHILD_CPU_S), (Resource::As, CHILD_MEM)] {
+        // Never above a limit the daemon itself runs under.
+        let n = getrlimit(res).maximum.map_or(n, |max| max.min(n));
         let lim = Rlimit {
             current: Some(n),
             maximum: Some(n),
