@@ -24,7 +24,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
     HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION,
@@ -327,13 +327,16 @@ async fn respond<G: Gate, N: Neighbours>(
         now,
     };
     if photo {
-        return close(photo_upload(shared, &r, req.into_body(), declared).await);
+        // Boxed: the photo path's state is large and would otherwise be reserved in every
+        // connection's task.
+        return close(Box::pin(photo_upload(shared, &r, req.into_body(), declared)).await);
     }
     if post {
-        let body = Limited::new(req.into_body(), cap).collect();
-        match tokio::time::timeout(shared.limits.body_timeout, body).await {
-            Ok(Ok(b)) => r.body = b.to_bytes().to_vec(),
-            Ok(Err(_)) => {
+        let mut body = req.into_body();
+        let read = read_body(&mut body, &mut r.body, cap);
+        match tokio::time::timeout(shared.limits.body_timeout, read).await {
+            Ok(true) => {}
+            Ok(false) => {
                 return close(plain(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "Request body too large\n",
@@ -372,23 +375,10 @@ async fn photo_upload<G: Gate, N: Neighbours>(
         return busy();
     };
     let mut px = Vec::with_capacity(n);
-    let read = async {
-        while let Some(frame) = body.frame().await {
-            let Ok(data) = frame.map(|f| f.into_data()) else {
-                return false;
-            };
-            if let Ok(data) = data {
-                if px.len() + data.len() > n {
-                    return false;
-                }
-                px.extend_from_slice(&data);
-            }
-        }
-        px.len() == n
-    };
+    let read = read_body(&mut body, &mut px, n);
     match tokio::time::timeout(shared.limits.body_timeout, read).await {
-        Ok(true) => {}
-        Ok(false) => return plain(StatusCode::BAD_REQUEST, "Incomplete photo\n"),
+        Ok(true) if px.len() == n => {}
+        Ok(_) => return plain(StatusCode::BAD_REQUEST, "Incomplete photo\n"),
         Err(_) => return plain(StatusCode::REQUEST_TIMEOUT, "Request too slow\n"),
     }
     let Ok(Ok(_turn)) =
@@ -406,6 +396,24 @@ async fn photo_upload<G: Gate, N: Neighbours>(
     };
     let resp = shared.portal.borrow_mut().photo_decoded(r, text.as_deref());
     response(resp, false)
+}
+
+/// Reads a request body into `out`, at most `cap` bytes (false if there is more, or it broke
+/// off). Copies each chunk, so hyper's read buffer is free again at once: a held connection
+/// costs the bytes it sent, not a buffer.
+async fn read_body(body: &mut Incoming, out: &mut Vec<u8>, cap: usize) -> bool {
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return false;
+        };
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > cap {
+                return false;
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    true
 }
 
 /// Marks a response as the last on its connection.
