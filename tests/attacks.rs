@@ -167,20 +167,26 @@ fn a_photo_of_finder_patterns_does_not_freeze_the_portal() {
     let mut daemon = cafe.start();
     let attacker = phones::ns_of(&cafe.lab, "client2");
 
-    // The attack: three crafted photos at once (400 px and the largest allowed, 1000 px) and
+    // The attack: crafted photos of 400 px and of the largest size allowed (1000 px), one
+    // after the other, and a third one at the same time (one upload per address: "busy"), plus
     // one larger than allowed.
-    let photos: Vec<(usize, Vec<u8>)> = vec![
-        (400, finder_grid(400, 1, 1)),
-        (1000, finder_grid(1000, 1, 1)),
-        (400, finder_grid(400, 1, 2)),
-    ];
     let started = Instant::now();
     let mut threads = Vec::new();
-    for (side, px) in photos {
+    let batches: Vec<Vec<(usize, Vec<u8>)>> = vec![
+        vec![
+            (400, finder_grid(400, 1, 1)),
+            (1000, finder_grid(1000, 1, 1)),
+        ],
+        vec![(400, finder_grid(400, 1, 2))],
+    ];
+    for batch in batches {
         let ns = attacker.clone();
         threads.push(std::thread::spawn(move || {
             phones::enter_ns(&ns);
-            post_photo(side, side, &px)
+            batch
+                .iter()
+                .map(|(side, px)| post_photo(*side, *side, px))
+                .collect::<Vec<_>>()
         }));
     }
     let oversize = {
@@ -218,20 +224,27 @@ fn a_photo_of_finder_patterns_does_not_freeze_the_portal() {
         "oversize photo: {big_status} after {big_took:?}"
     );
     let mut worst = Duration::ZERO;
+    let mut decoded = 0;
     for t in threads {
-        let (status, took) = t.join().unwrap();
-        eprintln!("crafted photo answered {status} after {took:?}");
-        assert!(
-            [422, 503].contains(&status),
-            "crafted photo got {status} after {took:?}"
-        );
-        worst = worst.max(took);
+        for (status, took) in t.join().unwrap() {
+            eprintln!("crafted photo answered {status} after {took:?}");
+            assert!(
+                [422, 503].contains(&status),
+                "crafted photo got {status} after {took:?}"
+            );
+            decoded += usize::from(status == 422);
+            worst = worst.max(took);
+        }
     }
+    assert!(
+        decoded >= 2,
+        "both crafted photos of the first batch reach the decoder"
+    );
     eprintln!(
         "worst crafted-photo answer: {worst:?} (attack total {:?})",
         started.elapsed()
     );
-    assert!(worst < Duration::from_secs(20), "{worst:?}");
+    assert!(worst < Duration::from_secs(10), "{worst:?}");
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
         decoder_children(),

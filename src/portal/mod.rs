@@ -97,6 +97,8 @@ struct Shared<G, N> {
     conns: RefCell<Conns>,
     /// Photo bytes reserved by uploads in flight.
     photo_bytes: Cell<usize>,
+    /// Client groups (IPv4 address, IPv6 /64) with a photo upload in flight: one each.
+    photo_groups: RefCell<std::collections::HashSet<IpAddr>>,
     /// One photo decode at a time.
     decoding: tokio::sync::Semaphore,
 }
@@ -113,6 +115,7 @@ impl<G, N> Shared<G, N> {
             )),
             limits,
             photo_bytes: Cell::new(0),
+            photo_groups: RefCell::new(std::collections::HashSet::new()),
             decoding: tokio::sync::Semaphore::new(1),
         }
     }
@@ -128,6 +131,15 @@ struct Slot<G, N> {
 impl<G, N> Drop for Slot<G, N> {
     fn drop(&mut self) {
         self.shared.conns.borrow_mut().release(self.ip, self.id);
+    }
+}
+
+/// A client group's one photo upload, until dropped.
+struct Uploading<'a>(&'a RefCell<std::collections::HashSet<IpAddr>>, IpAddr);
+
+impl Drop for Uploading<'_> {
+    fn drop(&mut self) {
+        self.0.borrow_mut().remove(&self.1);
     }
 }
 
@@ -350,8 +362,8 @@ async fn respond<G: Gate, N: Neighbours>(
 }
 
 /// `POST /photo`: admitted by the portal (device known, size in bounds, an attempt left) before
-/// a byte of the body is read; the body must be exactly as declared and fit the photo budget;
-/// then it is decoded off this thread, one photo at a time.
+/// a byte of the body is read; one upload per client group at a time; the body must be exactly
+/// as declared and fit the photo budget; then it is decoded off this thread, one at a time.
 async fn photo_upload<G: Gate, N: Neighbours>(
     shared: &Shared<G, N>,
     r: &Req,
@@ -371,6 +383,12 @@ async fn photo_upload<G: Gate, N: Neighbours>(
         );
     }
     let busy = || response(shared.portal.borrow().photo_busy(r), false);
+    let group = r.source.map(conns::group_of);
+    let _uploading = match group {
+        Some(g) if !shared.photo_groups.borrow_mut().insert(g) => return busy(),
+        Some(g) => Some(Uploading(&shared.photo_groups, g)),
+        None => None,
+    };
     let Some(_held) = reserve(&shared.photo_bytes, shared.limits.photo_budget, n) else {
         return busy();
     };
