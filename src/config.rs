@@ -99,7 +99,8 @@ pub struct Config {
     pub blocked_macs: Vec<Mac>,
     /// `option max_connections`: open portal connections at once.
     pub max_connections: usize,
-    /// `option attempts_per_minute`: voucher attempts per device per minute.
+    /// `option attempts_per_minute`: voucher attempts per minute per source address (IPv6: /64)
+    /// and per genuine voucher; all sources together get 12 times as many.
     pub attempts_per_minute: u32,
     /// `option keep_days`: ended vouchers and their devices are deleted after this many days.
     pub keep_days: u32,

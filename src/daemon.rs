@@ -266,6 +266,12 @@ impl Gate for Sessions {
         })
     }
 
+    fn genuine(&mut self, input: &str) -> Option<(crate::keys::KeyId, u64)> {
+        voucher::verify(input, &self.keyring)
+            .ok()
+            .map(|v| (v.key_id, v.serial))
+    }
+
     fn access(&mut self, mac: Mac, now: i64) -> Option<Access> {
         match self.store.access(mac, now) {
             Ok(a) => a.map(|a| Access {
@@ -462,8 +468,16 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
         Box::new(NetlinkFirewall::new())
     };
     let portal_cfg = portal_config(&cfg);
+    // Photos are decoded by a child process of this very binary (killable, CPU and memory
+    // limited); /proc/self/exe still works after the file was replaced by an upgrade.
+    let exe = if std::path::Path::new("/proc/self/exe").exists() {
+        PathBuf::from("/proc/self/exe")
+    } else {
+        std::env::current_exe().unwrap_or_else(|_| PathBuf::from("wifiposd"))
+    };
     let limits = Limits {
         max_connections: cfg.max_connections,
+        decoder: portal::Decoder::Child(exe),
         ..Limits::default()
     };
     let bind = if opts.dev {

@@ -205,6 +205,24 @@ fn redemption_attempts_are_rate_limited_per_device() {
 }
 
 #[test]
+fn photos_are_decoded_only_within_the_rate_limit() {
+    let srv = start(Limits::default());
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        statuses.push(post(srv.addr, "/photo?w=10&h=10", "x", &[255; 100]).0);
+    }
+    // Decoded and found empty five times; then refused before the body is read or decoded.
+    assert_eq!(&statuses[..5], &[422; 5]);
+    assert_eq!(&statuses[5..], &[429, 429]);
+    // Over the pixel bound: refused from the header alone.
+    let head = format!(
+        "POST /photo?w=1200&h=1200 HTTP/1.1\r\nHost: {}\r\nContent-Length: 1440000\r\n\r\n",
+        srv.addr
+    );
+    assert_eq!(raw(srv.addr, head.as_bytes()).0, 413);
+}
+
+#[test]
 fn bad_input_gets_a_status_never_a_crash() {
     let srv = start(Limits::default());
     // A declared body over the limit is refused before it is read.

@@ -8,6 +8,7 @@ use std::cell::RefCell;
 
 use libfuzzer_sys::fuzz_target;
 use wifipos::mac::Mac;
+use wifipos::portal::photo::MAX_PHOTO_PIXELS;
 use wifipos::portal::routes::{decode_qr, MAX_PHOTO_SIDE};
 use wifipos::portal::{Portal, Req};
 use wifipos_fuzz::VerifyGate;
@@ -23,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let w = usize::from(u16::from_be_bytes([data[0], data[1]])).clamp(1, MAX_PHOTO_SIDE);
     let px = &data[2..];
-    let h = (px.len() / w).min(MAX_PHOTO_SIDE);
+    let h = (px.len() / w).min(MAX_PHOTO_SIDE).min(MAX_PHOTO_PIXELS / w);
     if h == 0 {
         return;
     }

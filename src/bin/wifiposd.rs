@@ -231,6 +231,11 @@ fn rule(mac: String, rule: RuleName, on: bool) -> Request {
 }
 
 fn main() -> ExitCode {
+    // The daemon's photo decoder runs as a child of itself (not a documented command).
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(wifipos::portal::photo::CHILD_ARG) {
+        return wifipos::portal::photo::child_main(&args[1..]);
+    }
     let cli: Cli = match wifipos::cli::parse("wifiposd") {
         Ok(cli) => cli,
         Err(code) => return code,

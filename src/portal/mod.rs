@@ -1,22 +1,30 @@
 //! The captive portal's HTTP server (hyper 1 on a current-thread tokio runtime).
 //!
 //! Owns: accepting connections and the limits that keep a small router standing — connection
-//! caps (total and per client), a header read timeout and a connection lifetime (slowloris),
-//! header and body size limits — and turning hyper requests into [`routes::Req`]. What to
-//! answer is `routes`; what the pages say is `pages`; who the client is comes from `neigh`.
+//! caps per address, per IPv6 /64 and in total with fair eviction (`conns`), a header read
+//! timeout and a connection lifetime (slowloris), head size, per-route body caps (a redeem
+//! form is tiny; only a photo is large), a body read timeout and a byte budget for photo
+//! uploads in flight, and one photo decode at a time, off this thread (`photo`). Turns hyper
+//! requests into [`routes::Req`]. What to answer is `routes`; what the pages say is `pages`;
+//! who may try how often is `limiter`; who the client is comes from `neigh`.
+//!
+//! Memory held for clients is thus bounded: at most `max_connections` × (hyper's buffers +
+//! `max_form`) plus `photo_budget` bytes of photo bodies.
 
+pub mod conns;
+pub mod limiter;
 pub mod pages;
+pub mod photo;
 pub mod routes;
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
     HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION,
@@ -26,23 +34,40 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::neigh::Neighbours;
+use conns::Conns;
+pub use photo::Decoder;
 pub use routes::{Access, Gate, Portal, PortalConfig, RedeemError, Req, Resp};
 
 /// Limits on what clients may cost the router.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Open connections in all; more are closed at once.
+    /// Open connections in all; beyond, a newcomer takes over the heaviest holder's oldest
+    /// connection, or is closed at once.
     pub max_connections: usize,
     /// Open connections from one client address.
     pub max_per_client: usize,
+    /// Open connections from one IPv6 /64 (one phone may use many addresses in it).
+    pub max_per_prefix: usize,
     /// Time to send a request's headers.
     pub header_timeout: Duration,
+    /// Time to send a request's body once its headers are in.
+    pub body_timeout: Duration,
     /// Longest a connection may stay open, busy or idle.
     pub connection_lifetime: Duration,
-    /// Largest request body (the photo upload is the largest legitimate one).
+    /// Largest body of a form post (`POST /redeem` and anything but a photo).
+    pub max_form: usize,
+    /// Largest request body: a photo upload (one byte per pixel).
     pub max_body: usize,
+    /// Bytes of photo uploads in flight at once, from all clients.
+    pub photo_budget: usize,
     /// Largest request head (request line and headers).
     pub max_head: usize,
+    /// Where photos are decoded.
+    pub decoder: Decoder,
+    /// Longest one photo decode may run before it is stopped.
+    pub photo_time: Duration,
+    /// Longest a photo waits for the decoder (one decode at a time) before "busy".
+    pub photo_wait: Duration,
 }
 
 impl Default for Limits {
@@ -50,10 +75,17 @@ impl Default for Limits {
         Limits {
             max_connections: 512,
             max_per_client: 16,
+            max_per_prefix: 64,
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(20),
             connection_lifetime: Duration::from_secs(60),
-            max_body: routes::MAX_PHOTO_SIDE * routes::MAX_PHOTO_SIDE,
+            max_form: 4 * 1024,
+            max_body: photo::MAX_PHOTO_PIXELS,
+            photo_budget: 2 * photo::MAX_PHOTO_PIXELS,
             max_head: 16 * 1024,
+            decoder: Decoder::Thread,
+            photo_time: Duration::from_secs(5),
+            photo_wait: Duration::from_secs(3),
         }
     }
 }
@@ -62,26 +94,70 @@ struct Shared<G, N> {
     portal: Rc<RefCell<Portal<G>>>,
     neigh: RefCell<N>,
     limits: Limits,
-    open: RefCell<(usize, HashMap<IpAddr, usize>)>,
+    conns: RefCell<Conns>,
+    /// Photo bytes reserved by uploads in flight.
+    photo_bytes: Cell<usize>,
+    /// Client groups (IPv4 address, IPv6 /64) with a photo upload in flight: one each.
+    photo_groups: RefCell<std::collections::HashSet<IpAddr>>,
+    /// One photo decode at a time.
+    decoding: tokio::sync::Semaphore,
+}
+
+impl<G, N> Shared<G, N> {
+    fn new(portal: Rc<RefCell<Portal<G>>>, neigh: N, limits: Limits) -> Shared<G, N> {
+        Shared {
+            portal,
+            neigh: RefCell::new(neigh),
+            conns: RefCell::new(Conns::new(
+                limits.max_connections,
+                limits.max_per_client,
+                limits.max_per_prefix,
+            )),
+            limits,
+            photo_bytes: Cell::new(0),
+            photo_groups: RefCell::new(std::collections::HashSet::new()),
+            decoding: tokio::sync::Semaphore::new(1),
+        }
+    }
 }
 
 /// Counts a connection while it lives.
 struct Slot<G, N> {
     shared: Rc<Shared<G, N>>,
     ip: IpAddr,
+    id: u64,
 }
 
 impl<G, N> Drop for Slot<G, N> {
     fn drop(&mut self) {
-        let mut open = self.shared.open.borrow_mut();
-        open.0 -= 1;
-        if let Some(n) = open.1.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.1.remove(&self.ip);
-            }
-        }
+        self.shared.conns.borrow_mut().release(self.ip, self.id);
     }
+}
+
+/// A client group's one photo upload, until dropped.
+struct Uploading<'a>(&'a RefCell<std::collections::HashSet<IpAddr>>, IpAddr);
+
+impl Drop for Uploading<'_> {
+    fn drop(&mut self) {
+        self.0.borrow_mut().remove(&self.1);
+    }
+}
+
+/// Photo bytes held from the budget until dropped.
+struct Reserved<'a>(&'a Cell<usize>, usize);
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - self.1);
+    }
+}
+
+fn reserve(budget: &Cell<usize>, limit: usize, n: usize) -> Option<Reserved<'_>> {
+    let used = budget.get();
+    (used + n <= limit).then(|| {
+        budget.set(used + n);
+        Reserved(budget, n)
+    })
 }
 
 /// Serves the portal on `listener` until `shutdown` completes. Runs its connections on a
@@ -97,12 +173,7 @@ pub async fn serve<G, N>(
     G: Gate + 'static,
     N: Neighbours + 'static,
 {
-    let shared = Rc::new(Shared {
-        portal,
-        neigh: RefCell::new(neigh),
-        limits,
-        open: RefCell::new((0, HashMap::new())),
-    });
+    let shared = Rc::new(Shared::new(portal, neigh, limits));
     let local = tokio::task::LocalSet::new();
     local
         .run_until(accept_loop(listener, shared, shutdown))
@@ -118,9 +189,17 @@ async fn accept_loop<G, N>(
     N: Neighbours + 'static,
 {
     tokio::pin!(shutdown);
+    let mut minute = tokio::time::interval(Duration::from_secs(60));
     loop {
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => return,
+            _ = minute.tick() => {
+                let n = shared.portal.borrow_mut().take_rate_limited();
+                if n > 0 {
+                    eprintln!("wifiposd: {n} voucher attempts refused by the rate limit in the last minute");
+                }
+                continue;
+            }
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -132,24 +211,30 @@ async fn accept_loop<G, N>(
             },
         };
         let ip = unmap(peer.ip());
-        {
-            let mut open = shared.open.borrow_mut();
-            let per = open.1.get(&ip).copied().unwrap_or(0);
-            if open.0 >= shared.limits.max_connections || per >= shared.limits.max_per_client {
-                continue; // dropping the stream closes it
-            }
-            open.0 += 1;
-            *open.1.entry(ip).or_insert(0) += 1;
+        let (admitted, evicted) = {
+            let mut conns = shared.conns.borrow_mut();
+            (conns.admit(ip), conns.take_evicted())
+        };
+        for victim in evicted {
+            victim.abort();
         }
+        let Some(id) = admitted else {
+            continue; // dropping the stream closes it
+        };
         let slot = Slot {
             shared: shared.clone(),
             ip,
+            id,
         };
         let _ = stream.set_nodelay(true);
-        tokio::task::spawn_local(async move {
+        let task = tokio::task::spawn_local(async move {
             connection(&slot.shared, TokioIo::new(stream), peer).await;
             drop(slot);
         });
+        shared
+            .conns
+            .borrow_mut()
+            .attach(ip, id, task.abort_handle());
     }
 }
 
@@ -189,12 +274,7 @@ pub async fn serve_connection<G, N, IO>(
     N: Neighbours + 'static,
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
 {
-    let shared = Rc::new(Shared {
-        portal,
-        neigh: RefCell::new(neigh),
-        limits,
-        open: RefCell::new((0, HashMap::new())),
-    });
+    let shared = Rc::new(Shared::new(portal, neigh, limits));
     connection(&shared, TokioIo::new(io), peer).await;
 }
 
@@ -217,10 +297,18 @@ async fn respond<G: Gate, N: Neighbours>(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Full<Bytes>> {
-    let max = shared.limits.max_body;
+    let post = req.method() == hyper::Method::POST;
+    let photo = post && req.uri().path() == "/photo";
+    let cap = match (post, photo) {
+        (true, true) => shared.limits.max_body,
+        _ => shared.limits.max_form,
+    };
     let declared = header(&req, CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
-        return plain(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large\n");
+    if declared.is_some_and(|n| n > cap as u64) {
+        return close(plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request body too large\n",
+        ));
     }
     let head = req.method() == hyper::Method::HEAD;
     let host = header(&req, HOST).or_else(|| req.uri().authority().map(|a| a.to_string()));
@@ -228,36 +316,129 @@ async fn respond<G: Gate, N: Neighbours>(
         // Redirected traffic for another site (an OS probe): its redirect needs neither the
         // body nor the device. The connection is closed after it, because conntrack keeps a
         // redirected connection bound to the portal even after the device has paid.
-        let mut r = response(shared.portal.borrow().elsewhere(), head);
-        r.headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
-        return r;
+        return close(response(shared.portal.borrow().elsewhere(), head));
     }
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
     let accept_language = header(&req, hyper::header::ACCEPT_LANGUAGE);
-    let body = match Limited::new(req.into_body(), max).collect().await {
-        Ok(b) => b.to_bytes().to_vec(),
-        Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large\n"),
-    };
     // Only requests to the portal itself get here: they need to know the device.
     let mac = shared.neigh.borrow_mut().mac_of(unmap(peer.ip()));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let r = Req {
+    let mut r = Req {
         method,
         host,
         path,
         query,
         accept_language,
-        body,
+        body: Vec::new(),
         mac,
+        source: Some(unmap(peer.ip())),
         now,
     };
+    if photo {
+        // Boxed: the photo path's state is large and would otherwise be reserved in every
+        // connection's task.
+        return close(Box::pin(photo_upload(shared, &r, req.into_body(), declared)).await);
+    }
+    if post {
+        let mut body = req.into_body();
+        let read = read_body(&mut body, &mut r.body, cap);
+        match tokio::time::timeout(shared.limits.body_timeout, read).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return close(plain(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "Request body too large\n",
+                ))
+            }
+            Err(_) => return close(plain(StatusCode::REQUEST_TIMEOUT, "Request too slow\n")),
+        }
+    }
     let resp = shared.portal.borrow_mut().handle(&r);
     response(resp, head)
+}
+
+/// `POST /photo`: admitted by the portal (device known, size in bounds, an attempt left) before
+/// a byte of the body is read; one upload per client group at a time; the body must be exactly
+/// as declared and fit the photo budget; then it is decoded off this thread, one at a time.
+async fn photo_upload<G: Gate, N: Neighbours>(
+    shared: &Shared<G, N>,
+    r: &Req,
+    mut body: Incoming,
+    declared: Option<u64>,
+) -> Response<Full<Bytes>> {
+    let admitted = shared.portal.borrow_mut().admit_photo(r);
+    let (w, h) = match admitted {
+        Ok(d) => d,
+        Err(resp) => return response(resp, false),
+    };
+    let n = w * h;
+    if declared != Some(n as u64) {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "A photo needs a Content-Length of width x height bytes\n",
+        );
+    }
+    let busy = || response(shared.portal.borrow().photo_busy(r), false);
+    let group = r.source.map(conns::group_of);
+    let _uploading = match group {
+        Some(g) if !shared.photo_groups.borrow_mut().insert(g) => return busy(),
+        Some(g) => Some(Uploading(&shared.photo_groups, g)),
+        None => None,
+    };
+    let Some(_held) = reserve(&shared.photo_bytes, shared.limits.photo_budget, n) else {
+        return busy();
+    };
+    let mut px = Vec::with_capacity(n);
+    let read = read_body(&mut body, &mut px, n);
+    match tokio::time::timeout(shared.limits.body_timeout, read).await {
+        Ok(true) if px.len() == n => {}
+        Ok(_) => return plain(StatusCode::BAD_REQUEST, "Incomplete photo\n"),
+        Err(_) => return plain(StatusCode::REQUEST_TIMEOUT, "Request too slow\n"),
+    }
+    let Ok(Ok(_turn)) =
+        tokio::time::timeout(shared.limits.photo_wait, shared.decoding.acquire()).await
+    else {
+        return busy();
+    };
+    let text = match photo::decode(&shared.limits.decoder, w, h, px, shared.limits.photo_time).await
+    {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("wifiposd: photo from {:?}: {e}", r.mac);
+            None
+        }
+    };
+    let resp = shared.portal.borrow_mut().photo_decoded(r, text.as_deref());
+    response(resp, false)
+}
+
+/// Reads a request body into `out`, at most `cap` bytes (false if there is more, or it broke
+/// off). Copies each chunk, so hyper's read buffer is free again at once: a held connection
+/// costs the bytes it sent, not a buffer.
+async fn read_body(body: &mut Incoming, out: &mut Vec<u8>, cap: usize) -> bool {
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return false;
+        };
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > cap {
+                return false;
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    true
+}
+
+/// Marks a response as the last on its connection.
+fn close(mut r: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    r.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 /// A hyper response for the portal's answer (without its body for `HEAD`).

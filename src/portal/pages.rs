@@ -79,6 +79,7 @@ struct Texts {
     no_mac_title: &'static str,
     no_mac: &'static str,
     too_many: &'static str,
+    busy: &'static str,
     r_malformed: &'static str,
     r_unknown_key: &'static str,
     r_bad_signature: &'static str,
@@ -108,6 +109,7 @@ const EN: Texts = Texts {
     no_mac_title: "We cannot see your device",
     no_mac: "Your device could not be identified on the Wi-Fi. Turn Wi-Fi off and on again, reconnect to the network, then open this page again.",
     too_many: "Too many attempts. Please wait a minute and try again.",
+    busy: "The router is reading another photo. Please try again in a few seconds, or type the code.",
     r_malformed: "This is not a valid voucher code. Check that you typed or scanned all of it.",
     r_unknown_key: "This voucher was not issued for this venue.",
     r_bad_signature: "This voucher is not genuine: it was altered or mistyped.",
@@ -137,6 +139,7 @@ const DE: Texts = Texts {
     no_mac_title: "Ihr Gerät ist nicht erkennbar",
     no_mac: "Ihr Gerät wurde im WLAN nicht erkannt. Schalten Sie WLAN aus und wieder ein, verbinden Sie sich neu und öffnen Sie diese Seite erneut.",
     too_many: "Zu viele Versuche. Bitte warten Sie eine Minute.",
+    busy: "Der Router liest gerade ein anderes Foto. Bitte versuchen Sie es in ein paar Sekunden noch einmal oder geben Sie den Code ein.",
     r_malformed: "Das ist kein gültiger Gutschein-Code. Prüfen Sie, ob er vollständig ist.",
     r_unknown_key: "Dieser Gutschein wurde nicht für diesen Ort ausgestellt.",
     r_bad_signature: "Dieser Gutschein ist nicht echt: er wurde verändert oder falsch eingegeben.",
@@ -166,6 +169,7 @@ const ES: Texts = Texts {
     no_mac_title: "No vemos su dispositivo",
     no_mac: "No se pudo identificar su dispositivo en el Wi-Fi. Apague y encienda el Wi-Fi, vuelva a conectarse y abra esta página otra vez.",
     too_many: "Demasiados intentos. Espere un minuto.",
+    busy: "El router está leyendo otra foto. Inténtelo de nuevo en unos segundos o escriba el código.",
     r_malformed: "Este no es un código de bono válido. Compruebe que está completo.",
     r_unknown_key: "Este bono no se emitió para este local.",
     r_bad_signature: "Este bono no es auténtico: fue alterado o mal escrito.",
@@ -289,6 +293,7 @@ pub fn refusal(lang: Lang, venue: &str, why: &Refusal) -> String {
         Refusal::Photo => ("photo", t.r_photo.to_owned()),
         Refusal::NoMac => ("no_mac", t.no_mac.to_owned()),
         Refusal::TooMany => ("rate_limited", t.too_many.to_owned()),
+        Refusal::Busy => ("busy", t.busy.to_owned()),
     };
     let title = if matches!(why, Refusal::NoMac) {
         t.no_mac_title
@@ -314,6 +319,8 @@ pub enum Refusal {
     Photo,
     NoMac,
     TooMany,
+    /// The photo reader is taken (one photo at a time); try again shortly.
+    Busy,
 }
 
 fn reason_text(lang: Lang, r: &Rejection) -> String {

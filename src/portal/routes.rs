@@ -1,13 +1,17 @@
 //! What the portal answers to each request: probe redirects, pages, redemption (link, typed
 //! code, photo), and the RFC 8908 API.
 //!
-//! Owns: routing, form and photo decoding, the per-device rate limit on redemption attempts.
-//! Takes the client's MAC, the clock and the request body from the server; reaches sessions only
-//! through the [`Gate`] trait (the daemon wires it to store + firewall). Knows nothing of sockets.
+//! Owns: routing, form decoding, the admission of photo uploads, and charging redemption
+//! attempts to the [`Limiter`]. Takes the client's MAC and address, the clock and the request
+//! body from the server; reaches sessions only through the [`Gate`] trait (the daemon wires it
+//! to store + firewall). Knows nothing of sockets; photos are decoded by `photo`.
 
-use std::collections::HashMap;
+use std::net::IpAddr;
 
+use super::limiter::{self, Key, Limiter};
 use super::pages::{self, Lang, Refusal};
+use super::photo;
+use crate::keys::KeyId;
 use crate::mac::Mac;
 use crate::voucher::Rejection;
 
@@ -33,6 +37,12 @@ pub trait Gate {
     fn redeem(&mut self, input: &str, mac: Mac, now: i64) -> Result<Access, RedeemError>;
     /// The device's current access; reads only (never writes to flash on a page view).
     fn access(&mut self, mac: Mac, now: i64) -> Option<Access>;
+    /// The voucher `input` names if its signature verifies against a trusted key (cheap: no
+    /// store, no firewall). Genuine vouchers are rate-limited per voucher, never per source,
+    /// so nobody can lock a paying customer out. `None` treats every input as a guess.
+    fn genuine(&mut self, _input: &str) -> Option<(KeyId, u64)> {
+        None
+    }
 }
 
 impl<G: Gate> Gate for std::rc::Rc<std::cell::RefCell<G>> {
@@ -41,6 +51,9 @@ impl<G: Gate> Gate for std::rc::Rc<std::cell::RefCell<G>> {
     }
     fn access(&mut self, mac: Mac, now: i64) -> Option<Access> {
         self.borrow_mut().access(mac, now)
+    }
+    fn genuine(&mut self, input: &str) -> Option<(KeyId, u64)> {
+        self.borrow_mut().genuine(input)
     }
 }
 
@@ -56,6 +69,8 @@ pub struct Req {
     pub body: Vec<u8>,
     /// The client's MAC from the neighbour table, `None` if it is not on the guest network.
     pub mac: Option<Mac>,
+    /// The client's address (attempts are charged to it), `None` in-process.
+    pub source: Option<IpAddr>,
     /// Wall-clock Unix seconds.
     pub now: i64,
 }
@@ -95,9 +110,14 @@ pub struct PortalConfig {
     /// `http://10.20.0.1:2050`, without a trailing slash.
     pub portal_url: String,
     pub default_lang: Lang,
-    /// Redemption attempts per device per minute.
+    /// Attempts per minute per source (IPv4 address, IPv6 /64) and per genuine voucher.
     pub attempts_per_minute: u32,
 }
+
+/// Attempts per minute from all sources together that are not genuine vouchers (guesses), as a
+/// multiple of `attempts_per_minute` (120 with the default 10): the most refusals the router
+/// verifies and records per minute, whatever the number of addresses.
+pub const GUESSES_FACTOR: u32 = 12;
 
 impl PortalConfig {
     /// `host[:port]` of the portal URL, to tell portal requests from redirected ones.
@@ -110,18 +130,20 @@ impl PortalConfig {
     }
 }
 
-/// Largest photo the page may send: it downscales to at most 1000 px a side.
-pub const MAX_PHOTO_SIDE: usize = 1200;
+pub use photo::{decode_qr, MAX_PHOTO_SIDE};
 
 pub struct Portal<G> {
     pub cfg: PortalConfig,
     pub gate: G,
-    attempts: RateLimiter,
+    attempts: Limiter,
 }
 
 impl<G: Gate> Portal<G> {
     pub fn new(cfg: PortalConfig, gate: G) -> Portal<G> {
-        let attempts = RateLimiter::new(cfg.attempts_per_minute);
+        let attempts = Limiter::new(
+            cfg.attempts_per_minute,
+            cfg.attempts_per_minute.saturating_mul(GUESSES_FACTOR),
+        );
         Portal {
             cfg,
             gate,
@@ -156,7 +178,7 @@ impl<G: Gate> Portal<G> {
                 let code = form_field(&req.body, "code").unwrap_or_default();
                 self.redeem(req, lang, &code)
             }
-            (false, "POST", "/photo") => self.photo(req, lang),
+            (false, "POST", "/photo") => self.photo(req),
             (true, _, _) => Resp::redirect(format!("{}/", self.cfg.portal_url)),
             _ => Resp {
                 status: 405,
@@ -194,8 +216,11 @@ impl<G: Gate> Portal<G> {
         let Some(mac) = req.mac else {
             return self.refuse(lang, 403, Refusal::NoMac);
         };
-        if !self.attempts.allow(mac, req.now) {
-            eprintln!("wifiposd: refused {mac}: rate_limited");
+        let key = match self.gate.genuine(input) {
+            Some((key_id, serial)) => Key::Voucher(key_id, serial),
+            None => self.source_key(req, mac),
+        };
+        if !self.attempts.allow(key, req.now) {
             return self.refuse(lang, 429, Refusal::TooMany);
         }
         match self.gate.redeem(input, mac, req.now) {
@@ -230,22 +255,70 @@ impl<G: Gate> Portal<G> {
         }
     }
 
-    fn photo(&mut self, req: &Req, lang: Lang) -> Resp {
+    fn source_key(&self, req: &Req, mac: Mac) -> Key {
+        req.source
+            .map_or(Key::Device(mac), |ip| Key::Source(limiter::source_key(ip)))
+    }
+
+    /// Attempts refused by the limiter since the last call (for a periodic log line).
+    pub fn take_rate_limited(&mut self) -> u64 {
+        self.attempts.take_refused()
+    }
+
+    /// Whether a photo upload (`POST /photo?w=W&h=H`, body not read yet) may go on: the device
+    /// is known, the size is within bounds and the source has an attempt left (charged here).
+    /// Gives the photo's width and height, or the answer to send instead.
+    pub fn admit_photo(&mut self, req: &Req) -> Result<(usize, usize), Resp> {
+        let lang = Lang::negotiate(req.accept_language.as_deref(), self.cfg.default_lang);
         let q = req.query.as_deref().unwrap_or("");
         let dim = |k| form_field(q.as_bytes(), k).and_then(|v| v.parse::<usize>().ok());
         let (Some(w), Some(h)) = (dim("w"), dim("h")) else {
-            return self.refuse(lang, 400, Refusal::Photo);
+            return Err(self.refuse(lang, 400, Refusal::Photo));
         };
-        if w == 0 || h == 0 || w > MAX_PHOTO_SIDE || h > MAX_PHOTO_SIDE || req.body.len() != w * h {
-            return self.refuse(lang, 400, Refusal::Photo);
+        if !photo::size_ok(w, h) {
+            return Err(self.refuse(lang, 400, Refusal::Photo));
         }
-        match decode_qr(w, h, &req.body) {
-            Some(text) => self.redeem(req, lang, &text),
+        let Some(mac) = req.mac else {
+            return Err(self.refuse(lang, 403, Refusal::NoMac));
+        };
+        if !self.attempts.allow(self.source_key(req, mac), req.now) {
+            return Err(self.refuse(lang, 429, Refusal::TooMany));
+        }
+        Ok((w, h))
+    }
+
+    /// The answer once an admitted photo was decoded: a redemption of the code it held, or a
+    /// refusal when it held none.
+    pub fn photo_decoded(&mut self, req: &Req, text: Option<&str>) -> Resp {
+        let lang = Lang::negotiate(req.accept_language.as_deref(), self.cfg.default_lang);
+        match text {
+            Some(text) => self.redeem(req, lang, text),
             None => {
                 eprintln!("wifiposd: photo from {:?}: no QR code found", req.mac);
                 self.refuse(lang, 422, Refusal::Photo)
             }
         }
+    }
+
+    /// The router cannot take a photo now (another is being read): try again shortly.
+    pub fn photo_busy(&self, req: &Req) -> Resp {
+        let lang = Lang::negotiate(req.accept_language.as_deref(), self.cfg.default_lang);
+        self.refuse(lang, 503, Refusal::Busy)
+    }
+
+    /// `POST /photo` in-process (the body is in `req`): decodes in the calling thread. The
+    /// server never uses this path; it decodes off its thread, see `photo::decode`.
+    fn photo(&mut self, req: &Req) -> Resp {
+        let (w, h) = match self.admit_photo(req) {
+            Ok(d) => d,
+            Err(r) => return r,
+        };
+        if req.body.len() != w * h {
+            let lang = Lang::negotiate(req.accept_language.as_deref(), self.cfg.default_lang);
+            return self.refuse(lang, 400, Refusal::Photo);
+        }
+        let text = decode_qr(w, h, &req.body);
+        self.photo_decoded(req, text.as_deref())
     }
 
     fn captive_api(&mut self, req: &Req) -> Resp {
@@ -267,17 +340,6 @@ impl<G: Gate> Portal<G> {
             body: body.into_bytes(),
         }
     }
-}
-
-/// Finds a QR code in a grayscale image and returns its text.
-pub fn decode_qr(w: usize, h: usize, px: &[u8]) -> Option<String> {
-    if px.len() != w * h {
-        return None;
-    }
-    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| px[y * w + x]);
-    img.detect_grids()
-        .into_iter()
-        .find_map(|g| g.decode().ok().map(|(_, text)| text))
 }
 
 /// The value of `key` in an `application/x-www-form-urlencoded` body or query string.
@@ -310,44 +372,6 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// At most `per_minute` redemption attempts per device per minute (a token bucket). Keeps no
-/// more than a few thousand devices in memory.
-struct RateLimiter {
-    per_minute: u32,
-    buckets: HashMap<Mac, (f64, i64)>,
-}
-
-const MAX_TRACKED: usize = 4096;
-
-impl RateLimiter {
-    fn new(per_minute: u32) -> RateLimiter {
-        RateLimiter {
-            per_minute: per_minute.max(1),
-            buckets: HashMap::new(),
-        }
-    }
-
-    fn allow(&mut self, mac: Mac, now: i64) -> bool {
-        let cap = f64::from(self.per_minute);
-        if self.buckets.len() >= MAX_TRACKED && !self.buckets.contains_key(&mac) {
-            self.buckets.retain(|_, (_, at)| now - *at < 60);
-            if self.buckets.len() >= MAX_TRACKED {
-                return false;
-            }
-        }
-        let (tokens, at) = self.buckets.entry(mac).or_insert((cap, now));
-        let refill = (now - *at).max(0) as f64 * cap / 60.0;
-        *tokens = (*tokens + refill).min(cap);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,18 +387,5 @@ mod tests {
         assert_eq!(form_field(b"code=%C3", "code"), None);
         assert_eq!(form_field(b"\xff", "code"), None);
         assert_eq!(form_field(b"a=1", "code"), None);
-    }
-
-    #[test]
-    fn rate_limit_allows_a_burst_then_refills() {
-        let mut r = RateLimiter::new(3);
-        let m = Mac([2, 0, 0, 0, 0, 1]);
-        assert!(r.allow(m, 0) && r.allow(m, 0) && r.allow(m, 0));
-        assert!(!r.allow(m, 1));
-        assert!(
-            r.allow(Mac([2, 0, 0, 0, 0, 2]), 1),
-            "other devices unaffected"
-        );
-        assert!(r.allow(m, 21), "one attempt back after 20 s");
     }
 }
