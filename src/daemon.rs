@@ -417,7 +417,17 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
                         )
                         .await;
                     } else {
-                        portal::serve(listener, portal, neigh::Kernel, limits, shutdown).await;
+                        let sessions = sessions.clone();
+                        let neigh = neigh::Kernel::reporting(move |c| {
+                            let detail = c.to_string();
+                            let mut s = sessions.borrow_mut();
+                            if let Err(e) =
+                                s.store.record_conflict(c.neighbour, &detail, wall_now())
+                            {
+                                eprintln!("wifiposd: cannot record an address conflict: {e}");
+                            }
+                        });
+                        portal::serve(listener, portal, neigh, limits, shutdown).await;
                     }
                 };
                 tokio::select! {

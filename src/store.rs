@@ -35,6 +35,8 @@ pub const EV_KICKED: &str = "device_kicked";
 pub const EV_RULE: &str = "mac_rule";
 pub const EV_CLOCK: &str = "clock_rebased";
 pub const EV_UNDONE: &str = "redemption_undone";
+/// A request refused because the neighbour table named another device than its packets.
+pub const EV_CONFLICT: &str = "address_conflict";
 
 /// Every refusal code, for counting refusals in the event log.
 const REFUSAL_KINDS: &str = "'malformed', 'unknown_key', 'bad_signature', 'out_of_range', \
@@ -483,6 +485,19 @@ impl Store {
             None,
             &why.to_string(),
         )?;
+        Ok(())
+    }
+
+    /// Records that a request was refused because the neighbour table named another device
+    /// (`mac`, the one the table claims) than the connection's packets did.
+    pub fn record_conflict(
+        &mut self,
+        mac: Option<Mac>,
+        detail: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let m = mac.map(|m| m.to_string());
+        event(&self.conn, now, EV_CONFLICT, m.as_deref(), None, detail)?;
         Ok(())
     }
 

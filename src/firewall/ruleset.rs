@@ -16,6 +16,23 @@ pub enum KeyType {
     Ether,
     Ipv4,
     Ipv6,
+    /// `ipv4_addr . inet_service . ether_addr`: who opened a portal connection.
+    Ipv4PortEther,
+    /// `ipv6_addr . inet_service . ether_addr`.
+    Ipv6PortEther,
+}
+
+impl KeyType {
+    /// The key as nft writes its type.
+    pub fn nft_type(self) -> &'static str {
+        match self {
+            KeyType::Ether => "ether_addr",
+            KeyType::Ipv4 => "ipv4_addr",
+            KeyType::Ipv6 => "ipv6_addr",
+            KeyType::Ipv4PortEther => "ipv4_addr . inet_service . ether_addr",
+            KeyType::Ipv6PortEther => "ipv6_addr . inet_service . ether_addr",
+        }
+    }
 }
 
 /// One named set of the table.
@@ -29,7 +46,23 @@ pub struct SetSpec {
     pub timeout: bool,
     /// Elements are address ranges (`flags interval`).
     pub interval: bool,
+    /// Filled by the packet path (`flags dynamic`), with this default timeout in seconds and
+    /// at most this many elements; `None` for sets only the daemon fills.
+    pub dynamic: Option<Dynamic>,
 }
+
+/// A set the kernel fills from packets: bounded in size and time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dynamic {
+    pub timeout_s: u32,
+    pub size: u32,
+}
+
+/// How long the kernel remembers which MAC opened a portal connection: longer than the
+/// portal keeps a connection open (60 s), so every request on it is vouched for.
+pub const SOURCE_TIMEOUT_S: u32 = 120;
+/// Portal connections remembered per family (a few hundred KB of kernel memory when full).
+pub const SOURCE_SIZE: u32 = 8192;
 
 pub const ALLOWED: SetSpec = SetSpec {
     name: "allowed",
@@ -37,6 +70,7 @@ pub const ALLOWED: SetSpec = SetSpec {
     key: KeyType::Ether,
     timeout: true,
     interval: false,
+    dynamic: None,
 };
 pub const TRUSTED: SetSpec = SetSpec {
     name: "trusted",
@@ -44,6 +78,7 @@ pub const TRUSTED: SetSpec = SetSpec {
     key: KeyType::Ether,
     timeout: false,
     interval: false,
+    dynamic: None,
 };
 pub const BLOCKED: SetSpec = SetSpec {
     name: "blocked",
@@ -51,6 +86,7 @@ pub const BLOCKED: SetSpec = SetSpec {
     key: KeyType::Ether,
     timeout: false,
     interval: false,
+    dynamic: None,
 };
 pub const GARDEN4: SetSpec = SetSpec {
     name: "garden4",
@@ -58,6 +94,7 @@ pub const GARDEN4: SetSpec = SetSpec {
     key: KeyType::Ipv4,
     timeout: false,
     interval: true,
+    dynamic: None,
 };
 pub const GARDEN6: SetSpec = SetSpec {
     name: "garden6",
@@ -65,8 +102,35 @@ pub const GARDEN6: SetSpec = SetSpec {
     key: KeyType::Ipv6,
     timeout: false,
     interval: true,
+    dynamic: None,
 };
-pub const SETS: [SetSpec; 5] = [ALLOWED, TRUSTED, BLOCKED, GARDEN4, GARDEN6];
+/// `ip saddr . tcp sport . ether saddr` of each new connection to the portal: the kernel's word
+/// on which device opened it, which a forged ARP or NDP entry cannot change.
+pub const PORTAL4: SetSpec = SetSpec {
+    name: "portal4",
+    id: 6,
+    key: KeyType::Ipv4PortEther,
+    timeout: true,
+    interval: false,
+    dynamic: Some(Dynamic {
+        timeout_s: SOURCE_TIMEOUT_S,
+        size: SOURCE_SIZE,
+    }),
+};
+pub const PORTAL6: SetSpec = SetSpec {
+    name: "portal6",
+    id: 7,
+    key: KeyType::Ipv6PortEther,
+    timeout: true,
+    interval: false,
+    dynamic: Some(Dynamic {
+        timeout_s: SOURCE_TIMEOUT_S,
+        size: SOURCE_SIZE,
+    }),
+};
+pub const SETS: [SetSpec; 7] = [
+    ALLOWED, TRUSTED, BLOCKED, GARDEN4, GARDEN6, PORTAL4, PORTAL6,
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
@@ -146,6 +210,9 @@ pub enum Action {
     RejectAdminProhibited,
     /// `redirect to :port`.
     Redirect(u16),
+    /// `update @set { ip saddr . tcp sport . ether saddr }` (`ip6 saddr` for an IPv6 set), then
+    /// on to the next rule: records who opened the connection.
+    RecordSource(SetSpec),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,6 +313,15 @@ fn input_rules(out: &mut Vec<RuleSpec>, iface: &str, port: u16) {
     out.push(rule(c, vec![Match::UdpDport(547)], Accept));
     out.push(rule(c, vec![Match::UdpDport(53)], Accept));
     out.push(rule(c, vec![Match::Tcp, Match::TcpDport(53)], Accept));
+    // Port 80 was redirected in prerouting, so every portal connection arrives here with
+    // the portal's port; established ones were accepted above, so only new ones are recorded.
+    for set in [PORTAL4, PORTAL6] {
+        out.push(rule(
+            c,
+            vec![Match::Tcp, Match::TcpDport(port)],
+            RecordSource(set),
+        ));
+    }
     out.push(rule(c, vec![Match::Tcp, Match::TcpDport(port)], Accept));
     // Router and neighbour discovery (133-136) and ping, without which IPv6 does not work.
     for t in [133, 134, 135, 136, 128] {
@@ -350,6 +426,18 @@ impl fmt::Display for Action {
             Action::RejectTcpReset => write!(f, "reject with tcp reset"),
             Action::RejectAdminProhibited => write!(f, "reject with icmpx admin-prohibited"),
             Action::Redirect(p) => write!(f, "redirect to :{p}"),
+            Action::RecordSource(set) => {
+                let ip = if set.key == KeyType::Ipv6PortEther {
+                    "ip6"
+                } else {
+                    "ip"
+                };
+                write!(
+                    f,
+                    "update @{} {{ {ip} saddr . tcp sport . ether saddr }}",
+                    set.name
+                )
+            }
         }
     }
 }
@@ -391,14 +479,17 @@ pub fn ruleset_script(r: &Ruleset, allowed: &[(Mac, Duration)]) -> Result<String
         (BLOCKED, macs(&r.blocked)),
         (GARDEN4, garden(true)),
         (GARDEN6, garden(false)),
+        (PORTAL4, vec![]),
+        (PORTAL6, vec![]),
     ] {
-        let ty = match set.key {
-            KeyType::Ether => "ether_addr",
-            KeyType::Ipv4 => "ipv4_addr",
-            KeyType::Ipv6 => "ipv6_addr",
-        };
-        let _ = write!(s, "  set {} {{ type {ty};", set.name);
-        if set.timeout {
+        let _ = write!(s, "  set {} {{ type {};", set.name, set.key.nft_type());
+        if let Some(d) = set.dynamic {
+            let _ = write!(
+                s,
+                " size {}; flags dynamic,timeout; timeout {}s;",
+                d.size, d.timeout_s
+            );
+        } else if set.timeout {
             s.push_str(" flags timeout;");
         }
         if set.interval {
@@ -468,12 +559,16 @@ mod tests {
             let mine: Vec<_> = rules.iter().filter(|r| r.chain == c.name).collect();
             assert_eq!(mine[0].to_string(), "iifname != \"br-guest\" return");
             let last = mine.last().unwrap().action;
+            assert!(mine
+                .iter()
+                .filter(|r| matches!(r.action, Action::RecordSource(_)))
+                .all(|r| r.chain == "input"));
             assert!(matches!(
                 last,
                 Action::RejectAdminProhibited | Action::Redirect(2050)
             ));
         }
-        assert_eq!(rule_counts(&rules), [6, 9, 16]);
+        assert_eq!(rule_counts(&rules), [6, 9, 18]);
     }
 
     #[test]
