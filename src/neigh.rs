@@ -20,7 +20,7 @@ pub struct Conflict {
     pub ip: IpAddr,
     /// The neighbour table's answer.
     pub neighbour: Option<Mac>,
-    /// The MACs the kernel saw open portal connections from this address and port.
+    /// The MACs the kernel saw open portal connections from this address lately.
     pub senders: Vec<Mac>,
 }
 
@@ -41,24 +41,19 @@ pub trait Neighbours {
     fn mac_of(&mut self, peer: SocketAddr) -> Result<Option<Mac>, Conflict>;
 }
 
-/// Decides who sent a connection from `ip`: the neighbour table's MAC if the kernel saw that
-/// MAC open the connection (`vouched`); else the one MAC the kernel saw, if the neighbour
-/// table has no entry; nobody if the kernel saw nobody (the connection is older than the
-/// record, or the record is full); a [`Conflict`] otherwise.
+/// Decides who sent a connection from `ip`, given the MACs the kernel saw open portal
+/// connections from `ip` lately (`senders`): the one sender, if the neighbour table agrees or
+/// has no entry; nobody if the kernel saw nobody (the record expired or is full); a
+/// [`Conflict`] when the neighbour table names another device, or several devices opened
+/// connections from the address (one of them forging it).
 pub fn judge(
     ip: IpAddr,
     neighbour: Option<Mac>,
-    vouched: impl FnOnce(Mac) -> bool,
-    senders: impl FnOnce() -> Vec<Mac>,
+    senders: Vec<Mac>,
 ) -> Result<Option<Mac>, Conflict> {
-    if let Some(n) = neighbour {
-        if vouched(n) {
-            return Ok(Some(n));
-        }
-    }
-    let senders = senders();
     match (neighbour, senders.as_slice()) {
         (_, []) => Ok(None),
+        (Some(n), [one]) if n == *one => Ok(Some(n)),
         (None, [one]) => Ok(Some(*one)),
         _ => Err(Conflict {
             ip,
@@ -113,20 +108,15 @@ impl Neighbours for Kernel {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             v4 => v4,
         };
-        let port = peer.port();
         let neighbour = dump(ip).unwrap_or_else(|e| {
             eprintln!("wifiposd: cannot read the neighbour table: {e}");
             None
         });
-        let complain = |e: crate::firewall::FirewallError| {
+        let senders = sources::openers(ip).unwrap_or_else(|e| {
             eprintln!("wifiposd: cannot read the portal connection record: {e}");
-        };
-        let r = judge(
-            ip,
-            neighbour,
-            |m| sources::saw(ip, port, m).unwrap_or_else(|e| (complain(e), false).1),
-            || sources::openers(ip, port).unwrap_or_else(|e| (complain(e), vec![]).1),
-        );
+            Vec::new()
+        });
+        let r = judge(ip, neighbour, senders);
         if let Err(c) = &r {
             eprintln!("wifiposd: refused a request: {c}");
             if let Some(report) = self.on_conflict.as_mut() {
@@ -227,21 +217,18 @@ mod tests {
     fn the_packets_decide_and_a_forged_entry_is_a_conflict() {
         let ip: IpAddr = "10.20.0.5".parse().unwrap();
         let (victim, thief) = (Mac([2, 0, 0, 0, 0, 1]), Mac([2, 0, 0, 0, 0, 2]));
-        let agree = judge(ip, Some(victim), |m| m == victim, || unreachable!());
-        assert_eq!(agree, Ok(Some(victim)));
-        let forged = judge(ip, Some(thief), |m| m == victim, || vec![victim]);
-        let c = forged.unwrap_err();
+        assert_eq!(judge(ip, Some(victim), vec![victim]), Ok(Some(victim)));
+        let c = judge(ip, Some(thief), vec![victim]).unwrap_err();
         assert_eq!(
             (c.neighbour, c.senders.clone()),
             (Some(thief), vec![victim])
         );
         assert!(c.to_string().contains("02:00:00:00:00:02"), "{c}");
-        assert_eq!(
-            judge(ip, None, |_| false, || vec![victim]),
-            Ok(Some(victim))
-        );
-        assert_eq!(judge(ip, Some(victim), |_| false, Vec::new), Ok(None));
-        assert!(judge(ip, None, |_| false, || vec![victim, thief]).is_err());
+        assert_eq!(judge(ip, None, vec![victim]), Ok(Some(victim)));
+        assert_eq!(judge(ip, Some(victim), vec![]), Ok(None));
+        // The thief also opened a connection from the victim's address: nobody is credited.
+        assert!(judge(ip, Some(thief), vec![victim, thief]).is_err());
+        assert!(judge(ip, Some(victim), vec![victim, thief]).is_err());
     }
 
     #[test]

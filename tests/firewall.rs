@@ -59,9 +59,9 @@ fn the_installed_table_is_exactly_the_designed_sets_and_chains_and_loads_back() 
         .unwrap();
     assert_eq!(
         portal4["set"]["type"],
-        serde_json::json!(["ipv4_addr", "inet_service", "ether_addr"])
+        serde_json::json!(["ipv4_addr", "ether_addr"])
     );
-    assert_eq!(portal4["set"]["size"], 8192);
+    assert_eq!(portal4["set"]["size"], 32768);
     assert_eq!(chains, ["forward", "input", "prerouting"]);
     let allowed = items
         .iter()

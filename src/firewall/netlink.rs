@@ -121,16 +121,16 @@ impl SetObj {
 
     /// The full definition (for NEWSET): id, key type and length, flags.
     fn define(&self, spec: &SetSpec) {
-        // nft's type ids (ipv4_addr 7, ipv6_addr 8, ether_addr 9, inet_service 13), a
-        // concatenation being `(a << 6 | b) << 6 | c`; each field of a concatenated key takes
+        // nft's type ids (ipv4_addr 7, ipv6_addr 8, ether_addr 9), a concatenation being
+        // `a << 6 | b`; each field of a concatenated key takes
         // whole 32-bit registers. No field description: as with nft, a hash set needs none
         // (the kernel wants one, with `NFT_SET_CONCAT`, only for interval sets).
         let (ty, len) = match spec.key {
             KeyType::Ether => (9, 6),
             KeyType::Ipv4 => (7, 4),
             KeyType::Ipv6 => (8, 16),
-            KeyType::Ipv4PortEther => ((((7 << 6) | 13) << 6) | 9, 4 + 4 + 8),
-            KeyType::Ipv6PortEther => ((((8 << 6) | 13) << 6) | 9, 16 + 4 + 8),
+            KeyType::Ipv4Ether => ((7 << 6) | 9, 4 + 8),
+            KeyType::Ipv6Ether => ((8 << 6) | 9, 16 + 8),
         };
         let mut flags = 0;
         if spec.dynamic.is_some() {
@@ -435,7 +435,7 @@ fn add_action(rule: &mut Rule, a: Action) {
             rule.add_expr(&Redir);
         }
         Action::RecordSource(set) => {
-            let v6 = set.key == KeyType::Ipv6PortEther;
+            let v6 = set.key == KeyType::Ipv6Ether;
             // `meta nfproto` and `meta iiftype ether` guard the loads, as nft adds them.
             rule.add_expr(&MetaLoad(exprs::META_NFPROTO));
             rule.add_expr(&Cmp {
@@ -456,8 +456,7 @@ fn add_action(rule: &mut Rule, a: Action) {
                 reg32,
             };
             rule.add_expr(&load(exprs::NETWORK_HEADER, offset, len, 0));
-            rule.add_expr(&load(exprs::TRANSPORT_HEADER, 0, 2, words));
-            rule.add_expr(&load(exprs::LL_HEADER, 6, 6, words + 1));
+            rule.add_expr(&load(exprs::LL_HEADER, 6, 6, words));
             rule.add_expr(&DynsetUpdate {
                 name: CString::new(set.name).unwrap_or_default(),
                 id: set.id,

@@ -16,10 +16,10 @@ pub enum KeyType {
     Ether,
     Ipv4,
     Ipv6,
-    /// `ipv4_addr . inet_service . ether_addr`: who opened a portal connection.
-    Ipv4PortEther,
-    /// `ipv6_addr . inet_service . ether_addr`.
-    Ipv6PortEther,
+    /// `ipv4_addr . ether_addr`: which device opened portal connections from an address.
+    Ipv4Ether,
+    /// `ipv6_addr . ether_addr`.
+    Ipv6Ether,
 }
 
 impl KeyType {
@@ -29,8 +29,8 @@ impl KeyType {
             KeyType::Ether => "ether_addr",
             KeyType::Ipv4 => "ipv4_addr",
             KeyType::Ipv6 => "ipv6_addr",
-            KeyType::Ipv4PortEther => "ipv4_addr . inet_service . ether_addr",
-            KeyType::Ipv6PortEther => "ipv6_addr . inet_service . ether_addr",
+            KeyType::Ipv4Ether => "ipv4_addr . ether_addr",
+            KeyType::Ipv6Ether => "ipv6_addr . ether_addr",
         }
     }
 }
@@ -58,11 +58,15 @@ pub struct Dynamic {
     pub size: u32,
 }
 
-/// How long the kernel remembers which MAC opened a portal connection: longer than the
-/// portal keeps a connection open (60 s), so every request on it is vouched for.
-pub const SOURCE_TIMEOUT_S: u32 = 120;
-/// Portal connections remembered per family (a few hundred KB of kernel memory when full).
-pub const SOURCE_SIZE: u32 = 8192;
+/// How long the kernel remembers which MAC opened a portal connection from an address (each
+/// new connection refreshes it): longer than the portal keeps a connection open (60 s), so
+/// every request on it is vouched for.
+pub const SOURCE_TIMEOUT_S: u32 = 90;
+/// (address, MAC) pairs remembered per family. One per device, however many connections it
+/// opens; only invented pairs fill it (32 768 new ones within 90 s, about 3 MB of kernel
+/// memory per family then). A full set records no new pairs until elements expire; those
+/// devices are then told "we cannot see your device" — a denial, never a theft.
+pub const SOURCE_SIZE: u32 = 32768;
 
 pub const ALLOWED: SetSpec = SetSpec {
     name: "allowed",
@@ -104,12 +108,12 @@ pub const GARDEN6: SetSpec = SetSpec {
     interval: true,
     dynamic: None,
 };
-/// `ip saddr . tcp sport . ether saddr` of each new connection to the portal: the kernel's word
-/// on which device opened it, which a forged ARP or NDP entry cannot change.
+/// `ip saddr . ether saddr` of each new connection to the portal: the kernel's word on which
+/// device(s) opened connections from an address, which a forged ARP or NDP entry cannot change.
 pub const PORTAL4: SetSpec = SetSpec {
     name: "portal4",
     id: 6,
-    key: KeyType::Ipv4PortEther,
+    key: KeyType::Ipv4Ether,
     timeout: true,
     interval: false,
     dynamic: Some(Dynamic {
@@ -120,7 +124,7 @@ pub const PORTAL4: SetSpec = SetSpec {
 pub const PORTAL6: SetSpec = SetSpec {
     name: "portal6",
     id: 7,
-    key: KeyType::Ipv6PortEther,
+    key: KeyType::Ipv6Ether,
     timeout: true,
     interval: false,
     dynamic: Some(Dynamic {
@@ -210,7 +214,7 @@ pub enum Action {
     RejectAdminProhibited,
     /// `redirect to :port`.
     Redirect(u16),
-    /// `update @set { ip saddr . tcp sport . ether saddr }` (`ip6 saddr` for an IPv6 set), then
+    /// `update @set { ip saddr . ether saddr }` (`ip6 saddr` for an IPv6 set), then
     /// on to the next rule: records who opened the connection.
     RecordSource(SetSpec),
 }
@@ -427,16 +431,12 @@ impl fmt::Display for Action {
             Action::RejectAdminProhibited => write!(f, "reject with icmpx admin-prohibited"),
             Action::Redirect(p) => write!(f, "redirect to :{p}"),
             Action::RecordSource(set) => {
-                let ip = if set.key == KeyType::Ipv6PortEther {
+                let ip = if set.key == KeyType::Ipv6Ether {
                     "ip6"
                 } else {
                     "ip"
                 };
-                write!(
-                    f,
-                    "update @{} {{ {ip} saddr . tcp sport . ether saddr }}",
-                    set.name
-                )
+                write!(f, "update @{} {{ {ip} saddr . ether saddr }}", set.name)
             }
         }
     }

@@ -1,11 +1,11 @@
-//! Who opened a portal connection, in the kernel's words: the input chain records
-//! `ip saddr . tcp sport . ether saddr` of every new connection to the portal in the dynamic
-//! sets `portal4`/`portal6` (see [`super::ruleset::PORTAL4`]); this module reads them back over
+//! Who opened portal connections, in the kernel's words: the input chain records
+//! `ip saddr . ether saddr` of every new connection to the portal in the dynamic sets
+//! `portal4`/`portal6` (see [`super::ruleset::PORTAL4`]); this module reads them back over
 //! netlink. A forged ARP or NDP entry changes the neighbour table, not what the packets
 //! carried, so the portal checks the neighbour table's answer against these sets.
 //!
-//! Owns: the element key layout and the two queries (an exact element get, and a dump of one
-//! set for the MACs behind one address and port). Knows nothing of HTTP or vouchers.
+//! Owns: the element key layout and the query (a dump of one set for the MACs behind one
+//! address). Knows nothing of HTTP or vouchers.
 
 use std::ffi::c_void;
 use std::net::IpAddr;
@@ -13,29 +13,25 @@ use std::net::IpAddr;
 use nftnl::nftnl_sys as sys;
 
 use super::netlink::{
-    request, SetObj, NFPROTO_INET, NFT_MSG_GETSETELEM, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+    request, SetObj, NFPROTO_INET, NFT_MSG_GETSETELEM, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use super::ruleset::{SetSpec, PORTAL4, PORTAL6};
 use super::{FirewallError, Mac};
 
-/// The set an address's connections are recorded in, and the key prefix for `ip`:`port`
-/// (address, port, two bytes of register padding).
-fn set_and_prefix(ip: IpAddr, port: u16) -> (&'static SetSpec, Vec<u8>) {
-    let (set, mut key) = match ip {
+/// The set an address's connections are recorded in, and the key prefix for `ip`.
+fn set_and_prefix(ip: IpAddr) -> (&'static SetSpec, Vec<u8>) {
+    match ip {
         IpAddr::V4(a) => (&PORTAL4, a.octets().to_vec()),
         IpAddr::V6(a) => match a.to_ipv4_mapped() {
             Some(v4) => (&PORTAL4, v4.octets().to_vec()),
             None => (&PORTAL6, a.octets().to_vec()),
         },
-    };
-    key.extend_from_slice(&port.to_be_bytes());
-    key.extend_from_slice(&[0, 0]);
-    (set, key)
+    }
 }
 
 /// The whole element key: prefix, MAC, two bytes of padding.
-pub fn source_key(ip: IpAddr, port: u16, mac: Mac) -> Vec<u8> {
-    let mut key = set_and_prefix(ip, port).1;
+pub fn source_key(ip: IpAddr, mac: Mac) -> Vec<u8> {
+    let mut key = set_and_prefix(ip).1;
     key.extend_from_slice(&mac.0);
     key.extend_from_slice(&[0, 0]);
     key
@@ -48,48 +44,18 @@ fn mac_in(key: &[u8], prefix: &[u8]) -> Option<Mac> {
     Some(Mac(m))
 }
 
-/// Whether the kernel saw `mac` open a connection to the portal from `ip`:`port` in the last
-/// [`super::ruleset::SOURCE_TIMEOUT_S`] seconds (one element get, no dump).
-pub fn saw(ip: IpAddr, port: u16, mac: Mac) -> Result<bool, FirewallError> {
-    let (spec, _) = set_and_prefix(ip, port);
-    let set = SetObj::new(spec)?;
-    set.push(&source_key(ip, port, mac), None, 0)?;
-    let r = request(
-        "look up who opened a portal connection",
-        |buf, seq| {
-            // SAFETY: `buf` is an aligned buffer of nft_nlmsg_maxsize bytes; a GETSETELEM
-            // header with one element key fits in it; the set object is live.
-            unsafe {
-                let nlh = sys::nftnl_nlmsg_build_hdr(
-                    buf,
-                    NFT_MSG_GETSETELEM,
-                    NFPROTO_INET,
-                    NLM_F_REQUEST | NLM_F_ACK,
-                    seq,
-                );
-                sys::nftnl_set_elems_nlmsg_build_payload(nlh, set.0);
-                (*nlh).nlmsg_len as usize
-            }
-        },
-        |_| {},
-    );
-    match r {
-        Ok(()) => Ok(true),
-        Err(e) if e.is_missing() => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// Every MAC the kernel saw open a connection to the portal from `ip`:`port` (a dump of one
-/// set, at most [`super::ruleset::SOURCE_SIZE`] elements).
-pub fn openers(ip: IpAddr, port: u16) -> Result<Vec<Mac>, FirewallError> {
-    let (spec, prefix) = set_and_prefix(ip, port);
+/// Every MAC the kernel saw open a connection to the portal from `ip` in the last
+/// [`super::ruleset::SOURCE_TIMEOUT_S`] seconds (a dump of one set, at most
+/// [`super::ruleset::SOURCE_SIZE`] elements).
+pub fn openers(ip: IpAddr) -> Result<Vec<Mac>, FirewallError> {
+    let (spec, prefix) = set_and_prefix(ip);
     let set = SetObj::new(spec)?;
     let mut out = Vec::new();
     request(
         "list who opened portal connections",
         |buf, seq| {
-            // SAFETY: as in `saw`, for a dump request naming one set.
+            // SAFETY: `buf` is an aligned buffer of nft_nlmsg_maxsize bytes; a GETSETELEM
+            // dump request naming one set fits in it; the set object is live.
             unsafe {
                 let nlh = sys::nftnl_nlmsg_build_hdr(
                     buf,
@@ -149,16 +115,16 @@ mod tests {
     #[test]
     fn keys_follow_the_register_layout_and_decode_back() {
         let m = Mac([2, 0, 0, 0, 0, 7]);
-        let k = source_key("10.20.0.5".parse().unwrap(), 40000, m);
-        assert_eq!(k, [10, 20, 0, 5, 0x9c, 0x40, 0, 0, 2, 0, 0, 0, 0, 7, 0, 0]);
-        let mapped = source_key("::ffff:10.20.0.5".parse().unwrap(), 40000, m);
+        let k = source_key("10.20.0.5".parse().unwrap(), m);
+        assert_eq!(k, [10, 20, 0, 5, 2, 0, 0, 0, 0, 7, 0, 0]);
+        let mapped = source_key("::ffff:10.20.0.5".parse().unwrap(), m);
         assert_eq!(mapped, k, "a mapped address is the IPv4 one");
-        let k6 = source_key("fd00::5".parse().unwrap(), 1, m);
-        assert_eq!(k6.len(), 28);
-        let (_, p) = set_and_prefix("10.20.0.5".parse().unwrap(), 40000);
+        let k6 = source_key("fd00::5".parse().unwrap(), m);
+        assert_eq!(k6.len(), 24);
+        let (_, p) = set_and_prefix("10.20.0.5".parse().unwrap());
         assert_eq!(mac_in(&k, &p), Some(m));
-        let (_, other) = set_and_prefix("10.20.0.5".parse().unwrap(), 40001);
+        let (_, other) = set_and_prefix("10.20.0.6".parse().unwrap());
         assert_eq!(mac_in(&k, &other), None);
-        assert_eq!(mac_in(&k[..10], &p), None);
+        assert_eq!(mac_in(&k[..9], &p), None);
     }
 }
