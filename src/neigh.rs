@@ -28,11 +28,18 @@ fn show(m: &Option<Mac>) -> String {
     m.map_or_else(|| "no device".to_owned(), |m| m.to_string())
 }
 
+/// At most four MACs, so that a log line stays short whatever guests invent.
 fn list(m: &[Mac]) -> String {
-    m.iter()
+    let mut s = m
+        .iter()
+        .take(4)
         .map(Mac::to_string)
         .collect::<Vec<_>>()
-        .join(" and ")
+        .join(" and ");
+    if m.len() > 4 {
+        s.push_str(&format!(" and {} more", m.len() - 4));
+    }
+    s
 }
 
 pub trait Neighbours {
@@ -229,6 +236,9 @@ mod tests {
         // The thief also opened a connection from the victim's address: nobody is credited.
         assert!(judge(ip, Some(thief), vec![victim, thief]).is_err());
         assert!(judge(ip, Some(victim), vec![victim, thief]).is_err());
+        let many: Vec<Mac> = (0..100).map(|i| Mac([2, 0, 0, 0, 1, i])).collect();
+        let c = judge(ip, Some(victim), many).unwrap_err().to_string();
+        assert!(c.len() < 200 && c.ends_with("and 96 more"), "{c}");
     }
 
     #[test]
