@@ -454,6 +454,7 @@ async fn keep_in_sync(
     let (mut mono, mut wall) = (Instant::now(), wall_now());
     // Old rows go once a day (the first tick included), so the file on flash stays small.
     let mut pruned: Option<Instant> = None;
+    let mut clones = crate::fdb::CloneWatch::default();
     loop {
         let hangup = async {
             match hup.as_mut() {
@@ -501,6 +502,7 @@ async fn keep_in_sync(
                 Err(e) => eprintln!("wifiposd: cannot prune old rows: {e}"),
             }
         }
+        watch_clones(&mut s, &mut clones, now);
         match s.firewall.health() {
             Ok(Health::Intact) => {}
             Ok(Health::Missing) => match s.restore(now) {
@@ -508,6 +510,27 @@ async fn keep_in_sync(
                 Err(e) => eprintln!("wifiposd: cannot rebuild the firewall table: {e}"),
             },
             Err(e) => eprintln!("wifiposd: firewall check failed: {e}"),
+        }
+    }
+}
+
+/// One look at the guest bridge's forwarding database: logs each MAC that keeps moving between
+/// ports (a clone); what to do about it is the admin's choice.
+fn watch_clones(s: &mut Sessions, watch: &mut crate::fdb::CloneWatch, now: i64) {
+    use crate::fdb;
+    let Some(bridge) = fdb::ifindex(&s.cfg.guest_iface) else {
+        return;
+    };
+    let entries = match fdb::dump(bridge) {
+        Ok(e) => e,
+        Err(_) => return, // not a bridge (a plain interface has no forwarding database)
+    };
+    for c in watch.see(&entries, now) {
+        let ports: Vec<String> = c.ports.iter().map(|p| fdb::port_name(*p)).collect();
+        let detail = format!("seen on bridge ports {} at once", ports.join(" and "));
+        eprintln!("wifiposd: possible clone: {} {detail}", c.mac);
+        if let Err(e) = s.store.record_clone(c.mac, &detail, now) {
+            eprintln!("wifiposd: cannot record a clone: {e}");
         }
     }
 }

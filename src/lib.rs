@@ -28,6 +28,8 @@ pub mod control;
 #[cfg(feature = "router")]
 pub mod daemon;
 #[cfg(feature = "router")]
+pub mod fdb;
+#[cfg(feature = "router")]
 pub mod firewall;
 #[cfg(feature = "router")]
 pub mod neigh;

@@ -182,3 +182,71 @@ fn a_forged_arp_entry_does_not_steal_a_voucher() {
 fn a_forged_neighbour_advertisement_does_not_steal_a_voucher() {
     redeem_under_attack(true);
 }
+
+/// Sends a small UDP datagram to the router every 20 ms for 8 s: frames from this port.
+const CHATTER: &str = "import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+end = time.monotonic() + 8
+while time.monotonic() < end:
+    s.sendto(b'x', ('10.20.0.1', 9))
+    time.sleep(0.02)
+";
+
+/// A clone of a paid device's MAC on a second bridge port: both send, the bridge's forwarding
+/// database flips between the two ports, the daemon logs a `mac_clone` event and `status`
+/// shows it; blocking is the admin's choice.
+#[test]
+fn a_cloned_mac_on_two_bridge_ports_is_logged_and_shown_in_status() {
+    let Some(cafe) = Cafe::open("clone") else {
+        return;
+    };
+    let _d = cafe.start();
+    let paid = "02:00:00:00:00:12";
+    let v = cafe.issue(&["--duration", "1h"]);
+    let (code, _) = cafe.lab.curl("client3", &[v["url"].as_str().unwrap()]);
+    assert_eq!(code, 200);
+    let status = cafe.admin(&["status"]);
+    assert!(!String::from_utf8_lossy(&status.stdout).contains("CLONE"));
+    // client4 takes the paid phone's MAC; both keep talking.
+    let out = cafe
+        .lab
+        .run("client4", "ip", &["link", "set", "eth0", "address", paid]);
+    assert!(out.status.success(), "{out:?}");
+    let pings: Vec<_> = ["client3", "client4"]
+        .iter()
+        .map(|h| {
+            cafe.lab
+                .cmd(h, "python3")
+                .args(["-c", CHATTER])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let t = std::time::Instant::now();
+    let mut text = String::new();
+    while t.elapsed() < Duration::from_secs(10) {
+        let out = cafe.admin(&["status"]);
+        text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("CLONE") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for mut p in pings {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    assert!(
+        text.contains(&format!("CLONE: {paid}")) && text.contains("g2") && text.contains("g3"),
+        "status does not show the clone:\n{text}\n{}",
+        cafe.log()
+    );
+    let ev = events(&cafe);
+    assert!(ev.contains("mac_clone"), "{ev}");
+    // Nobody else is called a clone.
+    assert!(!text.contains("02:00:00:00:00:10"), "{text}");
+    let out = cafe.admin(&["block", paid]);
+    assert!(out.status.success(), "{out:?}");
+}
