@@ -4,7 +4,8 @@
 //!
 //! Owns: the [`Neighbours`] trait, the rule that decides between the two answers ([`judge`]),
 //! the kernel implementation and a fixed one for `--dev`. Knows nothing of vouchers or HTTP.
-//! A client the kernel did not see open its connection gets no MAC, and so never gets access;
+//! A client the kernel did not see send to the portal gets no MAC, and so never gets access
+//! (unless the whole table is gone: then nothing is enforced and the neighbour table decides);
 //! a neighbour entry that names another device than the packets did (a forged ARP or NDP
 //! message) is a [`Conflict`]: the request is refused and the conflict reported.
 
@@ -119,11 +120,20 @@ impl Neighbours for Kernel {
             eprintln!("wifiposd: cannot read the neighbour table: {e}");
             None
         });
-        let senders = sources::openers(ip).unwrap_or_else(|e| {
-            eprintln!("wifiposd: cannot read the portal connection record: {e}");
-            Vec::new()
-        });
-        let r = judge(ip, neighbour, senders);
+        let r = match sources::openers(ip) {
+            // The request's own packets were not recorded although there was room: the table
+            // was rebuilt between them and now (which empties the record). Only a rebuild does
+            // that, never a guest: the neighbour table decides this once.
+            Ok(seen) if seen.senders.is_empty() && !seen.nearly_full() => Ok(neighbour),
+            Ok(seen) => judge(ip, neighbour, seen.senders),
+            // No record set at all: the table is gone (flushed, being rebuilt) and nothing is
+            // enforced; trust the neighbour table as before until the daemon rebuilds it.
+            Err(e) if e.is_missing() => Ok(neighbour),
+            Err(e) => {
+                eprintln!("wifiposd: cannot read the portal connection record: {e}");
+                judge(ip, neighbour, Vec::new())
+            }
+        };
         if let Err(c) = &r {
             eprintln!("wifiposd: refused a request: {c}");
             if let Some(report) = self.on_conflict.as_mut() {

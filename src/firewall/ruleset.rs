@@ -58,8 +58,8 @@ pub struct Dynamic {
     pub size: u32,
 }
 
-/// How long the kernel remembers which MAC opened a portal connection from an address (each
-/// new connection refreshes it): longer than the portal keeps a connection open (60 s), so
+/// How long the kernel remembers which MAC sent to the portal from an address (each packet
+/// refreshes it): longer than the portal keeps a connection open (60 s), so
 /// every request on it is vouched for.
 pub const SOURCE_TIMEOUT_S: u32 = 90;
 /// (address, MAC) pairs remembered per family. One per device, however many connections it
@@ -312,13 +312,9 @@ fn input_rules(out: &mut Vec<RuleSpec>, iface: &str, port: u16) {
     let c = &INPUT;
     out.push(rule(c, vec![not_from_guest(iface)], Return));
     out.push(rule(c, vec![Match::EtherSaddrIn(BLOCKED.name)], Drop));
-    out.push(rule(c, vec![Match::EstablishedRelated], Accept));
-    out.push(rule(c, vec![Match::UdpDport(67)], Accept));
-    out.push(rule(c, vec![Match::UdpDport(547)], Accept));
-    out.push(rule(c, vec![Match::UdpDport(53)], Accept));
-    out.push(rule(c, vec![Match::Tcp, Match::TcpDport(53)], Accept));
-    // Port 80 was redirected in prerouting, so every portal connection arrives here with
-    // the portal's port; established ones were accepted above, so only new ones are recorded.
+    // Port 80 was redirected in prerouting, so every portal packet arrives here with the
+    // portal's port. Every one of them (not only the first of a connection) records who sent
+    // it, so a connection open across a table rebuild is vouched for again by its next packet.
     for set in [PORTAL4, PORTAL6] {
         out.push(rule(
             c,
@@ -326,6 +322,11 @@ fn input_rules(out: &mut Vec<RuleSpec>, iface: &str, port: u16) {
             RecordSource(set),
         ));
     }
+    out.push(rule(c, vec![Match::EstablishedRelated], Accept));
+    out.push(rule(c, vec![Match::UdpDport(67)], Accept));
+    out.push(rule(c, vec![Match::UdpDport(547)], Accept));
+    out.push(rule(c, vec![Match::UdpDport(53)], Accept));
+    out.push(rule(c, vec![Match::Tcp, Match::TcpDport(53)], Accept));
     out.push(rule(c, vec![Match::Tcp, Match::TcpDport(port)], Accept));
     // Router and neighbour discovery (133-136) and ping, without which IPv6 does not work.
     for t in [133, 134, 135, 136, 128] {

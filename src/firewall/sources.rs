@@ -1,5 +1,5 @@
 //! Who opened portal connections, in the kernel's words: the input chain records
-//! `ip saddr . ether saddr` of every new connection to the portal in the dynamic sets
+//! `ip saddr . ether saddr` of every packet to the portal in the dynamic sets
 //! `portal4`/`portal6` (see [`super::ruleset::PORTAL4`]); this module reads them back over
 //! netlink. A forged ARP or NDP entry changes the neighbour table, not what the packets
 //! carried, so the portal checks the neighbour table's answer against these sets.
@@ -44,13 +44,30 @@ fn mac_in(key: &[u8], prefix: &[u8]) -> Option<Mac> {
     Some(Mac(m))
 }
 
-/// Every MAC the kernel saw open a connection to the portal from `ip` in the last
+/// What the record holds for one address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// The MACs that sent to the portal from the address lately, sorted.
+    pub senders: Vec<Mac>,
+    /// Elements in the whole set (of at most [`super::ruleset::SOURCE_SIZE`]).
+    pub total: usize,
+}
+
+impl Seen {
+    /// Nine tenths full or more: new senders may have found no room.
+    pub fn nearly_full(&self) -> bool {
+        self.total >= super::ruleset::SOURCE_SIZE as usize / 10 * 9
+    }
+}
+
+/// Every MAC the kernel saw send to the portal from `ip` in the last
 /// [`super::ruleset::SOURCE_TIMEOUT_S`] seconds (a dump of one set, at most
 /// [`super::ruleset::SOURCE_SIZE`] elements).
-pub fn openers(ip: IpAddr) -> Result<Vec<Mac>, FirewallError> {
+pub fn openers(ip: IpAddr) -> Result<Seen, FirewallError> {
     let (spec, prefix) = set_and_prefix(ip);
     let set = SetObj::new(spec)?;
     let mut out = Vec::new();
+    let mut total = 0;
     request(
         "list who opened portal connections",
         |buf, seq| {
@@ -88,6 +105,7 @@ pub fn openers(ip: IpAddr) -> Result<Vec<Mac>, FirewallError> {
                                 sys::NFTNL_SET_ELEM_KEY as u16,
                                 &mut len,
                             );
+                            total += 1;
                             if !key.is_null() {
                                 let k = std::slice::from_raw_parts(key.cast::<u8>(), len as usize);
                                 if let Some(m) = mac_in(k, &prefix) {
@@ -105,7 +123,10 @@ pub fn openers(ip: IpAddr) -> Result<Vec<Mac>, FirewallError> {
     )?;
     out.sort();
     out.dedup();
-    Ok(out)
+    Ok(Seen {
+        senders: out,
+        total,
+    })
 }
 
 #[cfg(test)]
