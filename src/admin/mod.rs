@@ -13,11 +13,11 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::config;
-use crate::daemon::{self, Sessions};
 use crate::firewall::Health;
 use crate::keys::KeyId;
 use crate::mac::Mac;
 use crate::policy::MacRule;
+use crate::sessions::{self, Sessions};
 use crate::store::{Session, Totals, VoucherSummary};
 use crate::{duration, voucher};
 
@@ -363,12 +363,12 @@ fn status(s: &mut Sessions, uptime_s: u64, now: i64) -> Result<Status, AdminErro
         Err(e) => format!("cannot check: {e}"),
     };
     let allowed = s.firewall.list_allowed().map(|a| a.len()).unwrap_or(0);
-    let (trusted, blocked) = daemon::mac_sets(&s.cfg, &s.store.rules().map_err(internal)?);
+    let (trusted, blocked) = sessions::mac_sets(&s.cfg, &s.store.rules().map_err(internal)?);
     let cfg = &s.cfg;
     Ok(Status {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         now,
-        clock_trusted: now >= daemon::CLOCK_SANE_AFTER,
+        clock_trusted: now >= sessions::CLOCK_SANE_AFTER,
         uptime_s,
         venue: cfg.venue.clone(),
         portal_url: cfg.portal_url(),
@@ -591,7 +591,7 @@ fn set_rule(
         (false, _) => return Err(AdminError::Refused(format!("{mac} is not {word}"))),
     };
     let change = s.store.set_rule(mac, new, "admin", now).map_err(internal)?;
-    daemon::apply_rules(s).map_err(internal)?;
+    sessions::apply_rules(s).map_err(internal)?;
     if let Some(a) = change.session {
         s.apply(&[a], now).map_err(internal)?;
     }
