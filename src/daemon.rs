@@ -1,14 +1,15 @@
 //! `wifiposd serve`: wires config → store → firewall → portal and keeps them true to each other.
 //!
 //! Owns only the wiring: start-up (config, portal address, store, firewall, restore of every
-//! active session), the tasks (portal, control socket, the periodic check that rebuilds a
-//! flushed table, re-programs remaining times after a wall-clock jump and ends due devices),
-//! SIGHUP reload and SIGTERM exit. What is done to the sessions is `sessions`. The kernel keeps
+//! active session), the tasks (portal, control socket, the once-a-second check that rebuilds a
+//! flushed table, re-programs remaining times after a wall-clock jump, ends due devices, prunes
+//! old rows and looks for clones on the guest bridge), SIGHUP reload and SIGTERM exit. What is
+//! done to the sessions is `sessions`; what admin commands do is `admin`. The kernel keeps
 //! enforcing when the daemon is gone.
 //!
-//! Imports run one way (no cycles): `daemon` → {`control` → `admin`, `portal`}, and
-//! `admin` → `sessions` → {`store`, `firewall`, `policy`, `conntrack`, `ends`, …}; nothing
-//! imports `daemon` but the binary and `doctor`.
+//! Imports run one way (no cycles): `sessions` ← `admin` ← `control` ← `daemon`, and `daemon`
+//! also uses `sessions`, `admin` (the handler it gives `control`) and `portal`. Nothing imports
+//! `daemon` but the binary and `doctor::gather`.
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -252,13 +253,7 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
                     } else {
                         let sessions = sessions.clone();
                         let neigh = neigh::Kernel::reporting(move |c| {
-                            let detail = c.to_string();
-                            let mut s = sessions.borrow_mut();
-                            if let Err(e) =
-                                s.store.record_conflict(c.neighbour, &detail, wall_now())
-                            {
-                                eprintln!("wifiposd: cannot record an address conflict: {e}");
-                            }
+                            sessions.borrow_mut().record_conflict(c, wall_now())
                         });
                         portal::serve(listener, portal, neigh, limits, shutdown).await;
                     }
@@ -350,7 +345,7 @@ async fn keep_in_sync(
                 Err(e) => eprintln!("wifiposd: cannot prune old rows: {e}"),
             }
         }
-        watch_clones(&mut s, &mut clones, now);
+        s.watch_clones(&mut clones, now);
         match s.firewall.health() {
             Ok(Health::Intact) => {}
             Ok(Health::Missing) => match s.restore(now) {
@@ -368,27 +363,6 @@ fn until_wall(t: i64) -> Duration {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     Duration::from_millis(t.saturating_mul(1000).saturating_sub(now_ms).max(0) as u64)
-}
-
-/// One look at the guest bridge's forwarding database: logs each MAC that keeps moving between
-/// ports (a clone); what to do about it is the admin's choice.
-fn watch_clones(s: &mut Sessions, watch: &mut crate::fdb::CloneWatch, now: i64) {
-    use crate::fdb;
-    let Some(bridge) = fdb::ifindex(&s.cfg.guest_iface) else {
-        return;
-    };
-    let entries = match fdb::dump(bridge) {
-        Ok(e) => e,
-        Err(_) => return, // not a bridge (a plain interface has no forwarding database)
-    };
-    for c in watch.see(&entries, now) {
-        let ports: Vec<String> = c.ports.iter().map(|p| fdb::port_name(*p)).collect();
-        let detail = format!("seen on bridge ports {} at once", ports.join(" and "));
-        eprintln!("wifiposd: possible clone: {} {detail}", c.mac);
-        if let Err(e) = s.store.record_clone(c.mac, &detail, now) {
-            eprintln!("wifiposd: cannot record a clone: {e}");
-        }
-    }
 }
 
 /// Applies a re-read config: keys, revocations, trusted/blocked devices and the walled garden

@@ -2,8 +2,11 @@
 //! open the firewall (rebuilding the table if it was removed, or taking the redemption back
 //! when even that fails), and answer what access a device has.
 //!
+//! Owns: the three `Gate` calls (`redeem`, `genuine`, `access`). Not: the HTTP side (`portal`)
+//! nor the table rebuild itself (`Sessions::restore`).
+//!
 //! Imports: the portal's `Gate` trait and its answer types, `voucher`, and the sessions above.
-//! The portal never imports this module: it is generic over any `Gate`.
+//! The portal never imports this module (nor `sessions`): it is generic over any `Gate`.
 
 use std::time::Duration;
 

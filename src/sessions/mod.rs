@@ -5,14 +5,16 @@
 //! whole table with every active session (at start, after a flush, on a new guest interface),
 //! re-programming after a wall-clock jump, applying the store's revocations, kicks and
 //! extensions, ending connections whose time is up, the trusted/blocked sets, `list revoked`,
-//! and a re-read config applied in place. The portal's [`crate::portal::Gate`] on top of it is
-//! `gate`. Not: tasks, signals, sockets or the clock (`daemon` passes `now` in).
+//! a re-read config applied in place, and recording what the watches saw (a MAC cloned on the
+//! guest bridge, a forged neighbour entry). The portal's [`crate::portal::Gate`] over it is
+//! `gate`. Not: tasks, timers, signals, sockets or the clock (`daemon` passes `now` in), admin
+//! commands (`admin`).
 //!
 //! Imports run one way (no cycles):
-//! `daemon` → {`control` → `admin`, `portal`, `sessions`}; `admin` → `sessions`;
-//! `sessions` → {`portal`'s `Gate` trait (in `gate`), `store`, `firewall`, `policy`,
-//! `conntrack`, `ends`, `keys`, `voucher`, `config`}. Nothing below imports `daemon`, `admin`,
-//! `control` or `sessions`.
+//! `sessions` ← `admin` ← `control` ← `daemon` (which also uses `sessions` and `admin`);
+//! `sessions` → {`portal` (only the `Gate` trait and its answers, in `gate`), `store`,
+//! `firewall`, `policy`, `conntrack`, `ends`, `fdb`, `neigh`, `keys`, `voucher`, `config`}, none
+//! of which imports `sessions`, `admin`, `control` or `daemon`.
 
 mod gate;
 
@@ -21,9 +23,11 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::conntrack::{self, Connections};
 use crate::ends::Ends;
+use crate::fdb;
 use crate::firewall::{Firewall, FirewallError, Ruleset};
 use crate::keys::Keyring;
 use crate::mac::Mac;
+use crate::neigh;
 use crate::policy::{Clock, FirewallAction, MacRule};
 use crate::store::{Store, StoreError};
 
@@ -116,6 +120,34 @@ impl Sessions {
         }
         self.end_connections(&ended, "time is up");
         ended.len()
+    }
+
+    /// One look at the guest bridge's forwarding database: logs and records each MAC that keeps
+    /// moving between ports (a clone); what to do about it is the admin's choice.
+    pub fn watch_clones(&mut self, watch: &mut fdb::CloneWatch, now: i64) {
+        let Some(bridge) = fdb::ifindex(&self.cfg.guest_iface) else {
+            return;
+        };
+        let entries = match fdb::dump(bridge) {
+            Ok(e) => e,
+            Err(_) => return, // not a bridge (a plain interface has no forwarding database)
+        };
+        for c in watch.see(&entries, now) {
+            let ports: Vec<String> = c.ports.iter().map(|p| fdb::port_name(*p)).collect();
+            let detail = format!("seen on bridge ports {} at once", ports.join(" and "));
+            eprintln!("wifiposd: possible clone: {} {detail}", c.mac);
+            if let Err(e) = self.store.record_clone(c.mac, &detail, now) {
+                eprintln!("wifiposd: cannot record a clone: {e}");
+            }
+        }
+    }
+
+    /// Records a forged neighbour entry the portal refused (`address_conflict`; logged, never
+    /// fatal).
+    pub fn record_conflict(&mut self, c: &neigh::Conflict, now: i64) {
+        if let Err(e) = self.store.record_conflict(c.neighbour, &c.to_string(), now) {
+            eprintln!("wifiposd: cannot record an address conflict: {e}");
+        }
     }
 
     fn clock(now: i64) -> Clock {
