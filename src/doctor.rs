@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::admin::Status;
 use crate::config::uci::{Package, Section};
 use crate::config::Config;
-use crate::daemon::CLOCK_SANE_AFTER;
+use crate::sessions::CLOCK_SANE_AFTER;
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
