@@ -67,7 +67,12 @@ unsafe fn elements(head: *const uci_list) -> Vec<*mut uci_element> {
     out
 }
 
+/// libuci's `uci_get_errorstr` formats into one static buffer: tests running in parallel
+/// threads would garble each other's messages, so libuci is called by one thread at a time.
+static LIBUCI: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn libuci(text: &str) -> Outcome {
+    let _one_at_a_time = LIBUCI.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let save = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("f"), text).unwrap();
