@@ -224,6 +224,12 @@ fn a_thousand_sessions_survive_kill_9_and_a_reboot_with_their_remaining_time() {
     assert!(ms < 1000, "restoring 1 000 sessions took {ms} ms");
 
     // Admin commands with 1 000 sessions: right answers (their speed is in scripts/bench-admin).
+    // The control socket is bound just after the restore: on a loaded machine the first command
+    // can come before it (the kill -9'd daemon's socket file is still there, refusing).
+    wait_for(Duration::from_secs(5), || {
+        cafe.admin(&["status", "--json"]).status.success()
+    })
+    .expect("the control socket answers");
     let status = admin_json(&cafe, &["status"]);
     assert_eq!(status["sessions"], 1000);
     assert_eq!(status["allowed_in_kernel"], 1000);
