@@ -272,9 +272,10 @@ LUCI_BASENAME=wifipos
 # luci_var NAME: NAME:= from openwrt/luci-app-wifipos/Makefile.
 luci_var() { sed -n "s/^$1:=//p" "$LUCI_APP/Makefile" | head -n1; }
 
-# luci_release: PKG_RELEASE of the LuCI Makefile, else luci.mk's default 1.
+# luci_release: WIFIPOS_PKG_RELEASE (the tests build upgrades with it), else PKG_RELEASE of
+# the LuCI Makefile, else luci.mk's default 1.
 luci_release() {
-  local r; r=$(luci_var PKG_RELEASE); r=${r:-1}
+  local r=${WIFIPOS_PKG_RELEASE:-$(luci_var PKG_RELEASE)}; r=${r:-1}
   [[ $r =~ ^[0-9]+$ ]] || die "the LuCI package release '$r' must be a number."
   echo "$r"
 }
