@@ -659,7 +659,11 @@ fn luci_pages_in_chromium_revoke_a_phone_and_save_a_venue() {
     redeem(&cafe, "client", revoke["url"].as_str().unwrap());
     redeem(&cafe, "client2", keep["url"].as_str().unwrap());
     let phones = phones::lab_phones(&cafe.lab);
-    let rpcd = Rpcd::new(&tools, cafe.dir.path(), confdir.join("wifipos"));
+    // The router as the guide sets it up but without wifipos's portal rule in fw4: the
+    // overview's doctor banner must name the fix.
+    let etc = cafe.path("etc");
+    fake_etc::write_etc(&cafe, &etc, fake_etc::FIREWALL);
+    let rpcd = Rpcd::new(&tools, cafe.dir.path(), confdir.join("wifipos")).in_router(&cafe, &etc);
     let key = cafe
         .trusted
         .split('\'')
@@ -680,6 +684,7 @@ fn luci_pages_in_chromium_revoke_a_phone_and_save_a_venue() {
         .env("PATH", &rpcd.path)
         .env("WIFIPOSD", &rpcd.wifiposd)
         .env("WIFIPOS_CONFIG", &rpcd.config)
+        .env("WIFIPOS_ETC", &rpcd.etc)
         .env("LUCI_SRC", &src)
         .env("APP", format!("{ROOT}/openwrt/luci-app-wifipos"))
         .env("PLUGIN", plugin())

@@ -28,8 +28,8 @@ return view.extend({
 			E('h4', {}, [ doc.blocks
 				? _('The router check found problems that keep guests out')
 				: _('The router check found something to fix') ]),
-			E('ul', {}, bad.map(function(f) {
-				return E('li', { 'data-check': f.check, 'data-level': f.level }, [
+			E('div', {}, bad.map(function(f) {
+				return E('p', { 'data-check': f.check, 'data-level': f.level }, [
 					E('strong', {}, [ f.level == 'blocks' ? _('Blocks guests') : _('Warning') ]),
 					' ', f.check, ': ', f.found,
 					f.fix ? E('div', {}, [ _('Fix: %s').format(f.fix) ]) : ''
