@@ -6,6 +6,9 @@
 //! Owns: binding (a stale socket file is replaced, a live one means another daemon: refused),
 //! the file mode (0600) and a peer check (same user as the daemon), limits (request size, time
 //! per request, connections at once), and the client side. Not: what commands do (`admin`).
+//!
+//! Imports run one way: `sessions` ← `admin` ← `control` ← `daemon`; `control` uses only
+//! `admin`'s request and error types and takes the handler from `daemon`.
 
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};

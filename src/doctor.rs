@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::admin::Status;
 use crate::config::uci::{Package, Section};
 use crate::config::Config;
-use crate::daemon::CLOCK_SANE_AFTER;
+use crate::sessions::CLOCK_SANE_AFTER;
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -732,7 +732,10 @@ config rule\n\toption name 'Allow-DNS-Guest'\n\toption src 'guest'\n\toption des
             text.contains("zone guest refuses the portal port 2050"),
             "{text}"
         );
-        assert!(text.contains("dest_port='2050'"), "{text}");
+        assert!(
+            text.contains("/usr/libexec/wifipos-firewall add (it lets TCP port 2050"),
+            "{text}"
+        );
         // A port range, tcpudp and an anonymous rule do it too; a disabled rule or one for
         // another port or for IPv6 only does not.
         for (rule, ok) in [

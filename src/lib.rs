@@ -46,4 +46,6 @@ pub mod nl;
 #[cfg(feature = "router")]
 pub mod portal;
 #[cfg(feature = "router")]
+pub mod sessions;
+#[cfg(feature = "router")]
 pub mod store;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use ed25519_dalek::SigningKey;
-use wifipos::daemon::Sessions;
+use wifipos::sessions::Sessions;
 use wifipos::firewall::MemoryFirewall;
 use wifipos::keys::Keyring;
 use wifipos::mac::Mac;

@@ -1,25 +1,31 @@
 //! Admin commands: what `wifiposd status|sessions|vouchers|revoke|kick|extend|trust|block|events`
 //! ask of the running daemon, and the answers.
 //!
-//! Owns: the request and reply types (sent as JSON over the control socket), parsing of admin
-//! arguments (MAC, voucher, key id, duration, time) with messages for people, and carrying out
-//! each command against the store and the firewall. Not: the socket (`control`) nor printing
-//! (the `wifiposd` binary).
+//! Owns: the request and reply types (sent as JSON over the control socket) and carrying out
+//! each command against the sessions (store, firewall, open connections); parsing of admin
+//! arguments with messages for people is `args`, the text output `text`. Not: the session state
+//! and what a revocation or a rule change does to the kernel (`sessions`), the socket
+//! (`control`), printing (the `wifiposd` binary).
+//!
+//! Imports run one way: `sessions` ← `admin` ← `control` ← `daemon` (and `daemon` → `admin`
+//! for the handler it hands `control`). `admin` never imports `control` or `daemon`.
 
+mod args;
 pub mod text;
+
+pub use args::{parse_duration, parse_mac, parse_since, parse_target, parse_voucher, Target};
 
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config;
-use crate::daemon::{self, Sessions};
+use crate::duration;
 use crate::firewall::Health;
 use crate::keys::KeyId;
 use crate::mac::Mac;
 use crate::policy::MacRule;
+use crate::sessions::{self, Sessions};
 use crate::store::{Session, Totals, VoucherSummary};
-use crate::{duration, voucher};
 
 /// One admin request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,152 +167,6 @@ pub struct Done {
     pub devices: Vec<Mac>,
 }
 
-/// What a revocation or an extension is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    Mac(Mac),
-    Voucher(KeyId, u64),
-    /// Every voucher of a till key.
-    Key(KeyId),
-}
-
-/// Parses what `revoke` takes: a MAC, `KEYID:SERIAL`, a voucher's code or link, or a key id.
-pub fn parse_target(s: &str) -> Result<Target, AdminError> {
-    let s = s.trim();
-    if let Ok(mac) = s.parse::<Mac>() {
-        return Ok(Target::Mac(mac));
-    }
-    if let Some(key) = KeyId::from_hex(s) {
-        return Ok(Target::Key(key));
-    }
-    parse_voucher(s)
-        .map(|(k, n)| Target::Voucher(k, n))
-        .map_err(|_| {
-            AdminError::BadRequest(format!(
-                "'{}' is not a MAC address (aa:bb:cc:dd:ee:ff), a voucher (KEYID:SERIAL as \
-                 `wifipos inspect` prints it, or the voucher's code or link) or a key id (8 hex \
-                 digits)",
-                short(s)
-            ))
-        })
-}
-
-/// A voucher as `KEYID:SERIAL` or its code or link (the signature is not checked: a voucher
-/// from a key no longer trusted can still be named).
-pub fn parse_voucher(s: &str) -> Result<(KeyId, u64), AdminError> {
-    let s = s.trim();
-    if let Some(r) = config::parse_revoked(s) {
-        return Ok((r.key_id, r.serial));
-    }
-    match voucher::decode(voucher::token_from_input(s)) {
-        Ok(u) => Ok((u.voucher.key_id, u.voucher.serial)),
-        Err(why) => Err(AdminError::BadRequest(format!(
-            "'{}' is not a voucher: expected KEYID:SERIAL as `wifipos inspect` prints it, or \
-             the voucher's code or link ({why})",
-            short(s)
-        ))),
-    }
-}
-
-pub fn parse_mac(s: &str) -> Result<Mac, AdminError> {
-    s.parse::<Mac>()
-        .map_err(|e| AdminError::BadRequest(e.to_string()))
-}
-
-/// A positive duration such as `30m`, `2h`, `1d`.
-pub fn parse_duration(s: &str) -> Result<u64, AdminError> {
-    duration::parse(s).map_err(|e| AdminError::BadRequest(e.to_string()))
-}
-
-/// `--since`: a duration ago (`2h`), a UTC date or date and time (`2026-11-25`,
-/// `2026-11-25T14:30`), or Unix seconds.
-pub fn parse_since(s: &str, now: i64) -> Result<i64, AdminError> {
-    let s = s.trim();
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s.parse().map_err(|_| bad_since(s));
-    }
-    if let Some(t) = parse_utc(s) {
-        return Ok(t);
-    }
-    match duration::parse(s) {
-        Ok(secs) => Ok(now.saturating_sub(secs as i64)),
-        Err(_) => Err(bad_since(s)),
-    }
-}
-
-fn bad_since(s: &str) -> AdminError {
-    AdminError::BadRequest(format!(
-        "'{}' is not a time: expected a duration ago (such as 2h or 7d), a UTC date (2026-11-25 \
-         or 2026-11-25T14:30) or Unix seconds",
-        short(s)
-    ))
-}
-
-/// `YYYY-MM-DD`, optionally with `THH:MM[:SS]` (or a space), read as UTC.
-fn parse_utc(s: &str) -> Option<i64> {
-    let (date, time) = match s.split_once(['T', ' ']) {
-        Some((d, t)) => (d, Some(t)),
-        None => (s, None),
-    };
-    let mut d = date.split('-');
-    let (y, m, day): (i64, i64, i64) = (
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-    );
-    if d.next().is_some() || !(1970..=9999).contains(&y) || !(1..=12).contains(&m) {
-        return None;
-    }
-    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
-    let month_days = [
-        31,
-        28 + i64::from(leap),
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    if !(1..=month_days[(m - 1) as usize]).contains(&day) {
-        return None;
-    }
-    let mut secs = 0;
-    if let Some(t) = time {
-        let parts: Vec<&str> = t.split(':').collect();
-        if !(2..=3).contains(&parts.len()) {
-            return None;
-        }
-        let n: Vec<i64> = parts
-            .iter()
-            .map(|p| (p.len() == 2).then(|| p.parse().ok()).flatten())
-            .collect::<Option<_>>()?;
-        if n[0] > 23 || n[1] > 59 || n.get(2).is_some_and(|s| *s > 59) {
-            return None;
-        }
-        secs = n[0] * 3600 + n[1] * 60 + n.get(2).copied().unwrap_or(0);
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let (y2, m2) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * m2 + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some((era * 146_097 + doe - 719_468) * 86_400 + secs)
-}
-
-/// At most 60 characters of what someone typed, for messages.
-fn short(s: &str) -> String {
-    match s.char_indices().nth(60) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
-    }
-}
-
 /// Checks a request's arguments without the daemon, so the command line can say what is
 /// wrong before it connects.
 pub fn validate(req: &Request) -> Result<(), AdminError> {
@@ -366,12 +226,12 @@ fn status(s: &mut Sessions, uptime_s: u64, now: i64) -> Result<Status, AdminErro
         Err(e) => format!("cannot check: {e}"),
     };
     let allowed = s.firewall.list_allowed().map(|a| a.len()).unwrap_or(0);
-    let (trusted, blocked) = daemon::mac_sets(&s.cfg, &s.store.rules().map_err(internal)?);
+    let (trusted, blocked) = sessions::mac_sets(&s.cfg, &s.store.rules().map_err(internal)?);
     let cfg = &s.cfg;
     Ok(Status {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         now,
-        clock_trusted: now >= daemon::CLOCK_SANE_AFTER,
+        clock_trusted: now >= sessions::CLOCK_SANE_AFTER,
         uptime_s,
         venue: cfg.venue.clone(),
         portal_url: cfg.portal_url(),
@@ -595,7 +455,7 @@ fn set_rule(
         (false, _) => return Err(AdminError::Refused(format!("{mac} is not {word}"))),
     };
     let change = s.store.set_rule(mac, new, "admin", now).map_err(internal)?;
-    daemon::apply_rules(s).map_err(internal)?;
+    sessions::apply_rules(s).map_err(internal)?;
     if let Some(a) = change.session {
         s.apply(&[a], now).map_err(internal)?;
     }
@@ -619,48 +479,6 @@ fn set_rule(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn targets_are_told_apart() {
-        assert_eq!(
-            parse_target("02:00:00:00:00:10"),
-            Ok(Target::Mac("02:00:00:00:00:10".parse().unwrap()))
-        );
-        let k = KeyId::from_hex("1a2b3c4d").unwrap();
-        assert_eq!(parse_target("1a2b3c4d:42"), Ok(Target::Voucher(k, 42)));
-        assert_eq!(parse_target(" 1a2b3c4d "), Ok(Target::Key(k)));
-        for bad in ["", "xyz", "1a2b3c4d:", "1a2b3c4d:-1", "02:00:00:00:00"] {
-            let e = parse_target(bad).unwrap_err();
-            assert_eq!(e.exit_code(), 2, "{bad}");
-            assert!(e.to_string().contains("is not a MAC address"), "{e}");
-        }
-    }
-
-    #[test]
-    fn times_for_since() {
-        assert_eq!(parse_since("2h", 10_000), Ok(2_800));
-        assert_eq!(parse_since("1767225600", 0), Ok(1_767_225_600));
-        assert_eq!(parse_since("2026-01-01", 0), Ok(1_767_225_600));
-        assert_eq!(parse_since("2026-01-01T01:02:03", 0), Ok(1_767_229_323));
-        assert_eq!(parse_since("2024-02-29 00:00", 0), Ok(1_709_164_800));
-        for bad in [
-            "",
-            "2026-02-30",
-            "2023-02-29",
-            "2026-13-01",
-            "2026-01-01T24:00",
-            "soon",
-        ] {
-            assert!(parse_since(bad, 0).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn durations_must_be_positive() {
-        assert_eq!(parse_duration("90m"), Ok(5400));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("ten").is_err());
-    }
 
     #[test]
     fn requests_round_trip_as_json() {

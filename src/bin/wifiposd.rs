@@ -382,7 +382,7 @@ fn run(cmd: Cmd) -> ExitCode {
             Ok(cfg.captive_api_url())
         }),
         Cmd::Ruleset(c) => print_from_config(&c.config, |cfg| {
-            wifipos::firewall::ruleset_script(&daemon::ruleset(cfg, &[]), &[])
+            wifipos::firewall::ruleset_script(&wifipos::sessions::ruleset(cfg, &[]), &[])
                 .map_err(|e| e.to_string())
         }),
         Cmd::Serve(s) => {
