@@ -8,38 +8,14 @@
 #[path = "common/cafe.rs"]
 mod cafe;
 mod common;
+#[path = "common/fake_etc.rs"]
+mod fake_etc;
 
 use std::path::Path;
 use std::process::Output;
 
 use cafe::Cafe;
-
-const FIREWALL: &str = "config defaults\n\toption input 'REJECT'\n\toption output 'ACCEPT'\n\toption forward 'REJECT'\n\toption synflood_protect '1'\n\toption flow_offloading '1'\n\n\
-config zone\n\toption name 'guest'\n\tlist network 'guest'\n\toption input 'REJECT'\n\toption output 'ACCEPT'\n\toption forward 'REJECT'\n\n\
-config forwarding\n\toption src 'guest'\n\toption dest 'wan'\n\n\
-config rule\n\toption name 'Allow-DNS-Guest'\n\toption src 'guest'\n\toption dest_port '53'\n\toption proto 'tcp udp'\n\toption target 'ACCEPT'\n\n\
-config rule\n\toption name 'Allow-DHCP-Guest'\n\toption src 'guest'\n\toption dest_port '67'\n\toption proto 'udp'\n\toption family 'ipv4'\n\toption target 'ACCEPT'\n";
-
-const PORTAL_RULE: &str = "\nconfig rule 'wifipos_portal'\n\toption name 'Allow-wifipos-portal'\n\toption src 'guest'\n\toption proto 'tcp'\n\toption dest_port '2050'\n\toption target 'ACCEPT'\n";
-
-const NETWORK: &str = "config device\n\toption type 'bridge'\n\toption name 'br-guest'\n\n\
-config interface 'guest'\n\toption device 'br-guest'\n\toption proto 'static'\n\toption ipaddr '10.20.0.1'\n\toption netmask '255.255.255.0'\n";
-
-const DHCP: &str = "config dhcp 'guest'\n\toption interface 'guest'\n\toption start '100'\n\toption limit '150'\n\toption leasetime '1h'\n\tlist dhcp_option '114,http://10.20.0.1:2050/api/captive'\n";
-
-fn write_etc(cafe: &Cafe, etc: &Path, firewall: &str) {
-    let dir = etc.join("config");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(cafe.path("wifipos.conf"), dir.join("wifipos")).unwrap();
-    std::fs::write(dir.join("firewall"), firewall).unwrap();
-    std::fs::write(dir.join("network"), NETWORK).unwrap();
-    std::fs::write(dir.join("dhcp"), DHCP).unwrap();
-    std::fs::write(
-        dir.join("system"),
-        "config timeserver 'ntp'\n\toption enabled '1'\n",
-    )
-    .unwrap();
-}
+use fake_etc::{write_etc, FIREWALL, PORTAL_RULE};
 
 fn doctor(cafe: &Cafe, etc: &Path, json: bool) -> Output {
     let mut c = cafe.lab.cmd("router", cafe::WIFIPOSD);

@@ -10,6 +10,8 @@
 #[path = "common/cafe.rs"]
 mod cafe;
 mod common;
+#[path = "common/fake_etc.rs"]
+mod fake_etc;
 #[path = "common/phones.rs"]
 mod phones;
 
@@ -51,11 +53,13 @@ fn host_tools() -> Option<PathBuf> {
 }
 
 /// How the plugin is run: a `ucode` on PATH (the plugin's `#!/usr/bin/env ucode`) that is the
-/// host build with its modules, and the paths of this cafe's daemon.
+/// host build with its modules, and the paths of this cafe's daemon; `etc` is where `doctor`
+/// reads the router's config (WIFIPOS_ETC; none unless `in_router` sets one).
 struct Rpcd {
     path: String,
     wifiposd: String,
     config: PathBuf,
+    etc: PathBuf,
 }
 
 impl Rpcd {
@@ -77,7 +81,28 @@ impl Rpcd {
             path: format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
             wifiposd: cafe::WIFIPOSD.to_owned(),
             config,
+            etc: dir.join("no-etc"),
         }
+    }
+
+    /// The plugin's wifiposd run inside the lab's router (where the guest interface is, as
+    /// `wifiposd doctor` needs; the control socket is a file, so the other commands work the
+    /// same) with `etc` as the router's /etc.
+    fn in_router(mut self, cafe: &Cafe, etc: &Path) -> Rpcd {
+        let wrapper = cafe.path("wifiposd-in-router");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nexec ip netns exec '{}' '{}' \"$@\"\n",
+                phones::ns_of(&cafe.lab, "router"),
+                self.wifiposd
+            ),
+        )
+        .unwrap();
+        chmod_x(&wrapper);
+        self.wifiposd = wrapper.display().to_string();
+        self.etc = etc.to_owned();
+        self
     }
 
     /// The plugin's raw stdout for `args`, with `stdin` written and closed; asserts exit 0.
@@ -87,6 +112,7 @@ impl Rpcd {
             .env("PATH", &self.path)
             .env("WIFIPOSD", &self.wifiposd)
             .env("WIFIPOS_CONFIG", &self.config)
+            .env("WIFIPOS_ETC", &self.etc)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -180,7 +206,7 @@ fn list_names_every_method_with_its_arguments() {
     let list: Value = serde_json::from_str(&rpcd.raw(&["list"], b"")).unwrap();
     let expected = json!({
         "status": {}, "sessions": {}, "vouchers": {"limit": 50}, "lookup": {"code": "code"},
-        "events": {"since": "24h", "limit": 500}, "revoke": {"target": "target"},
+        "events": {"since": "24h", "limit": 500}, "doctor": {}, "revoke": {"target": "target"},
         "kick": {"mac": "mac"}, "extend": {"voucher": "voucher", "duration": "30m"},
         "trust": {"mac": "mac"}, "untrust": {"mac": "mac"}, "block": {"mac": "mac"},
         "unblock": {"mac": "mac"}
@@ -206,7 +232,10 @@ fn list_names_every_method_with_its_arguments() {
         v
     };
     let (read, write) = (names("read"), names("write"));
-    assert_eq!(read, ["events", "lookup", "sessions", "status", "vouchers"]);
+    assert_eq!(
+        read,
+        ["doctor", "events", "lookup", "sessions", "status", "vouchers"]
+    );
     assert_eq!(
         write,
         ["block", "extend", "kick", "revoke", "trust", "unblock", "untrust"]
@@ -220,6 +249,32 @@ fn list_names_every_method_with_its_arguments() {
     // Without a daemon the answer is still one JSON object, with the reason.
     let v = rpcd.call("status", json!({}));
     assert_eq!(v["error"]["kind"], "unreachable", "{v}");
+
+    // doctor on a router without wifipos's config: its exit 1 is an answer, the findings say
+    // what blocks guests and how to fix it.
+    let d = rpcd.ok("doctor", json!({}));
+    assert_eq!(d["blocks"], true, "{d}");
+    let config = d["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "config")
+        .unwrap_or_else(|| panic!("{d}"));
+    assert_eq!(config["level"], "blocks", "{d}");
+    assert!(
+        config["found"]
+            .as_str()
+            .unwrap()
+            .contains("no-etc/config/wifipos"),
+        "{d}"
+    );
+    assert!(
+        config["fix"].as_str().unwrap().contains("check-config"),
+        "{d}"
+    );
+    // It takes no arguments.
+    let bad = rpcd.call("doctor", json!({"etc": "/tmp"}));
+    assert_eq!(bad["error"]["kind"], "bad_request", "{bad}");
 }
 
 #[test]
@@ -371,6 +426,40 @@ fn every_method_against_the_running_daemon() {
         "{d}"
     );
     assert!(phones::allowed_macs(&cafe.lab).is_empty());
+
+    // doctor, run in the router against this daemon: the guide's router passes; without the
+    // portal rule fw4 blocks guests and the finding names the fix (the overview's banner).
+    let etc = cafe.path("etc");
+    fake_etc::write_etc(
+        &cafe,
+        &etc,
+        &format!("{}{}", fake_etc::FIREWALL, fake_etc::PORTAL_RULE),
+    );
+    let rpcd = rpcd.in_router(&cafe, &etc);
+    let d = rpcd.ok("doctor", json!({}));
+    assert_eq!(d["blocks"], false, "{d}");
+    let all = d["findings"].as_array().unwrap();
+    assert!(all.len() >= 9, "{d}");
+    assert!(all.iter().all(|f| f["level"] == "ok"), "{d}");
+    fake_etc::write_etc(&cafe, &etc, fake_etc::FIREWALL);
+    let d = rpcd.ok("doctor", json!({}));
+    assert_eq!(d["blocks"], true, "{d}");
+    let flagged: Vec<&Value> = d["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["level"] != "ok")
+        .collect();
+    assert_eq!(flagged.len(), 1, "{d}");
+    assert_eq!(flagged[0]["check"], "firewall", "{d}");
+    assert_eq!(flagged[0]["level"], "blocks", "{d}");
+    assert!(
+        flagged[0]["fix"]
+            .as_str()
+            .unwrap()
+            .contains("/usr/libexec/wifipos-firewall add"),
+        "{d}"
+    );
 }
 
 /// Malicious argument values, each of which must be refused by the plugin itself.
@@ -570,7 +659,11 @@ fn luci_pages_in_chromium_revoke_a_phone_and_save_a_venue() {
     redeem(&cafe, "client", revoke["url"].as_str().unwrap());
     redeem(&cafe, "client2", keep["url"].as_str().unwrap());
     let phones = phones::lab_phones(&cafe.lab);
-    let rpcd = Rpcd::new(&tools, cafe.dir.path(), confdir.join("wifipos"));
+    // The router as the guide sets it up but without wifipos's portal rule in fw4: the
+    // overview's doctor banner must name the fix.
+    let etc = cafe.path("etc");
+    fake_etc::write_etc(&cafe, &etc, fake_etc::FIREWALL);
+    let rpcd = Rpcd::new(&tools, cafe.dir.path(), confdir.join("wifipos")).in_router(&cafe, &etc);
     let key = cafe
         .trusted
         .split('\'')
@@ -591,6 +684,7 @@ fn luci_pages_in_chromium_revoke_a_phone_and_save_a_venue() {
         .env("PATH", &rpcd.path)
         .env("WIFIPOSD", &rpcd.wifiposd)
         .env("WIFIPOS_CONFIG", &rpcd.config)
+        .env("WIFIPOS_ETC", &rpcd.etc)
         .env("LUCI_SRC", &src)
         .env("APP", format!("{ROOT}/openwrt/luci-app-wifipos"))
         .env("PLUGIN", plugin())

@@ -106,6 +106,12 @@ test('overview shows devices online, sales, the key id, firewall and clock', asy
   assert.match(text, new RegExp(`Trusted till keys\\s*${env('KEY_ID')}`));
   assert.match(text, /Firewall table\s*intact/);
   assert.match(text, /Clock\s*synchronised/);
+  // wifiposd doctor's banner: the router lacks the portal rule in fw4 (tests/luci_rpcd.rs).
+  const doctor = await page.textContent('#wifipos-doctor');
+  assert.match(doctor, /The router check found problems that keep guests out/);
+  assert.match(doctor, /Blocks guests\s*firewall: fw4's zone guest refuses the portal port 2050/);
+  assert.match(doctor, /Fix: .*\/usr\/libexec\/wifipos-firewall add/);
+  assert.equal(await page.locator('#wifipos-doctor p[data-check]').count(), 1, 'only the firewall is flagged');
   // The menu: Services > Wi-Fi vouchers, with the five pages as tabs.
   assert.match(await page.textContent('#topmenu'), /Services/);
   assert.match(await page.textContent('#tabmenu'), /Overview.*Devices.*Vouchers.*Settings.*Events/s);

@@ -107,13 +107,20 @@ pub fn text(o: &Output) -> String {
 
 /// A stand-in for OpenWrt's /lib/functions.sh in the offline root ($IPKG_INSTROOT): each of
 /// the functions the maintainer scripts call appends a line to $IPKG_INSTROOT/scripts.log
-/// (with the script's arguments and PKG_UPGRADE); default_prerm sources the package's
-/// prerm-pkg from opkg's info directory the way OpenWrt's does (apk appends it to
-/// pre-deinstall instead).
+/// (with the script's arguments and PKG_UPGRADE); default_postinst and default_prerm source the
+/// package's postinst-pkg / prerm-pkg from opkg's info directory the way OpenWrt's do (apk
+/// appends them to post-install / pre-deinstall instead), a sourced postinst-pkg logged.
 pub const FUNCTIONS_SH: &str = r#"# stand-in for OpenWrt's /lib/functions.sh (tests/pkgkit)
 log() { echo "$*" >> "${IPKG_INSTROOT}/scripts.log"; }
 add_group_and_user() { log "add_group_and_user pkgname=${pkgname}"; }
-default_postinst() { log default_postinst "$@" "PKG_UPGRADE=${PKG_UPGRADE}" "pkgname=${pkgname}"; }
+default_postinst() {
+	log default_postinst "$@" "PKG_UPGRADE=${PKG_UPGRADE}" "pkgname=${pkgname}"
+	[ -n "$1" ] || return 0
+	name=$(basename "${1%.*}")
+	if [ -f "${IPKG_INSTROOT}/usr/lib/opkg/info/${name}.postinst-pkg" ]; then
+		( . "${IPKG_INSTROOT}/usr/lib/opkg/info/${name}.postinst-pkg" ) && log "postinst-pkg ${name}"
+	fi
+}
 default_prerm() {
 	log default_prerm "$@" "PKG_UPGRADE=${PKG_UPGRADE}" "pkgname=${pkgname}"
 	[ -n "$1" ] || return 0

@@ -61,6 +61,7 @@ return baseclass.extend({
 	vouchers: call('vouchers', [ 'limit' ]),
 	lookup: call('lookup', [ 'code' ]),
 	events: call('events', [ 'since', 'limit' ]),
+	doctor: call('doctor'),
 	revoke: call('revoke', [ 'target' ]),
 	kick: call('kick', [ 'mac' ]),
 	extend: call('extend', [ 'voucher', 'duration' ]),

@@ -4,11 +4,38 @@
 'require wifipos';
 
 // Overview: devices online now, vouchers sold today and this week, trusted till keys, the
-// firewall table's health, the clock, when the daemon started; a banner for what needs care.
+// firewall table's health, the clock, when the daemon started; a banner for what needs care,
+// and one for what `wifiposd doctor` flags on the router (warnings and what keeps guests out,
+// each with its fix).
 
 return view.extend({
 	load: function() {
-		return wifipos.status();
+		return Promise.all([
+			wifipos.status(),
+			// The doctor's answer is extra: a failure leaves the page as it was.
+			wifipos.doctor().catch(function() { return null; })
+		]);
+	},
+
+	// `wifiposd doctor`'s findings worth a banner (warn, blocks), or nothing.
+	doctor: function(doc) {
+		if (!doc || doc.error || !Array.isArray(doc.findings))
+			return E([]);
+		var bad = doc.findings.filter(function(f) { return f.level == 'warn' || f.level == 'blocks'; });
+		if (!bad.length)
+			return E([]);
+		return E('div', { 'class': 'alert-message warning', 'id': 'wifipos-doctor' }, [
+			E('h4', {}, [ doc.blocks
+				? _('The router check found problems that keep guests out')
+				: _('The router check found something to fix') ]),
+			E('div', {}, bad.map(function(f) {
+				return E('p', { 'data-check': f.check, 'data-level': f.level }, [
+					E('strong', {}, [ f.level == 'blocks' ? _('Blocks guests') : _('Warning') ]),
+					' ', f.check, ': ', f.found,
+					f.fix ? E('div', {}, [ _('Fix: %s').format(f.fix) ]) : ''
+				]);
+			}))
+		]);
 	},
 
 	warnings: function(st) {
@@ -24,11 +51,15 @@ return view.extend({
 		return w;
 	},
 
-	render: function(st) {
+	render: function(data) {
+		var st = data[0], doctor = this.doctor(data[1]);
 		if (st.error)
-			return E('div', { 'class': 'alert-message warning' }, [
-				E('h4', {}, [ _('The wifipos daemon does not answer') ]),
-				E('p', {}, [ st.error.message ])
+			return E('div', { 'id': 'wifipos-overview' }, [
+				doctor,
+				E('div', { 'class': 'alert-message warning' }, [
+					E('h4', {}, [ _('The wifipos daemon does not answer') ]),
+					E('p', {}, [ st.error.message ])
+				])
 			]);
 
 		var rows = [
@@ -49,6 +80,7 @@ return view.extend({
 		return E('div', { 'class': 'cbi-map', 'id': 'wifipos-overview' }, [
 			E('h2', {}, [ _('Wi-Fi vouchers') ]),
 			E('div', { 'class': 'cbi-map-descr' }, [ _('Guests buy Wi-Fi at the till; the router checks their voucher and lets their device through for the time they paid.') ]),
+			doctor,
 			wifipos.banner(this.warnings(st)),
 			E('div', { 'class': 'cbi-section' }, [
 				E('table', { 'class': 'table' }, rows.map(function(r) {
