@@ -563,7 +563,17 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
                         )
                         .await;
                     } else {
-                        portal::serve(listener, portal, neigh::Kernel, limits, shutdown).await;
+                        let sessions = sessions.clone();
+                        let neigh = neigh::Kernel::reporting(move |c| {
+                            let detail = c.to_string();
+                            let mut s = sessions.borrow_mut();
+                            if let Err(e) =
+                                s.store.record_conflict(c.neighbour, &detail, wall_now())
+                            {
+                                eprintln!("wifiposd: cannot record an address conflict: {e}");
+                            }
+                        });
+                        portal::serve(listener, portal, neigh, limits, shutdown).await;
                     }
                 };
                 tokio::select! {
@@ -590,6 +600,7 @@ async fn keep_in_sync(
     let (mut mono, mut wall) = (Instant::now(), wall_now());
     // Old rows go once a day (the first tick included), so the file on flash stays small.
     let mut pruned: Option<Instant> = None;
+    let mut clones = crate::fdb::CloneWatch::default();
     loop {
         let hangup = async {
             match hup.as_mut() {
@@ -652,6 +663,7 @@ async fn keep_in_sync(
                 Err(e) => eprintln!("wifiposd: cannot prune old rows: {e}"),
             }
         }
+        watch_clones(&mut s, &mut clones, now);
         match s.firewall.health() {
             Ok(Health::Intact) => {}
             Ok(Health::Missing) => match s.restore(now) {
@@ -669,6 +681,27 @@ fn until_wall(t: i64) -> Duration {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     Duration::from_millis(t.saturating_mul(1000).saturating_sub(now_ms).max(0) as u64)
+}
+
+/// One look at the guest bridge's forwarding database: logs each MAC that keeps moving between
+/// ports (a clone); what to do about it is the admin's choice.
+fn watch_clones(s: &mut Sessions, watch: &mut crate::fdb::CloneWatch, now: i64) {
+    use crate::fdb;
+    let Some(bridge) = fdb::ifindex(&s.cfg.guest_iface) else {
+        return;
+    };
+    let entries = match fdb::dump(bridge) {
+        Ok(e) => e,
+        Err(_) => return, // not a bridge (a plain interface has no forwarding database)
+    };
+    for c in watch.see(&entries, now) {
+        let ports: Vec<String> = c.ports.iter().map(|p| fdb::port_name(*p)).collect();
+        let detail = format!("seen on bridge ports {} at once", ports.join(" and "));
+        eprintln!("wifiposd: possible clone: {} {detail}", c.mac);
+        if let Err(e) = s.store.record_clone(c.mac, &detail, now) {
+            eprintln!("wifiposd: cannot record a clone: {e}");
+        }
+    }
 }
 
 /// Applies a re-read config: keys, revocations, trusted/blocked devices and the walled garden

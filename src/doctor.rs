@@ -688,6 +688,7 @@ config rule\n\toption name 'Allow-DNS-Guest'\n\toption src 'guest'\n\toption des
             blocked_macs: 0,
             keys: vec![],
             last_24h: Default::default(),
+            clones: vec![],
         }
     }
 

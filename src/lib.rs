@@ -34,6 +34,8 @@ pub mod doctor;
 #[cfg(feature = "router")]
 pub mod ends;
 #[cfg(feature = "router")]
+pub mod fdb;
+#[cfg(feature = "router")]
 pub mod firewall;
 #[cfg(feature = "router")]
 pub mod ifaddr;

@@ -1,30 +1,103 @@
-//! Client IP → MAC: which device is asking, from the kernel's neighbour tables (ARP for IPv4,
-//! NDP for IPv6), read with one rtnetlink dump (`RTM_GETNEIGH`).
+//! Which device sent a portal connection: the kernel's neighbour tables (ARP for IPv4, NDP for
+//! IPv6, one rtnetlink dump `RTM_GETNEIGH`) checked against the MAC the firewall recorded from
+//! the connection's own packets ([`crate::firewall::sources`]).
 //!
-//! Owns: the [`Neighbours`] trait, the kernel implementation and a fixed one for `--dev`. Knows
-//! nothing of vouchers or HTTP. A client whose address has no complete neighbour entry gets no
-//! MAC, and so never gets access.
+//! Owns: the [`Neighbours`] trait, the rule that decides between the two answers ([`judge`]),
+//! the kernel implementation and a fixed one for `--dev`. Knows nothing of vouchers or HTTP.
+//! A client the kernel did not see send to the portal gets no MAC, and so never gets access
+//! (unless the whole table is gone: then nothing is enforced and the neighbour table decides);
+//! a neighbour entry that names another device than the packets did (a forged ARP or NDP
+//! message) is a [`Conflict`]: the request is refused and the conflict reported.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
+use crate::firewall::sources;
 use crate::mac::Mac;
 
+/// The neighbour table and the connection's packets name different devices.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the neighbour table gives {ip} to {}, but its connection came from {}", show(.neighbour), list(.senders))]
+pub struct Conflict {
+    pub ip: IpAddr,
+    /// The neighbour table's answer.
+    pub neighbour: Option<Mac>,
+    /// The MACs the kernel saw open portal connections from this address lately.
+    pub senders: Vec<Mac>,
+}
+
+fn show(m: &Option<Mac>) -> String {
+    m.map_or_else(|| "no device".to_owned(), |m| m.to_string())
+}
+
+/// At most four MACs, so that a log line stays short whatever guests invent.
+fn list(m: &[Mac]) -> String {
+    let mut s = m
+        .iter()
+        .take(4)
+        .map(Mac::to_string)
+        .collect::<Vec<_>>()
+        .join(" and ");
+    if m.len() > 4 {
+        s.push_str(&format!(" and {} more", m.len() - 4));
+    }
+    s
+}
+
 pub trait Neighbours {
-    fn mac_of(&mut self, ip: IpAddr) -> Option<Mac>;
+    /// The device that sent the connection from `peer`: `Ok(None)` when it cannot be told,
+    /// `Err` when the neighbour table and the connection's packets disagree.
+    fn mac_of(&mut self, peer: SocketAddr) -> Result<Option<Mac>, Conflict>;
+}
+
+/// Decides who sent a connection from `ip`, given the MACs the kernel saw open portal
+/// connections from `ip` lately (`senders`): the one sender, if the neighbour table agrees or
+/// has no entry; nobody if the kernel saw nobody (the record expired or is full); a
+/// [`Conflict`] when the neighbour table names another device, or several devices opened
+/// connections from the address (one of them forging it).
+pub fn judge(
+    ip: IpAddr,
+    neighbour: Option<Mac>,
+    senders: Vec<Mac>,
+) -> Result<Option<Mac>, Conflict> {
+    match (neighbour, senders.as_slice()) {
+        (_, []) => Ok(None),
+        (Some(n), [one]) if n == *one => Ok(Some(n)),
+        (None, [one]) => Ok(Some(*one)),
+        _ => Err(Conflict {
+            ip,
+            neighbour,
+            senders,
+        }),
+    }
 }
 
 /// Every device is the same MAC: for `wifiposd serve --dev` on a laptop.
 pub struct Fixed(pub Mac);
 
 impl Neighbours for Fixed {
-    fn mac_of(&mut self, _ip: IpAddr) -> Option<Mac> {
-        Some(self.0)
+    fn mac_of(&mut self, _peer: SocketAddr) -> Result<Option<Mac>, Conflict> {
+        Ok(Some(self.0))
     }
 }
 
-/// The kernel's neighbour table, as seen from the daemon's network namespace.
+/// Where a [`Conflict`] is reported.
+pub type Report = Box<dyn FnMut(&Conflict)>;
+
+/// The kernel's neighbour table and the firewall's record of connection sources, as seen from
+/// the daemon's network namespace; conflicts go to `on_conflict` (the daemon logs them).
 #[derive(Default)]
-pub struct Kernel;
+pub struct Kernel {
+    on_conflict: Option<Report>,
+}
+
+impl Kernel {
+    /// A kernel lookup that hands each conflict to `report`.
+    pub fn reporting(report: impl FnMut(&Conflict) + 'static) -> Kernel {
+        Kernel {
+            on_conflict: Some(Box::new(report)),
+        }
+    }
+}
 
 const RTM_NEWNEIGH: u16 = 28;
 const RTM_GETNEIGH: u16 = 30;
@@ -38,18 +111,36 @@ const NDA_LLADDR: u16 = 2;
 const NUD_UNUSABLE: u16 = 0x01 | 0x20;
 
 impl Neighbours for Kernel {
-    fn mac_of(&mut self, ip: IpAddr) -> Option<Mac> {
-        let ip = match ip {
+    fn mac_of(&mut self, peer: SocketAddr) -> Result<Option<Mac>, Conflict> {
+        let ip = match peer.ip() {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             v4 => v4,
         };
-        match dump(ip) {
-            Ok(found) => found,
+        let neighbour = dump(ip).unwrap_or_else(|e| {
+            eprintln!("wifiposd: cannot read the neighbour table: {e}");
+            None
+        });
+        let r = match sources::openers(ip) {
+            // The request's own packets were not recorded although there was room: the table
+            // was rebuilt between them and now (which empties the record). Only a rebuild does
+            // that, never a guest: the neighbour table decides this once.
+            Ok(seen) if seen.senders.is_empty() && !seen.nearly_full() => Ok(neighbour),
+            Ok(seen) => judge(ip, neighbour, seen.senders),
+            // No record set at all: the table is gone (flushed, being rebuilt) and nothing is
+            // enforced; trust the neighbour table as before until the daemon rebuilds it.
+            Err(e) if e.is_missing() => Ok(neighbour),
             Err(e) => {
-                eprintln!("wifiposd: cannot read the neighbour table: {e}");
-                None
+                eprintln!("wifiposd: cannot read the portal connection record: {e}");
+                judge(ip, neighbour, Vec::new())
+            }
+        };
+        if let Err(c) = &r {
+            eprintln!("wifiposd: refused a request: {c}");
+            if let Some(report) = self.on_conflict.as_mut() {
+                report(c);
             }
         }
+        r
     }
 }
 
@@ -192,6 +283,27 @@ fn parse_entry(m: &[u8]) -> Option<Entry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_packets_decide_and_a_forged_entry_is_a_conflict() {
+        let ip: IpAddr = "10.20.0.5".parse().unwrap();
+        let (victim, thief) = (Mac([2, 0, 0, 0, 0, 1]), Mac([2, 0, 0, 0, 0, 2]));
+        assert_eq!(judge(ip, Some(victim), vec![victim]), Ok(Some(victim)));
+        let c = judge(ip, Some(thief), vec![victim]).unwrap_err();
+        assert_eq!(
+            (c.neighbour, c.senders.clone()),
+            (Some(thief), vec![victim])
+        );
+        assert!(c.to_string().contains("02:00:00:00:00:02"), "{c}");
+        assert_eq!(judge(ip, None, vec![victim]), Ok(Some(victim)));
+        assert_eq!(judge(ip, Some(victim), vec![]), Ok(None));
+        // The thief also opened a connection from the victim's address: nobody is credited.
+        assert!(judge(ip, Some(thief), vec![victim, thief]).is_err());
+        assert!(judge(ip, Some(victim), vec![victim, thief]).is_err());
+        let many: Vec<Mac> = (0..100).map(|i| Mac([2, 0, 0, 0, 1, i])).collect();
+        let c = judge(ip, Some(victim), many).unwrap_err().to_string();
+        assert!(c.len() < 200 && c.ends_with("and 96 more"), "{c}");
+    }
 
     #[test]
     fn reachable_entry_for_the_address_yields_its_mac() {

@@ -23,7 +23,7 @@ use crate::policy::{self, Clock, FirewallAction, Grant, VoucherState};
 use crate::voucher::{Rejection, Voucher};
 
 /// The newest schema this build knows.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Event kinds besides refusals (which use [`Rejection::code`]).
 pub const EV_REDEEMED: &str = "redeemed";
@@ -35,6 +35,10 @@ pub const EV_KICKED: &str = "device_kicked";
 pub const EV_RULE: &str = "mac_rule";
 pub const EV_CLOCK: &str = "clock_rebased";
 pub const EV_UNDONE: &str = "redemption_undone";
+/// A request refused because the neighbour table named another device than its packets.
+pub const EV_CONFLICT: &str = "address_conflict";
+/// One MAC seen on two ports of the guest bridge at once (a clone of a device).
+pub const EV_CLONE: &str = "mac_clone";
 
 /// Every refusal code, for counting refusals in the event log.
 const REFUSAL_KINDS: &str = "'malformed', 'unknown_key', 'bad_signature', 'out_of_range', \
@@ -78,7 +82,7 @@ pub const SCHEMA_V1: &str = "CREATE TABLE vouchers (
 /// presented), whether the voucher started on a trusted clock (to rebase it when NTP syncs),
 /// whether its expiry is logged, admin MAC rules, and event kinds that do not collide with
 /// refusal codes.
-const SCHEMA_V2: &str = "ALTER TABLE vouchers ADD COLUMN redeem_by INTEGER;
+pub const SCHEMA_V2: &str = "ALTER TABLE vouchers ADD COLUMN redeem_by INTEGER;
      ALTER TABLE vouchers ADD COLUMN clock_trusted INTEGER NOT NULL DEFAULT 1;
      ALTER TABLE vouchers ADD COLUMN expiry_logged INTEGER NOT NULL DEFAULT 0;
      CREATE INDEX vouchers_unlogged_expiry ON vouchers (ends_at)
@@ -93,7 +97,24 @@ const SCHEMA_V2: &str = "ALTER TABLE vouchers ADD COLUMN redeem_by INTEGER;
      UPDATE events SET kind = 'device_kicked' WHERE kind = 'kicked';
      UPDATE events SET kind = 'voucher_extended' WHERE kind = 'extended';";
 
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+/// Version 3: refusals are tallied — one row per minute, kind and device with a count — so a
+/// flood of refusals writes a bounded number of rows. Rows already there count once.
+const SCHEMA_V3: &str = "ALTER TABLE events ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+     ALTER TABLE events ADD COLUMN minute INTEGER;
+     CREATE INDEX events_tally ON events (minute, kind, mac) WHERE minute IS NOT NULL;";
+
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+
+/// Tallied rows (refusals, address conflicts) kept at most: a ring, the oldest go first. About
+/// 150 bytes each with the index, so the tallies stay under ~1.5 MB whatever guests do.
+pub const MAX_TALLY_ROWS: i64 = 10_000;
+/// Distinct devices tallied per minute; refusals of further devices that minute are counted in
+/// one row without a MAC (invented MACs cannot add rows without bound).
+pub const MAX_TALLY_DEVICES_PER_MINUTE: i64 = 100;
+/// Free space on the database's filesystem below which tallies are not written at all (they
+/// are counted in memory and reported), so that guests can never take the space a
+/// redemption needs. Redemptions and admin changes are always written.
+pub const RESERVE_BYTES: u64 = 1 << 20;
 
 /// How hard a commit waits for the flash. Production is `Full`: an acknowledged redemption
 /// survives a power cut. `Normal` (WAL) may lose the last commits on power loss, never on a
@@ -254,6 +275,12 @@ pub struct VoucherSummary {
 /// (immediate transactions, busy timeout) serialise the writers.
 pub struct Store {
     conn: Connection,
+    /// `synchronous` for redemptions and admin changes (`FULL` in production).
+    sync: &'static str,
+    /// The folder holding the database, for the free-space check.
+    dir: PathBuf,
+    /// Tallies not written for want of space, since start.
+    pub dropped_tallies: u64,
 }
 
 fn serial_sql(serial: u64) -> i64 {
@@ -345,7 +372,23 @@ impl Store {
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_err)?;
-        let mut store = Store { conn };
+        // Keep the write-ahead log small on a small flash: checkpoint every ~1 MB and cut the
+        // file back after each checkpoint.
+        conn.pragma_update(None, "wal_autocheckpoint", 256)
+            .map_err(open_err)?;
+        conn.pragma_update(None, "journal_size_limit", 1 << 20)
+            .map_err(open_err)?;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_owned();
+        let mut store = Store {
+            conn,
+            sync,
+            dir,
+            dropped_tallies: 0,
+        };
         store.migrate(path, version)?;
         Ok(store)
     }
@@ -415,7 +458,7 @@ impl Store {
         let who = Some((key.as_str(), serial));
         let outcome = match policy::redeem(v, &state, mac, clock) {
             Err(why) => {
-                event(&tx, now, why.code(), Some(&m), who, &why.to_string())?;
+                tally(&tx, now, why.code(), Some(&m), who, &why.to_string())?;
                 tx.commit()?;
                 return Ok(Err(why));
             }
@@ -475,15 +518,73 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         let m = mac.map(|m| m.to_string());
-        event(
-            &self.conn,
-            now,
-            why.code(),
-            m.as_deref(),
-            None,
-            &why.to_string(),
+        self.tally_now(now, why.code(), m.as_deref(), &why.to_string())
+    }
+
+    /// Writes a tally outside a redemption: skipped (and counted) when the filesystem is down
+    /// to its reserve; committed with `synchronous=NORMAL` (a power cut may lose the last
+    /// tallies, never a redemption, which commits with `FULL` and so syncs them too).
+    fn tally_now(
+        &mut self,
+        now: i64,
+        kind: &str,
+        mac: Option<&str>,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        if free_bytes(&self.dir).is_some_and(|f| f < RESERVE_BYTES) {
+            self.dropped_tallies += 1;
+            if self.dropped_tallies % 1000 == 1 {
+                eprintln!(
+                    "wifiposd: the database's filesystem is almost full: refusals are no longer logged ({} so far); sales go on",
+                    self.dropped_tallies
+                );
+            }
+            return Ok(());
+        }
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let r = tally(&self.conn, now, kind, mac, None, detail);
+        self.conn.pragma_update(None, "synchronous", self.sync)?;
+        r
+    }
+
+    /// Records a MAC seen on several bridge ports (`detail` names them); tallied like refusals.
+    pub fn record_clone(&mut self, mac: Mac, detail: &str, now: i64) -> Result<(), StoreError> {
+        self.tally_now(now, EV_CLONE, Some(&mac.to_string()), detail)
+    }
+
+    /// The clones logged since `since`, newest first: one line per MAC, "MAC: detail".
+    pub fn recent_clones(&self, since: i64) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT mac, detail FROM events WHERE kind = ?1 AND at >= ?2
+             GROUP BY mac ORDER BY MAX(at) DESC LIMIT 20",
         )?;
-        Ok(())
+        let rows = stmt.query_map(params![EV_CLONE, since], |r| {
+            Ok(format!(
+                "{}: {}",
+                r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                r.get::<_, String>(1)?
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Bytes the database file, its log and its free pages take.
+    pub fn size_bytes(&self) -> Result<u64, StoreError> {
+        let pages: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        Ok((pages * size) as u64)
+    }
+
+    /// Records that a request was refused because the neighbour table named another device
+    /// (`mac`, the one the table claims) than the connection's packets did.
+    pub fn record_conflict(
+        &mut self,
+        mac: Option<Mac>,
+        detail: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let m = mac.map(|m| m.to_string());
+        self.tally_now(now, EV_CONFLICT, m.as_deref(), detail)
     }
 
     /// The device's access now, if any. Reads only.
@@ -981,7 +1082,9 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT at, kind, mac, key_id, serial, detail FROM events WHERE at >= ?1 AND at < ?2
+            "SELECT at, kind, mac, key_id, serial,
+                    detail || CASE WHEN count > 1 THEN ' (' || count || ' times this minute)' ELSE '' END
+             FROM events WHERE at >= ?1 AND at < ?2
              ORDER BY at, id LIMIT ?3",
         )?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -1012,7 +1115,7 @@ impl Store {
                         WHERE first_redeemed_at >= ?1 AND first_redeemed_at < ?2),
                     (SELECT COUNT(*) FROM events WHERE at >= ?1 AND at < ?2
                         AND kind IN ('{EV_REDEEMED}', '{EV_REDEEMED_AGAIN}')),
-                    (SELECT COUNT(*) FROM events WHERE at >= ?1 AND at < ?2
+                    (SELECT COALESCE(SUM(count), 0) FROM events WHERE at >= ?1 AND at < ?2
                         AND kind IN ({REFUSAL_KINDS}))"
         );
         Ok(self
@@ -1120,6 +1223,81 @@ fn log_expiries(conn: &Connection, now: i64) -> Result<usize, StoreError> {
         .execute([now])?;
     }
     Ok(n)
+}
+
+/// Free bytes for unprivileged writers on the filesystem holding `dir`, if it can be asked.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` points at writable memory for one
+    // statvfs structure, which the call fills when it returns 0.
+    let r = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so the structure is initialised.
+    let st = unsafe { st.assume_init() };
+    // u64 here, narrower on some 32-bit targets.
+    #[allow(clippy::useless_conversion)]
+    Some(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
+}
+
+/// Counts a refusal-like event in its minute's row for (kind, device), or starts that row;
+/// past [`MAX_TALLY_DEVICES_PER_MINUTE`] rows in a minute further devices share one row
+/// without a MAC; every 64th new row trims the tallies to [`MAX_TALLY_ROWS`], oldest first.
+fn tally(
+    conn: &Connection,
+    at: i64,
+    kind: &str,
+    mac: Option<&str>,
+    voucher: Option<(&str, i64)>,
+    detail: &str,
+) -> Result<(), StoreError> {
+    let minute = at.div_euclid(60) * 60;
+    let bump = |mac: Option<&str>| -> Result<bool, StoreError> {
+        Ok(conn
+            .prepare_cached(
+                "UPDATE events SET count = count + 1 WHERE minute = ?1 AND kind = ?2 AND mac IS ?3",
+            )?
+            .execute(params![minute, kind, mac])?
+            > 0)
+    };
+    if bump(mac)? {
+        return Ok(());
+    }
+    let rows: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM events WHERE minute = ?1")?
+        .query_row([minute], |r| r.get(0))?;
+    let (mac, detail) = if rows >= MAX_TALLY_DEVICES_PER_MINUTE {
+        if bump(None)? {
+            return Ok(());
+        }
+        (None, "more devices than can be logged one by one")
+    } else {
+        (mac, detail)
+    };
+    conn.prepare_cached(
+        "INSERT INTO events (at, kind, mac, key_id, serial, detail, minute, count)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
+    )?
+    .execute(params![
+        at,
+        kind,
+        mac,
+        voucher.map(|v| v.0),
+        voucher.map(|v| v.1),
+        detail,
+        minute
+    ])?;
+    if conn.last_insert_rowid() % 64 == 0 {
+        conn.prepare_cached(
+            "DELETE FROM events WHERE minute IS NOT NULL AND id <= (SELECT id FROM events
+                WHERE minute IS NOT NULL ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+        )?
+        .execute([MAX_TALLY_ROWS])?;
+    }
+    Ok(())
 }
 
 fn event(

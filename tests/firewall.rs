@@ -51,8 +51,17 @@ fn the_installed_table_is_exactly_the_designed_sets_and_chains_and_loads_back() 
     chains.sort();
     assert_eq!(
         sets,
-        ["allowed", "blocked", "garden4", "garden6", "trusted"]
+        ["allowed", "blocked", "garden4", "garden6", "portal4", "portal6", "trusted"]
     );
+    let portal4 = items
+        .iter()
+        .find(|i| i["set"]["name"] == "portal4")
+        .unwrap();
+    assert_eq!(
+        portal4["set"]["type"],
+        serde_json::json!(["ipv4_addr", "ether_addr"])
+    );
+    assert_eq!(portal4["set"]["size"], 32768);
     assert_eq!(chains, ["forward", "input", "prerouting"]);
     let allowed = items
         .iter()

@@ -128,6 +128,9 @@ pub struct Status {
     pub keys: Vec<String>,
     /// The last 24 hours.
     pub last_24h: Totals,
+    /// MACs seen on two guest bridge ports at once in the last 24 hours ("MAC: ports").
+    #[serde(default)]
+    pub clones: Vec<String>,
 }
 
 /// A line of `sessions`.
@@ -384,6 +387,7 @@ fn status(s: &mut Sessions, uptime_s: u64, now: i64) -> Result<Status, AdminErro
             .store
             .totals_between(now - 86_400, now + 1)
             .map_err(internal)?,
+        clones: s.store.recent_clones(now - 86_400).map_err(internal)?,
     })
 }
 

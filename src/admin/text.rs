@@ -7,7 +7,7 @@ use crate::store::Event;
 
 pub fn status(s: &Status) -> String {
     let t = &s.last_24h;
-    format!(
+    let mut out = format!(
         "wifiposd {}, up {}; clock {} ({})\n\
          Venue: {} — portal {}{} on {}\n\
          Firewall table: {}; {} device(s) allowed in the kernel\n\
@@ -43,7 +43,13 @@ pub fn status(s: &Status) -> String {
         t.minutes_sold,
         t.redemptions,
         t.refusals,
-    )
+    );
+    for c in &s.clones {
+        out.push_str(&format!(
+            "CLONE: {c} (one MAC on two bridge ports: `wifiposd block MAC` to shut it out)\n"
+        ));
+    }
+    out
 }
 
 /// Left-aligned columns, two spaces apart.

@@ -161,3 +161,63 @@ impl Expression for Load {
         e
     }
 }
+
+/// `len` bytes at `offset` of a packet header into the 32-bit register `reg32` (0-15, i.e.
+/// `NFT_REG32_00 + reg32`), for building a concatenated key across registers. The kernel
+/// zero-pads a load that is not a multiple of four bytes.
+pub struct PayloadTo {
+    pub base: u32,
+    pub offset: u32,
+    pub len: u32,
+    pub reg32: u32,
+}
+
+/// `NFT_REG32_00`: the first 32-bit register.
+const REG32_00: u32 = 8;
+
+impl Expression for PayloadTo {
+    fn to_expr(&self, _rule: &Rule) -> NonNull<sys::nftnl_expr> {
+        let e = alloc(c"payload");
+        // SAFETY: `e` is a live payload expression; u32 attributes are copied.
+        unsafe {
+            let p = e.as_ptr();
+            sys::nftnl_expr_set_u32(
+                p,
+                sys::NFTNL_EXPR_PAYLOAD_DREG as u16,
+                REG32_00 + self.reg32,
+            );
+            sys::nftnl_expr_set_u32(p, sys::NFTNL_EXPR_PAYLOAD_BASE as u16, self.base);
+            sys::nftnl_expr_set_u32(p, sys::NFTNL_EXPR_PAYLOAD_OFFSET as u16, self.offset);
+            sys::nftnl_expr_set_u32(p, sys::NFTNL_EXPR_PAYLOAD_LEN as u16, self.len);
+        }
+        e
+    }
+}
+
+/// `update @set { key }` with the key starting at 32-bit register 0 (`NFT_REG32_00`): adds
+/// the element or refreshes its timeout to the set's default.
+pub struct DynsetUpdate {
+    pub name: CString,
+    pub id: u32,
+}
+
+impl Expression for DynsetUpdate {
+    fn to_expr(&self, _rule: &Rule) -> NonNull<sys::nftnl_expr> {
+        let e = alloc(c"dynset");
+        // NFT_DYNSET_OP_UPDATE = 1.
+        // SAFETY: `e` is a live dynset expression; the name is a valid C string libnftnl
+        // copies; u32 attributes are copied.
+        unsafe {
+            let p = e.as_ptr();
+            sys::nftnl_expr_set_u32(p, sys::NFTNL_EXPR_DYNSET_SREG_KEY as u16, REG32_00);
+            sys::nftnl_expr_set_u32(p, sys::NFTNL_EXPR_DYNSET_OP as u16, 1);
+            sys::nftnl_expr_set_str(
+                p,
+                sys::NFTNL_EXPR_DYNSET_SET_NAME as u16,
+                self.name.as_ptr(),
+            );
+            sys::nftnl_expr_set_u32(p, sys::NFTNL_EXPR_DYNSET_SET_ID as u16, self.id);
+        }
+        e
+    }
+}

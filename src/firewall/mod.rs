@@ -12,6 +12,7 @@
 mod exprs;
 pub mod netlink;
 pub mod ruleset;
+pub mod sources;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

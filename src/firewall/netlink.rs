@@ -18,7 +18,9 @@ use nftnl::{
     Batch, Chain, ChainType, FinalizedBatch, Hook, MsgType, NlMsg, Policy, ProtoFamily, Rule, Table,
 };
 
-use super::exprs::{self, Cmp, Load, LookupSet, MetaLoad, PayloadLoad, Redir};
+use super::exprs::{
+    self, Cmp, DynsetUpdate, Load, LookupSet, MetaLoad, PayloadLoad, PayloadTo, Redir,
+};
 use super::ruleset::{self, Action, ChainSpec, KeyType, Match, SetSpec, CHAIN_SPECS, SETS};
 use super::{Firewall, FirewallError, Mac, Ruleset, TableHealth};
 
@@ -37,18 +39,20 @@ const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_NEWSET: u16 = 9;
 const NFT_MSG_GETSET: u16 = 10;
 const NFT_MSG_NEWSETELEM: u16 = 12;
-const NFT_MSG_GETSETELEM: u16 = 13;
+pub(super) const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
+pub(super) const NLM_F_REQUEST: u16 = 1;
+pub(super) const NLM_F_ACK: u16 = 4;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
-const NLM_F_DUMP: u16 = 0x300;
-const NFPROTO_INET: u16 = 1;
+pub(super) const NLM_F_DUMP: u16 = 0x300;
+pub(super) const NFPROTO_INET: u16 = 1;
 const NFT_SET_INTERVAL: u32 = 0x4;
 const NFT_SET_TIMEOUT: u32 = 0x10;
+/// `flags dynamic`: the packet path may add elements.
+const NFT_SET_EVAL: u32 = 0x20;
 const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
 
 /// What an install left behind, for [`Firewall::check`] to compare with.
@@ -89,7 +93,7 @@ impl NetlinkFirewall {
 
 /// An `nftnl_set` naming one of our sets, freed on drop. Used for creating the set and for
 /// element messages (the elements ride on it).
-struct SetObj(*mut sys::nftnl_set);
+pub(super) struct SetObj(pub(super) *mut sys::nftnl_set);
 
 impl Drop for SetObj {
     fn drop(&mut self) {
@@ -100,7 +104,7 @@ impl Drop for SetObj {
 }
 
 impl SetObj {
-    fn new(spec: &SetSpec) -> Result<SetObj, FirewallError> {
+    pub(super) fn new(spec: &SetSpec) -> Result<SetObj, FirewallError> {
         let name = CString::new(spec.name).map_err(|_| oom())?;
         // SAFETY: alloc result checked; strings are valid C strings that libnftnl copies.
         unsafe {
@@ -117,12 +121,21 @@ impl SetObj {
 
     /// The full definition (for NEWSET): id, key type and length, flags.
     fn define(&self, spec: &SetSpec) {
+        // nft's type ids (ipv4_addr 7, ipv6_addr 8, ether_addr 9), a concatenation being
+        // `a << 6 | b`; each field of a concatenated key takes
+        // whole 32-bit registers. No field description: as with nft, a hash set needs none
+        // (the kernel wants one, with `NFT_SET_CONCAT`, only for interval sets).
         let (ty, len) = match spec.key {
             KeyType::Ether => (9, 6),
             KeyType::Ipv4 => (7, 4),
             KeyType::Ipv6 => (8, 16),
+            KeyType::Ipv4Ether => ((7 << 6) | 9, 4 + 8),
+            KeyType::Ipv6Ether => ((8 << 6) | 9, 16 + 8),
         };
         let mut flags = 0;
+        if spec.dynamic.is_some() {
+            flags |= NFT_SET_EVAL;
+        }
         if spec.timeout {
             flags |= NFT_SET_TIMEOUT;
         }
@@ -135,11 +148,24 @@ impl SetObj {
             sys::nftnl_set_set_u32(self.0, sys::NFTNL_SET_KEY_TYPE as u16, ty);
             sys::nftnl_set_set_u32(self.0, sys::NFTNL_SET_KEY_LEN as u16, len);
             sys::nftnl_set_set_u32(self.0, sys::NFTNL_SET_FLAGS as u16, flags);
+            if let Some(d) = spec.dynamic {
+                sys::nftnl_set_set_u64(
+                    self.0,
+                    sys::NFTNL_SET_TIMEOUT as u16,
+                    u64::from(d.timeout_s) * 1000,
+                );
+                sys::nftnl_set_set_u32(self.0, sys::NFTNL_SET_DESC_SIZE as u16, d.size);
+            }
         }
     }
 
     /// Adds an element: key bytes, an optional timeout, element flags.
-    fn push(&self, key: &[u8], timeout: Option<Duration>, flags: u32) -> Result<(), FirewallError> {
+    pub(super) fn push(
+        &self,
+        key: &[u8],
+        timeout: Option<Duration>,
+        flags: u32,
+    ) -> Result<(), FirewallError> {
         // SAFETY: nftnl_set_elem_alloc returns an owned element or null (checked); libnftnl
         // copies `key.len()` bytes; nftnl_set_elem_add hands the element to the set, which
         // frees it with itself.
@@ -408,6 +434,34 @@ fn add_action(rule: &mut Rule, a: Action) {
             rule.add_expr(&Load(port.to_be_bytes().to_vec()));
             rule.add_expr(&Redir);
         }
+        Action::RecordSource(set) => {
+            let v6 = set.key == KeyType::Ipv6Ether;
+            // `meta nfproto` and `meta iiftype ether` guard the loads, as nft adds them.
+            rule.add_expr(&MetaLoad(exprs::META_NFPROTO));
+            rule.add_expr(&Cmp {
+                eq: true,
+                data: vec![if v6 { 10 } else { 2 }],
+            });
+            rule.add_expr(&MetaLoad(exprs::META_IIFTYPE));
+            rule.add_expr(&Cmp {
+                eq: true,
+                data: 1u16.to_ne_bytes().to_vec(),
+            });
+            let (offset, len) = if v6 { (8, 16) } else { (12, 4) };
+            let words = len / 4;
+            let load = |base, offset, len, reg32| PayloadTo {
+                base,
+                offset,
+                len,
+                reg32,
+            };
+            rule.add_expr(&load(exprs::NETWORK_HEADER, offset, len, 0));
+            rule.add_expr(&load(exprs::LL_HEADER, 6, 6, words));
+            rule.add_expr(&DynsetUpdate {
+                name: CString::new(set.name).unwrap_or_default(),
+                id: set.id,
+            });
+        }
     }
 }
 
@@ -605,7 +659,7 @@ impl NlBuf {
 
 /// Sends one request and hands each reply message (aligned) to `each` until the kernel says
 /// done, acknowledges, or reports an error.
-fn request(
+pub(super) fn request(
     op: &'static str,
     build: impl FnOnce(*mut c_char, u32) -> usize,
     mut each: impl FnMut(*const c_void),

@@ -16,6 +16,23 @@ pub enum KeyType {
     Ether,
     Ipv4,
     Ipv6,
+    /// `ipv4_addr . ether_addr`: which device opened portal connections from an address.
+    Ipv4Ether,
+    /// `ipv6_addr . ether_addr`.
+    Ipv6Ether,
+}
+
+impl KeyType {
+    /// The key as nft writes its type.
+    pub fn nft_type(self) -> &'static str {
+        match self {
+            KeyType::Ether => "ether_addr",
+            KeyType::Ipv4 => "ipv4_addr",
+            KeyType::Ipv6 => "ipv6_addr",
+            KeyType::Ipv4Ether => "ipv4_addr . ether_addr",
+            KeyType::Ipv6Ether => "ipv6_addr . ether_addr",
+        }
+    }
 }
 
 /// One named set of the table.
@@ -29,7 +46,27 @@ pub struct SetSpec {
     pub timeout: bool,
     /// Elements are address ranges (`flags interval`).
     pub interval: bool,
+    /// Filled by the packet path (`flags dynamic`), with this default timeout in seconds and
+    /// at most this many elements; `None` for sets only the daemon fills.
+    pub dynamic: Option<Dynamic>,
 }
+
+/// A set the kernel fills from packets: bounded in size and time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dynamic {
+    pub timeout_s: u32,
+    pub size: u32,
+}
+
+/// How long the kernel remembers which MAC sent to the portal from an address (each packet
+/// refreshes it): longer than the portal keeps a connection open (60 s), so
+/// every request on it is vouched for.
+pub const SOURCE_TIMEOUT_S: u32 = 90;
+/// (address, MAC) pairs remembered per family. One per device, however many connections it
+/// opens; only invented pairs fill it (32 768 new ones within 90 s, about 3 MB of kernel
+/// memory per family then). A full set records no new pairs until elements expire; those
+/// devices are then told "we cannot see your device" — a denial, never a theft.
+pub const SOURCE_SIZE: u32 = 32768;
 
 pub const ALLOWED: SetSpec = SetSpec {
     name: "allowed",
@@ -37,6 +74,7 @@ pub const ALLOWED: SetSpec = SetSpec {
     key: KeyType::Ether,
     timeout: true,
     interval: false,
+    dynamic: None,
 };
 pub const TRUSTED: SetSpec = SetSpec {
     name: "trusted",
@@ -44,6 +82,7 @@ pub const TRUSTED: SetSpec = SetSpec {
     key: KeyType::Ether,
     timeout: false,
     interval: false,
+    dynamic: None,
 };
 pub const BLOCKED: SetSpec = SetSpec {
     name: "blocked",
@@ -51,6 +90,7 @@ pub const BLOCKED: SetSpec = SetSpec {
     key: KeyType::Ether,
     timeout: false,
     interval: false,
+    dynamic: None,
 };
 pub const GARDEN4: SetSpec = SetSpec {
     name: "garden4",
@@ -58,6 +98,7 @@ pub const GARDEN4: SetSpec = SetSpec {
     key: KeyType::Ipv4,
     timeout: false,
     interval: true,
+    dynamic: None,
 };
 pub const GARDEN6: SetSpec = SetSpec {
     name: "garden6",
@@ -65,8 +106,35 @@ pub const GARDEN6: SetSpec = SetSpec {
     key: KeyType::Ipv6,
     timeout: false,
     interval: true,
+    dynamic: None,
 };
-pub const SETS: [SetSpec; 5] = [ALLOWED, TRUSTED, BLOCKED, GARDEN4, GARDEN6];
+/// `ip saddr . ether saddr` of each new connection to the portal: the kernel's word on which
+/// device(s) opened connections from an address, which a forged ARP or NDP entry cannot change.
+pub const PORTAL4: SetSpec = SetSpec {
+    name: "portal4",
+    id: 6,
+    key: KeyType::Ipv4Ether,
+    timeout: true,
+    interval: false,
+    dynamic: Some(Dynamic {
+        timeout_s: SOURCE_TIMEOUT_S,
+        size: SOURCE_SIZE,
+    }),
+};
+pub const PORTAL6: SetSpec = SetSpec {
+    name: "portal6",
+    id: 7,
+    key: KeyType::Ipv6Ether,
+    timeout: true,
+    interval: false,
+    dynamic: Some(Dynamic {
+        timeout_s: SOURCE_TIMEOUT_S,
+        size: SOURCE_SIZE,
+    }),
+};
+pub const SETS: [SetSpec; 7] = [
+    ALLOWED, TRUSTED, BLOCKED, GARDEN4, GARDEN6, PORTAL4, PORTAL6,
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
@@ -146,6 +214,9 @@ pub enum Action {
     RejectAdminProhibited,
     /// `redirect to :port`.
     Redirect(u16),
+    /// `update @set { ip saddr . ether saddr }` (`ip6 saddr` for an IPv6 set), then
+    /// on to the next rule: records who opened the connection.
+    RecordSource(SetSpec),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,6 +312,16 @@ fn input_rules(out: &mut Vec<RuleSpec>, iface: &str, port: u16) {
     let c = &INPUT;
     out.push(rule(c, vec![not_from_guest(iface)], Return));
     out.push(rule(c, vec![Match::EtherSaddrIn(BLOCKED.name)], Drop));
+    // Port 80 was redirected in prerouting, so every portal packet arrives here with the
+    // portal's port. Every one of them (not only the first of a connection) records who sent
+    // it, so a connection open across a table rebuild is vouched for again by its next packet.
+    for set in [PORTAL4, PORTAL6] {
+        out.push(rule(
+            c,
+            vec![Match::Tcp, Match::TcpDport(port)],
+            RecordSource(set),
+        ));
+    }
     out.push(rule(c, vec![Match::EstablishedRelated], Accept));
     out.push(rule(c, vec![Match::UdpDport(67)], Accept));
     out.push(rule(c, vec![Match::UdpDport(547)], Accept));
@@ -350,6 +431,14 @@ impl fmt::Display for Action {
             Action::RejectTcpReset => write!(f, "reject with tcp reset"),
             Action::RejectAdminProhibited => write!(f, "reject with icmpx admin-prohibited"),
             Action::Redirect(p) => write!(f, "redirect to :{p}"),
+            Action::RecordSource(set) => {
+                let ip = if set.key == KeyType::Ipv6Ether {
+                    "ip6"
+                } else {
+                    "ip"
+                };
+                write!(f, "update @{} {{ {ip} saddr . ether saddr }}", set.name)
+            }
         }
     }
 }
@@ -391,14 +480,17 @@ pub fn ruleset_script(r: &Ruleset, allowed: &[(Mac, Duration)]) -> Result<String
         (BLOCKED, macs(&r.blocked)),
         (GARDEN4, garden(true)),
         (GARDEN6, garden(false)),
+        (PORTAL4, vec![]),
+        (PORTAL6, vec![]),
     ] {
-        let ty = match set.key {
-            KeyType::Ether => "ether_addr",
-            KeyType::Ipv4 => "ipv4_addr",
-            KeyType::Ipv6 => "ipv6_addr",
-        };
-        let _ = write!(s, "  set {} {{ type {ty};", set.name);
-        if set.timeout {
+        let _ = write!(s, "  set {} {{ type {};", set.name, set.key.nft_type());
+        if let Some(d) = set.dynamic {
+            let _ = write!(
+                s,
+                " size {}; flags dynamic,timeout; timeout {}s;",
+                d.size, d.timeout_s
+            );
+        } else if set.timeout {
             s.push_str(" flags timeout;");
         }
         if set.interval {
@@ -468,12 +560,16 @@ mod tests {
             let mine: Vec<_> = rules.iter().filter(|r| r.chain == c.name).collect();
             assert_eq!(mine[0].to_string(), "iifname != \"br-guest\" return");
             let last = mine.last().unwrap().action;
+            assert!(mine
+                .iter()
+                .filter(|r| matches!(r.action, Action::RecordSource(_)))
+                .all(|r| r.chain == "input"));
             assert!(matches!(
                 last,
                 Action::RejectAdminProhibited | Action::Redirect(2050)
             ));
         }
-        assert_eq!(rule_counts(&rules), [6, 9, 16]);
+        assert_eq!(rule_counts(&rules), [6, 9, 18]);
     }
 
     #[test]

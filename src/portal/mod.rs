@@ -322,8 +322,12 @@ async fn respond<G: Gate, N: Neighbours>(
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
     let accept_language = header(&req, hyper::header::ACCEPT_LANGUAGE);
-    // Only requests to the portal itself get here: they need to know the device.
-    let mac = shared.neigh.borrow_mut().mac_of(unmap(peer.ip()));
+    // Only requests to the portal itself get here: they need to know the device. A neighbour
+    // entry that names another device than the connection's packets is refused outright.
+    let mac = match shared.neigh.borrow_mut().mac_of(peer) {
+        Ok(mac) => mac,
+        Err(_) => return close(plain(StatusCode::CONFLICT, CONFLICT_PAGE)),
+    };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
@@ -459,6 +463,11 @@ fn response(resp: Resp, head: bool) -> Response<Full<Bytes>> {
         .body(Full::new(Bytes::from(body)))
         .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal error\n"))
 }
+
+/// What a device gets when another device on the network claims its address.
+const CONFLICT_PAGE: &str = "Another device on this Wi-Fi is pretending to be yours, so the \
+router cannot tell who is asking. Your voucher has NOT been used and still works. Please wait \
+a minute and open the link again, or ask the staff for help.\n";
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
