@@ -236,6 +236,9 @@ pub enum ConfigError {
     /// No `config wifipos` section at all.
     #[error("{file}: there is no 'config wifipos' section; the file should start with: config wifipos 'main'")]
     NoSection { file: String },
+    /// Some but not all of `portal_hostname`, `tls_cert`, `tls_key`.
+    #[error("{file}: {message}")]
+    TlsIncomplete { file: String, message: String },
 }
 
 impl ConfigError {
@@ -246,7 +249,7 @@ impl ConfigError {
             ConfigError::Invalid { line, .. }
             | ConfigError::NoValue { line, .. }
             | ConfigError::NotAList { line, .. } => *line,
-            ConfigError::NoSection { .. } => 0,
+            ConfigError::NoSection { .. } | ConfigError::TlsIncomplete { .. } => 0,
         }
     }
 }
@@ -338,6 +341,12 @@ pub fn check(file: &str, text: &str) -> Report {
     }
     for opt in &section.options {
         v.option(opt);
+    }
+    if let Some(message) = report.config.tls_incomplete() {
+        report.errors.push(ConfigError::TlsIncomplete {
+            file: file.into(),
+            message,
+        });
     }
     report.errors.sort_by_key(ConfigError::line);
     report.warnings.sort_by_key(|w| w.line);
@@ -766,10 +775,7 @@ mod tests {
         assert!(r.errors.is_empty(), "{:?}", r.errors);
         assert!(r.warnings.is_empty(), "{:?}", r.warnings);
         assert_eq!(r.config, Config::default());
-        assert_eq!(
-            r.config.captive_api_url(),
-            "http://10.20.0.1:2050/api/captive"
-        );
+        assert_eq!(r.config.captive_api_url(), None);
     }
 
     #[test]

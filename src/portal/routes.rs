@@ -107,7 +107,7 @@ impl Resp {
 #[derive(Debug, Clone)]
 pub struct PortalConfig {
     pub venue: String,
-    /// `http://10.20.0.1:2050`, without a trailing slash.
+    /// `http://10.20.0.1:2050` or `https://wifi.example.org`, without a trailing slash.
     pub portal_url: String,
     pub default_lang: Lang,
     /// Attempts per minute per source (IPv4 address, IPv6 /64) and per genuine voucher.
@@ -154,7 +154,23 @@ impl<G: Gate> Portal<G> {
     /// Whether a request with this `Host` is for the portal itself (else it is a redirected
     /// request for some other site, such as an OS probe).
     pub fn is_portal_host(&self, host: Option<&str>) -> bool {
-        host.is_none_or(|h| h.eq_ignore_ascii_case(self.cfg.authority()))
+        host.is_none_or(|h| {
+            h.eq_ignore_ascii_case(self.cfg.authority())
+                || (self.is_https()
+                    && h.strip_suffix(":443")
+                        .is_some_and(|h| h.eq_ignore_ascii_case(self.cfg.authority())))
+        })
+    }
+
+    /// Whether the portal's URL is `https://` (TLS on): then plain HTTP only redirects.
+    pub fn is_https(&self) -> bool {
+        self.cfg.portal_url.starts_with("https://")
+    }
+
+    /// A plain-HTTP request for the portal while TLS is on: to the same path and query
+    /// (`/v/CODE?…`) on the https portal.
+    pub fn to_https(&self, path_and_query: &str) -> Resp {
+        Resp::redirect(format!("{}{path_and_query}", self.cfg.portal_url))
     }
 
     /// The answer to a request for any other site (an OS probe or any page the guest tried to

@@ -262,7 +262,12 @@ mod tests {
 
     #[test]
     fn broken_der_is_refused_not_a_panic() {
-        for b in [&b""[..], b"\x30", b"\x30\x85\xff\xff\xff\xff\xff", b"\x30\x03\x02\x01"] {
+        for b in [
+            &b""[..],
+            b"\x30",
+            b"\x30\x85\xff\xff\xff\xff\xff",
+            b"\x30\x03\x02\x01",
+        ] {
             assert_eq!(validity(b), None);
         }
     }

@@ -1,0 +1,438 @@
+//! The HTTPS portal, end to end in the namespace cafe: a throwaway CA and certificates made
+//! with the `openssl` CLI; curl in a phone's namespace trusts only that CA and checks the
+//! hostname (DNS-ID) while it gets the captive-portal API JSON unpaid and paid; plain HTTP for
+//! the portal name is redirected to https; bad certificates stop the start with a sentence
+//! naming the file; SIGHUP serves a renewed certificate with the paid device still online, and
+//! keeps the old one when the new file is broken.
+//!
+//! Needs root (namespaces, nftables), `openssl`, `faketime`; skips loudly elsewhere and fails
+//! under `CI=true`.
+
+#[path = "common/cafe.rs"]
+mod cafe;
+mod common;
+#[path = "common/phones.rs"]
+mod phones;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use cafe::{Cafe, Daemon, WIFIPOS};
+use phones::allowed_macs;
+
+const HOST: &str = "wifi.cafe-test.example";
+const PORTAL_HTTPS: &str = "https://wifi.cafe-test.example";
+const CLIENT_MAC: &str = "02:00:00:00:00:10";
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+}
+
+/// A certificate for `HOST` signed by the test CA: `<name>.crt` and `<name>.key` in `dir`.
+/// `subject_o` tells certificates apart; `faketime` (e.g. `-400d`) backdates it.
+fn leaf(dir: &Path, name: &str, subject_o: &str, days: &str, faketime: Option<&str>) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-subj",
+            &format!("/O={subject_o}/CN={HOST}"),
+            "-out",
+            &format!("{name}.csr"),
+        ],
+    );
+    std::fs::write(
+        dir.join("san.ext"),
+        format!("subjectAltName=DNS:{HOST}\nextendedKeyUsage=serverAuth\n"),
+    )
+    .unwrap();
+    let args = [
+        "openssl",
+        "x509",
+        "-req",
+        "-in",
+        &format!("{name}.csr"),
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        days,
+        "-extfile",
+        "san.ext",
+        "-out",
+        &format!("{name}.crt"),
+    ];
+    let out = match faketime {
+        Some(f) => Command::new("faketime")
+            .current_dir(dir)
+            .arg("-f")
+            .arg(f)
+            .args(args)
+            .output(),
+        None => Command::new(args[0])
+            .current_dir(dir)
+            .args(&args[1..])
+            .output(),
+    }
+    .expect("openssl x509");
+    assert!(out.status.success(), "{out:?}");
+}
+
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new(cafe: &Cafe) -> Pki {
+        let dir = cafe.path("pki");
+        std::fs::create_dir_all(&dir).unwrap();
+        openssl(
+            &dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-subj",
+                "/CN=wifipos test CA",
+                "-days",
+                "2",
+                "-out",
+                "ca.crt",
+            ],
+        );
+        leaf(&dir, "first", "First", "30", None);
+        leaf(&dir, "renewed", "Renewed", "90", None);
+        leaf(&dir, "expired", "Expired", "30", Some("-400d"));
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_str().unwrap().to_owned()
+    }
+}
+
+/// The cafe's config with HTTPS on, certificate and key at these paths.
+fn https_config(cafe: &Cafe, cert: &str, key: &str) {
+    cafe.write_config(&format!(
+        "\toption portal_hostname '{HOST}'\n\toption tls_cert '{cert}'\n\toption tls_key '{key}'\n"
+    ));
+}
+
+/// curl from the phone `client` trusting only the test CA, `HOST` resolved to the portal.
+fn curl_https(cafe: &Cafe, pki: &Pki, url: &str) -> Output {
+    cafe.lab.run(
+        "client",
+        "curl",
+        &[
+            "-sS",
+            "-v",
+            "-i",
+            "-m",
+            "5",
+            "--cacert",
+            &pki.path("ca.crt"),
+            "--resolve",
+            &format!("{HOST}:443:10.20.0.1"),
+            url,
+        ],
+    )
+}
+
+fn api(cafe: &Cafe, pki: &Pki) -> (serde_json::Value, String) {
+    let out = curl_https(cafe, pki, &format!("{PORTAL_HTTPS}/api/captive"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{text}\n{log}\n{}", cafe.log());
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("content-type: application/captive+json"),
+        "{text}"
+    );
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}")),
+        log,
+    )
+}
+
+/// Waits until the https portal answers; panics with the daemon's log otherwise.
+fn start_https(cafe: &Cafe, pki: &Pki) -> Daemon {
+    let mut d = cafe.spawn(&[]);
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(10) {
+        if curl_https(cafe, pki, &format!("{PORTAL_HTTPS}/api/captive"))
+            .status
+            .success()
+        {
+            return d;
+        }
+        if let Some(st) = d.0.try_wait().unwrap() {
+            panic!("wifiposd exited ({st}): {}", cafe.log());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the https portal did not come up: {}", cafe.log());
+}
+
+/// Runs `serve` expecting it to refuse to start: what it said.
+fn refused(cafe: &Cafe) -> String {
+    let _ = std::fs::remove_file(cafe.path("daemon.log"));
+    let mut d = cafe.spawn(&[]);
+    for _ in 0..100 {
+        if let Some(st) = d.0.try_wait().unwrap() {
+            assert_ne!(st.code(), Some(0), "{}", cafe.log());
+            return cafe.log();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the daemon started anyway: {}", cafe.log());
+}
+
+fn hup(cafe: &Cafe, d: &Daemon, expect: &str) {
+    let before = cafe.log().matches(expect).count();
+    let st = Command::new("kill")
+        .args(["-HUP", &d.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let t = Instant::now();
+    while cafe.log().matches(expect).count() == before {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "no '{expect}' after SIGHUP: {}",
+            cafe.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn phones_get_the_captive_api_over_verified_https_paid_and_unpaid() {
+    let Some(cafe) = Cafe::open("tls") else {
+        return;
+    };
+    let pki = Pki::new(&cafe);
+    let conf = cafe.path("wifipos.conf");
+    let wifiposd = |args: &[&str]| {
+        let o = Command::new(cafe::WIFIPOSD)
+            .args(args)
+            .arg("--config")
+            .arg(&conf)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+
+    // Without TLS no API URL is advertised: nothing on stdout, a sentence, exit 1.
+    let (code, out, err) = wifiposd(&["captive-url"]);
+    assert_eq!((code, out.as_str()), (Some(1), ""), "{err}");
+    assert!(err.contains("phones accept only an https one"), "{err}");
+
+    // Bad certificates and keys stop the start, naming the file.
+    let missing = pki.path("nowhere.crt");
+    https_config(&cafe, &missing, &pki.path("first.key"));
+    let log = refused(&cafe);
+    assert!(
+        log.contains(&format!("cannot read the TLS certificate {missing}")),
+        "{log}"
+    );
+    let garbage = pki.path("garbage.crt");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    https_config(&cafe, &garbage, &pki.path("first.key"));
+    let log = refused(&cafe);
+    assert!(
+        log.contains(&format!("{garbage} holds no PEM certificate")),
+        "{log}"
+    );
+    https_config(&cafe, &pki.path("expired.crt"), &pki.path("expired.key"));
+    let log = refused(&cafe);
+    assert!(
+        log.contains(&format!(
+            "the certificate in {} expired",
+            pki.path("expired.crt")
+        )),
+        "{log}"
+    );
+    https_config(&cafe, &pki.path("first.crt"), &pki.path("renewed.key"));
+    let log = refused(&cafe);
+    assert!(
+        log.contains(&format!(
+            "the private key {} does not belong to the certificate {}",
+            pki.path("renewed.key"),
+            pki.path("first.crt")
+        )),
+        "{log}"
+    );
+    std::fs::write(cafe.path("empty.key"), "").unwrap();
+    https_config(
+        &cafe,
+        &pki.path("first.crt"),
+        cafe.path("empty.key").to_str().unwrap(),
+    );
+    let log = refused(&cafe);
+    assert!(log.contains("empty.key holds no PEM private key"), "{log}");
+
+    // The live files are copies, so a renewal can replace them.
+    let (cert, key) = (pki.path("live.crt"), pki.path("live.key"));
+    std::fs::copy(pki.path("first.crt"), &cert).unwrap();
+    std::fs::copy(pki.path("first.key"), &key).unwrap();
+    https_config(&cafe, &cert, &key);
+    let (code, out, err) = wifiposd(&["captive-url"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), format!("{PORTAL_HTTPS}/api/captive"));
+
+    let daemon = start_https(&cafe, &pki);
+    let t0 = Instant::now();
+    // Unpaid: the API says captive, with the https portal; the certificate verified against
+    // the CA and the name (curl refuses otherwise).
+    let (json, tls) = api(&cafe, &pki);
+    let handshake_ms = t0.elapsed().as_millis();
+    assert_eq!(json["captive"], true, "{json}");
+    assert_eq!(
+        json["user-portal-url"],
+        format!("{PORTAL_HTTPS}/"),
+        "{json}"
+    );
+    assert!(tls.contains("O=First"), "{tls}");
+    // The same name without the CA: curl refuses the certificate.
+    let o = cafe.lab.run(
+        "client",
+        "curl",
+        &[
+            "-sS",
+            "-m",
+            "5",
+            "--resolve",
+            &format!("{HOST}:443:10.20.0.1"),
+            &format!("{PORTAL_HTTPS}/"),
+        ],
+    );
+    assert!(!o.status.success(), "{o:?}");
+    // The address instead of the name: no DNS-ID match, refused.
+    let o = cafe.lab.run(
+        "client",
+        "curl",
+        &[
+            "-sS",
+            "-m",
+            "5",
+            "--cacert",
+            &pki.path("ca.crt"),
+            "https://10.20.0.1/api/captive",
+        ],
+    );
+    assert!(!o.status.success(), "{o:?}");
+
+    // Plain HTTP for the portal's name goes to the same path on https; an OS probe for
+    // another host is redirected to the https portal.
+    let (status, text) = cafe.lab.curl(
+        "client",
+        &["-H", &format!("Host: {HOST}"), "http://10.20.0.1/v/abc?x=1"],
+    );
+    assert_eq!(status, 302, "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains(&format!("location: {PORTAL_HTTPS}/v/abc?x=1\r\n")),
+        "{text}"
+    );
+    let (status, text) = cafe.lab.curl(
+        "client",
+        &[
+            "-H",
+            "Host: captive.apple.com",
+            "http://10.99.0.2/hotspot-detect.html",
+        ],
+    );
+    assert_eq!(status, 302, "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains(&format!("location: {PORTAL_HTTPS}/\r\n")),
+        "{text}"
+    );
+
+    // Paid: a voucher issued for the https portal opens there and the phone is online.
+    let out = Command::new(WIFIPOS)
+        .args([
+            "issue",
+            "--key",
+            &cafe.key,
+            "--portal-url",
+            PORTAL_HTTPS,
+            "--format",
+            "json",
+            "--duration",
+            "1h",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let url = v["url"].as_str().unwrap();
+    assert!(url.starts_with(&format!("{PORTAL_HTTPS}/v/")), "{url}");
+    let o = curl_https(&cafe, &pki, url);
+    let page = String::from_utf8_lossy(&o.stdout);
+    assert!(page.contains("id=\"online\""), "{page}\n{}", cafe.log());
+    assert!(allowed_macs(&cafe.lab).contains(CLIENT_MAC));
+    let (json, _) = api(&cafe, &pki);
+    assert_eq!(json["captive"], false, "{json}");
+    assert_eq!(
+        json["user-portal-url"],
+        format!("{PORTAL_HTTPS}/"),
+        "{json}"
+    );
+    let left = json["seconds-remaining"].as_u64().unwrap();
+    assert!((3500..=3600).contains(&left), "{json}");
+    assert_eq!(json["can-extend-session"], false, "{json}");
+    assert_eq!(cafe.lab.internet("client", false), 204);
+
+    // A renewal: SIGHUP serves the new certificate; the paid phone stays online.
+    std::fs::copy(pki.path("renewed.crt"), &cert).unwrap();
+    std::fs::copy(pki.path("renewed.key"), &key).unwrap();
+    hup(&cafe, &daemon, "TLS certificate re-read");
+    let (json, tls) = api(&cafe, &pki);
+    assert!(tls.contains("O=Renewed"), "{tls}");
+    assert_eq!(json["captive"], false, "{json}");
+    assert!(allowed_macs(&cafe.lab).contains(CLIENT_MAC));
+    assert_eq!(cafe.lab.internet("client", false), 204);
+
+    // A broken renewal: the running certificate stays, the log names the file.
+    std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\ntruncated\n").unwrap();
+    hup(&cafe, &daemon, "stays in use");
+    assert!(
+        cafe.log()
+            .contains(&format!("{cert} holds no PEM certificate")),
+        "{}",
+        cafe.log()
+    );
+    let (json, tls) = api(&cafe, &pki);
+    assert!(tls.contains("O=Renewed"), "{tls}");
+    assert_eq!(json["captive"], false, "{json}");
+    assert_eq!(cafe.lab.internet("client", false), 204);
+    eprintln!("first https API answer (connect + handshake + request) in {handshake_ms} ms");
+    drop(daemon);
+}
