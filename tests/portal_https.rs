@@ -436,3 +436,187 @@ fn phones_get_the_captive_api_over_verified_https_paid_and_unpaid() {
     eprintln!("first https API answer (connect + handshake + request) in {handshake_ms} ms");
     drop(daemon);
 }
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs `f` on a thread inside the lab host's namespace.
+fn in_ns<T: Send + 'static>(ns: String, f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        phones::enter_ns(&ns);
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// Whether the server has closed `s` (EOF or reset) within `wait`.
+fn closed(s: &mut std::net::TcpStream, wait: Duration) -> bool {
+    use std::io::Read as _;
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue, // an alert; the close follows
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn hostile_tls_clients_are_bounded_and_paid_phones_unaffected() {
+    use std::io::Write as _;
+    let Some(cafe) = Cafe::open("tlsx") else {
+        return;
+    };
+    let pki = Pki::new(&cafe);
+    https_config(&cafe, &pki.path("first.crt"), &pki.path("first.key"));
+    let daemon = start_https(&cafe, &pki);
+    let pid = daemon.pid();
+    let rss_before = rss_kb(pid);
+    // client pays first (client3 stays unpaid).
+    let out = Command::new(WIFIPOS)
+        .args([
+            "issue",
+            "--key",
+            &cafe.key,
+            "--portal-url",
+            PORTAL_HTTPS,
+            "--format",
+            "json",
+            "--duration",
+            "1h",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let o = curl_https(&cafe, &pki, v["url"].as_str().unwrap());
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("id=\"online\""),
+        "{o:?}"
+    );
+    let attacker = phones::ns_of(&cafe.lab, "client2");
+
+    // Garbage instead of a ClientHello, and a truncated one: closed, not held.
+    let (garbage_closed, truncated_open_at_1s, truncated_closed) = in_ns(attacker.clone(), || {
+        let addr: std::net::SocketAddr = "10.20.0.1:443".parse().unwrap();
+        let mut g = std::net::TcpStream::connect(addr).unwrap();
+        let _ = g.write_all(&[0x47u8; 2000]); // "GGGG…": not a TLS record
+        let garbage_closed = closed(&mut g, Duration::from_secs(2));
+        // A ClientHello record header announcing 512 bytes, then only 40 of them.
+        let mut t = std::net::TcpStream::connect(addr).unwrap();
+        let mut hello = vec![
+            0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+        ];
+        hello.resize(40, 0x11);
+        t.write_all(&hello).unwrap();
+        let open = !closed(&mut t, Duration::from_secs(1));
+        // The handshake must finish within the header timeout (10 s).
+        let gone = closed(&mut t, Duration::from_secs(12));
+        (garbage_closed, open, gone)
+    });
+    assert!(garbage_closed, "a garbage handshake was held open");
+    assert!(
+        truncated_open_at_1s && truncated_closed,
+        "a stalled handshake was not cut off"
+    );
+
+    // One address opening 40 idle TLS connections holds at most 16 (max_per_client).
+    let held = in_ns(attacker.clone(), || {
+        let mut conns: Vec<_> = (0..40)
+            .filter_map(|_| std::net::TcpStream::connect("10.20.0.1:443").ok())
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        let mut open = 0;
+        for s in conns.iter_mut() {
+            if !closed(s, Duration::from_millis(50)) {
+                open += 1;
+            }
+        }
+        open
+    });
+    assert!(
+        (1..=16).contains(&held),
+        "{held} idle connections held from one address"
+    );
+
+    // 1 000 idle TLS connections from 70 addresses: the daemon stays up, its memory bounded,
+    // and a phone gets the API at once meanwhile.
+    for i in 0..70 {
+        let o = cafe.lab.run(
+            "client2",
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("10.20.0.{}/24", 150 + i),
+                "dev",
+                "eth0",
+            ],
+        );
+        assert!(o.status.success(), "{o:?}");
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (opened_tx, opened_rx) = std::sync::mpsc::channel::<usize>();
+    let flood = std::thread::spawn(move || {
+        phones::enter_ns(&attacker);
+        let mut conns = Vec::new();
+        'all: for i in 0..70u8 {
+            for _ in 0..15 {
+                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                    .unwrap();
+                let src: std::net::SocketAddr = format!("10.20.0.{}:0", 150 + i).parse().unwrap();
+                s.bind(&src.into()).unwrap();
+                let dst: std::net::SocketAddr = "10.20.0.1:443".parse().unwrap();
+                if s.connect_timeout(&dst.into(), Duration::from_secs(2))
+                    .is_ok()
+                {
+                    conns.push(s);
+                }
+                if conns.len() == 1000 {
+                    break 'all;
+                }
+            }
+        }
+        opened_tx.send(conns.len()).unwrap();
+        let _ = rx.recv();
+        drop(conns);
+    });
+    let opened = opened_rx.recv().unwrap();
+    assert_eq!(opened, 1000);
+    let t = Instant::now();
+    let (json, _) = api(&cafe, &pki);
+    let meanwhile_ms = t.elapsed().as_millis();
+    assert_eq!(json["captive"], false, "{json}");
+    assert!(meanwhile_ms < 2000, "the API took {meanwhile_ms} ms");
+    assert_eq!(cafe.lab.internet("client", false), 204);
+    assert!(allowed_macs(&cafe.lab).contains(CLIENT_MAC));
+    let rss_flood = rss_kb(pid);
+    tx.send(()).unwrap();
+    flood.join().unwrap();
+    let mut daemon = daemon;
+    assert!(daemon.0.try_wait().unwrap().is_none(), "{}", cafe.log());
+    assert!(
+        rss_flood < rss_before + 64 * 1024,
+        "RSS {rss_before} kB -> {rss_flood} kB"
+    );
+    eprintln!(
+        "RSS with TLS on: {rss_before} kB idle, {rss_flood} kB with 1000 idle TLS connections; API meanwhile in {meanwhile_ms} ms"
+    );
+}
