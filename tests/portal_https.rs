@@ -360,6 +360,14 @@ fn phones_get_the_captive_api_over_verified_https_paid_and_unpaid() {
             .contains(&format!("location: {PORTAL_HTTPS}/v/abc?x=1\r\n")),
         "{text}"
     );
+    // A voucher link printed with the plain portal URL keeps its code on the way to https.
+    let (status, text) = cafe.lab.curl("client", &["http://10.20.0.1:2050/v/abc"]);
+    assert_eq!(status, 302, "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains(&format!("location: {PORTAL_HTTPS}/v/abc\r\n")),
+        "{text}"
+    );
     let (status, text) = cafe.lab.curl(
         "client",
         &[

@@ -345,13 +345,20 @@ async fn respond<G: Gate, N: Neighbours>(
     }
     let head = req.method() == hyper::Method::HEAD;
     let host = header(&req, HOST).or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let to_https = !secure && shared.portal.borrow().is_https();
+    if to_https && req.uri().path().starts_with("/v/") {
+        // A voucher link printed with the plain-HTTP URL (before HTTPS was turned on): its
+        // code survives the move to the https portal.
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        return close(response(shared.portal.borrow().to_https(pq), head));
+    }
     if !shared.portal.borrow().is_portal_host(host.as_deref()) {
         // Redirected traffic for another site (an OS probe): its redirect needs neither the
         // body nor the device. The connection is closed after it, because conntrack keeps a
         // redirected connection bound to the portal even after the device has paid.
         return close(response(shared.portal.borrow().elsewhere(), head));
     }
-    if !secure && shared.portal.borrow().is_https() {
+    if to_https {
         // The portal is on HTTPS: the same page there (a voucher link printed with an http
         // URL keeps working).
         let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
