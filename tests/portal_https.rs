@@ -37,14 +37,21 @@ fn openssl(dir: &Path, args: &[&str]) {
 /// A certificate for `HOST` signed by the test CA: `<name>.crt` and `<name>.key` in `dir`.
 /// `subject_o` tells certificates apart; `faketime` (e.g. `-400d`) backdates it.
 fn leaf(dir: &Path, name: &str, subject_o: &str, days: &str, faketime: Option<&str>) {
+    // The renewal is RSA (as some ACME setups issue), the others ECDSA P-256.
+    let newkey = if name == "renewed" {
+        "rsa:2048"
+    } else {
+        "ec:ec.param"
+    };
+    if !dir.join("ec.param").exists() {
+        openssl(dir, &["ecparam", "-name", "prime256v1", "-out", "ec.param"]);
+    }
     openssl(
         dir,
         &[
             "req",
             "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
+            newkey,
             "-nodes",
             "-keyout",
             &format!("{name}.key"),

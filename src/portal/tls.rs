@@ -96,6 +96,8 @@ pub fn load(cert: &Path, key: &Path, now: i64) -> Result<Arc<ServerConfig>, TlsE
     let certified = rustls::sign::CertifiedKey::new(chain.clone(), signing);
     match certified.keys_match() {
         Ok(()) => {}
+        // (A key type whose public half the provider cannot tell is left to the handshake.)
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
         Err(rustls::Error::InconsistentKeys(_)) => {
             return Err(TlsError::Mismatch {
                 cert: cert.to_owned(),
