@@ -340,6 +340,24 @@ fn phones_get_the_captive_api_over_verified_https_paid_and_unpaid() {
         ],
     );
     assert!(!o.status.success(), "{o:?}");
+    // TLS 1.2 only: refused (the portal speaks TLS 1.3).
+    let o = cafe.lab.run(
+        "client",
+        "curl",
+        &[
+            "-sS",
+            "-m",
+            "5",
+            "--tls-max",
+            "1.2",
+            "--cacert",
+            &pki.path("ca.crt"),
+            "--resolve",
+            &format!("{HOST}:443:10.20.0.1"),
+            &format!("{PORTAL_HTTPS}/"),
+        ],
+    );
+    assert!(!o.status.success(), "{o:?}");
     // The address instead of the name: no DNS-ID match, refused.
     let o = cafe.lab.run(
         "client",

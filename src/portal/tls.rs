@@ -4,7 +4,7 @@
 //! present, inside its validity period, key matching the certificate), the live certificate
 //! that SIGHUP replaces (a bad new one keeps the old one in use), and the TLS accept loop: the
 //! same connection caps as plain HTTP (`conns`), the handshake bounded by the header timeout,
-//! then the very same HTTP service. rustls with the small `ring` provider.
+//! then the very same HTTP service. rustls with the `ring` provider, TLS 1.3 only and few algorithms (see [`provider`]).
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -83,7 +83,7 @@ pub fn load(cert: &Path, key: &Path, now: i64) -> Result<Arc<ServerConfig>, TlsE
     }
     let private =
         PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey(key.to_owned()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(provider());
     let unusable = |e: rustls::Error| TlsError::Unusable {
         cert: cert.to_owned(),
         key: key.to_owned(),
@@ -107,13 +107,48 @@ pub fn load(cert: &Path, key: &Path, now: i64) -> Result<Arc<ServerConfig>, TlsE
         Err(e) => return Err(unusable(e)),
     }
     let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(unusable)?
         .with_no_client_auth()
         .with_single_cert(chain, private)
         .map_err(unusable)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The crypto the portal offers, kept small (what is not named here is left out of the
+/// binary): TLS 1.3 with what RFC 8446 §9.1 makes every client implement — AES-128-GCM and
+/// secp256r1 — and certificates with RSA or ECDSA keys (what ACME issues). A server without
+/// client certificates verifies no signatures, so it lists no verification algorithms.
+fn provider() -> rustls::crypto::CryptoProvider {
+    use rustls::crypto::ring::{cipher_suite, default_provider, kx_group};
+    rustls::crypto::CryptoProvider {
+        cipher_suites: vec![cipher_suite::TLS13_AES_128_GCM_SHA256],
+        kx_groups: vec![kx_group::SECP256R1],
+        signature_verification_algorithms: rustls::crypto::WebPkiSupportedAlgorithms {
+            all: &[],
+            mapping: &[],
+        },
+        key_provider: &RsaOrEcdsa,
+        ..default_provider()
+    }
+}
+
+/// Loads RSA and ECDSA private keys (not Ed25519: no ACME CA issues for it).
+#[derive(Debug)]
+struct RsaOrEcdsa;
+
+impl rustls::crypto::KeyProvider for RsaOrEcdsa {
+    fn load_private_key(
+        &self,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Arc<dyn rustls::sign::SigningKey>, rustls::Error> {
+        use rustls::crypto::ring::sign;
+        match sign::RsaSigningKey::new(&key) {
+            Ok(rsa) => Ok(Arc::new(rsa)),
+            Err(_) => sign::any_ecdsa_type(&key),
+        }
+    }
 }
 
 /// The certificate in use; [`Tls::reload`] swaps it.
