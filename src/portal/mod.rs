@@ -260,7 +260,8 @@ async fn accept_loop<G, N>(
         let (ip, id) = (slot.ip, slot.id);
         let _ = stream.set_nodelay(true);
         let task = tokio::task::spawn_local(async move {
-            connection(&slot.shared, TokioIo::new(stream), peer, false).await;
+            let io = TokioIo::new(tls::Stream::Plain(stream));
+            connection(&slot.shared, io, peer, false).await;
             drop(slot);
         });
         shared
