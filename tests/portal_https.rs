@@ -653,3 +653,105 @@ fn hostile_tls_clients_are_bounded_and_paid_phones_unaffected() {
         "RSS with TLS on: {rss_before} kB idle, {rss_flood} kB with 1000 idle TLS connections; API meanwhile in {meanwhile_ms} ms"
     );
 }
+
+/// A Y4M video (one 640 × 480 frame, 4:2:0) of the QR code `px` (`side` × `side`, grey),
+/// scaled to 360 px on white: what Chromium's fake camera films.
+fn y4m(side: usize, px: &[u8]) -> Vec<u8> {
+    let (w, h, q) = (640usize, 480usize, 360usize);
+    let mut out = format!("YUV4MPEG2 W{w} H{h} F10:1 Ip A1:1 C420jpeg\nFRAME\n").into_bytes();
+    let (x0, y0) = ((w - q) / 2, (h - q) / 2);
+    for y in 0..h {
+        for x in 0..w {
+            let inside = (x0..x0 + q).contains(&x) && (y0..y0 + q).contains(&y);
+            out.push(if inside {
+                px[(y - y0) * side / q * side + (x - x0) * side / q]
+            } else {
+                255
+            });
+        }
+    }
+    out.extend(std::iter::repeat_n(128u8, w * h / 2));
+    out
+}
+
+#[test]
+fn chromium_scans_the_voucher_live_on_the_https_portal() {
+    let Some(cafe) = Cafe::open("tlsc") else {
+        return;
+    };
+    let root = env!("CARGO_MANIFEST_DIR");
+    if !Path::new(&format!("{root}/node_modules/playwright-core")).exists()
+        || !Path::new("/usr/bin/chromium").exists()
+    {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "run scripts/setup first"
+        );
+        eprintln!("SKIPPED: chromium or playwright-core missing (run scripts/setup)");
+        return;
+    }
+    let pki = Pki::new(&cafe);
+    https_config(&cafe, &pki.path("first.crt"), &pki.path("first.key"));
+    let _daemon = start_https(&cafe, &pki);
+    // What Chromium trusts: the SHA-256 of the certificate's public key.
+    let spki = Command::new("sh")
+        .arg("-c")
+        .arg("openssl x509 -in first.crt -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64")
+        .current_dir(&pki.dir)
+        .output()
+        .unwrap();
+    let spki = String::from_utf8(spki.stdout).unwrap().trim().to_owned();
+    assert_eq!(spki.len(), 44, "{spki}");
+    let png = cafe.path("voucher.png");
+    let out = Command::new(WIFIPOS)
+        .args([
+            "issue",
+            "--key",
+            &cafe.key,
+            "--portal-url",
+            PORTAL_HTTPS,
+            "--duration",
+            "1h",
+            "--format",
+            "png",
+            "--out",
+        ])
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (side, px) = common::voucher_png_gray_file(&png);
+    let video = cafe.path("voucher.y4m");
+    std::fs::write(&video, y4m(side, &px)).unwrap();
+    let artifacts = format!("{root}/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let out = cafe
+        .lab
+        .cmd("client3", "node")
+        .args(["--test", "tests/browser_https/"])
+        .current_dir(root)
+        .env("UPSTREAM_URL", "http://10.99.0.2/")
+        .env("PORTAL_URL", PORTAL_HTTPS)
+        .env("PORTAL_ADDR", "10.20.0.1")
+        .env("SPKI", &spki)
+        .env("CAMERA_Y4M", &video)
+        .env("ARTIFACTS", &artifacts)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{report}");
+    assert!(
+        out.status.success(),
+        "browser tests failed:\n{report}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        cafe.log()
+    );
+    assert!(report.contains("# pass 2"), "{report}");
+    // The kernel lets client3 (02:00:00:00:00:12) through now.
+    assert!(
+        allowed_macs(&cafe.lab).contains("02:00:00:00:00:12"),
+        "{}",
+        cafe.log()
+    );
+}
