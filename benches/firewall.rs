@@ -26,6 +26,7 @@ fn main() {
     let rules = Ruleset {
         guest_iface: "br-guest".into(),
         portal_port: 2050,
+        https_port: None,
         trusted: vec![],
         blocked: vec![],
         garden: vec![],

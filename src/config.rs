@@ -113,20 +113,61 @@ pub struct Config {
     pub revoked: Vec<Revoked>,
     /// `option control_socket`: where `wifiposd status|sessions|…` reach the daemon.
     pub control_socket: PathBuf,
+    /// `option portal_hostname`: the name the venue owns for the portal (HTTPS).
+    pub portal_hostname: Option<String>,
+    /// `option tls_cert`: PEM certificate chain for `portal_hostname`.
+    pub tls_cert: Option<PathBuf>,
+    /// `option tls_key`: PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// `option https_port`.
+    pub https_port: u16,
 }
 
 impl Config {
-    /// The URL customers see, also printed in the QR codes: `http://ADDR:PORT`.
+    /// The URL customers see, also printed in the QR codes: `http://ADDR:PORT`, or
+    /// `https://HOSTNAME[:PORT]` when TLS is configured.
     pub fn portal_url(&self) -> String {
+        if let Some((host, _, _)) = self.tls() {
+            return match self.https_port {
+                443 => format!("https://{host}"),
+                p => format!("https://{host}:{p}"),
+            };
+        }
         match self.portal_address {
             IpAddr::V6(a) => format!("http://[{a}]:{}", self.portal_port),
             IpAddr::V4(a) => format!("http://{a}:{}", self.portal_port),
         }
     }
 
-    /// The RFC 8910 captive-portal API URI to hand out as DHCP option 114.
-    pub fn captive_api_url(&self) -> String {
-        format!("{}/api/captive", self.portal_url())
+    /// The RFC 8910 captive-portal API URI to hand out as DHCP option 114: only with TLS, as
+    /// phones ignore an `http://` one (RFC 8908 §4).
+    pub fn captive_api_url(&self) -> Option<String> {
+        self.tls()
+            .map(|_| format!("{}/api/captive", self.portal_url()))
+    }
+
+    /// Hostname, certificate and key when all three are set (HTTPS on).
+    pub fn tls(&self) -> Option<(&str, &Path, &Path)> {
+        match (&self.portal_hostname, &self.tls_cert, &self.tls_key) {
+            (Some(h), Some(c), Some(k)) => Some((h, c, k)),
+            _ => None,
+        }
+    }
+
+    /// Some but not all of `portal_hostname`, `tls_cert`, `tls_key` set: what is missing.
+    pub fn tls_incomplete(&self) -> Option<String> {
+        let set = [
+            ("portal_hostname", self.portal_hostname.is_some()),
+            ("tls_cert", self.tls_cert.is_some()),
+            ("tls_key", self.tls_key.is_some()),
+        ];
+        let missing: Vec<&str> = set.iter().filter(|s| !s.1).map(|s| s.0).collect();
+        (!missing.is_empty() && missing.len() < 3).then(|| {
+            format!(
+                "HTTPS needs option portal_hostname, tls_cert and tls_key together; {} is not set",
+                missing.join(" and ")
+            )
+        })
     }
 }
 
@@ -151,6 +192,10 @@ impl Default for Config {
             log_level: LogLevel::Info,
             revoked: Vec::new(),
             control_socket: DEFAULT_CONTROL_SOCKET.into(),
+            portal_hostname: None,
+            tls_cert: None,
+            tls_key: None,
+            https_port: 443,
         }
     }
 }
@@ -191,6 +236,9 @@ pub enum ConfigError {
     /// No `config wifipos` section at all.
     #[error("{file}: there is no 'config wifipos' section; the file should start with: config wifipos 'main'")]
     NoSection { file: String },
+    /// Some but not all of `portal_hostname`, `tls_cert`, `tls_key`.
+    #[error("{file}: {message}")]
+    TlsIncomplete { file: String, message: String },
 }
 
 impl ConfigError {
@@ -201,7 +249,7 @@ impl ConfigError {
             ConfigError::Invalid { line, .. }
             | ConfigError::NoValue { line, .. }
             | ConfigError::NotAList { line, .. } => *line,
-            ConfigError::NoSection { .. } => 0,
+            ConfigError::NoSection { .. } | ConfigError::TlsIncomplete { .. } => 0,
         }
     }
 }
@@ -294,6 +342,12 @@ pub fn check(file: &str, text: &str) -> Report {
     for opt in &section.options {
         v.option(opt);
     }
+    if let Some(message) = report.config.tls_incomplete() {
+        report.errors.push(ConfigError::TlsIncomplete {
+            file: file.into(),
+            message,
+        });
+    }
     report.errors.sort_by_key(ConfigError::line);
     report.warnings.sort_by_key(|w| w.line);
     report
@@ -333,7 +387,7 @@ pub fn load(path: &Path) -> Result<Report, LoadError> {
 }
 
 /// Every option of `config wifipos`.
-pub const KNOWN: [&str; 17] = [
+pub const KNOWN: [&str; 21] = [
     "guest_iface",
     "portal_address",
     "portal_port",
@@ -351,6 +405,10 @@ pub const KNOWN: [&str; 17] = [
     "log_level",
     "revoked",
     "control_socket",
+    "portal_hostname",
+    "tls_cert",
+    "tls_key",
+    "https_port",
 ];
 
 /// The control socket's default path (root-only).
@@ -469,6 +527,51 @@ impl Validator<'_> {
                         item,
                         "expected the router's IPv4 or IPv6 address on the guest network, such as 10.20.0.1",
                     ),
+                }
+            }
+            "https_port" => {
+                if let Some(n) = self.number(opt, 1, 65535) {
+                    self.cfg.https_port = n as u16;
+                }
+            }
+            "portal_hostname" => {
+                let Some(item) = self.one(opt) else { return };
+                let h = item.0.trim_end_matches('.').to_ascii_lowercase();
+                let ok = h.len() <= 253
+                    && h.contains('.')
+                    && h.split('.').all(|l| {
+                        !l.is_empty()
+                            && l.len() <= 63
+                            && !l.starts_with('-')
+                            && !l.ends_with('-')
+                            && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                    })
+                    && h.parse::<IpAddr>().is_err();
+                if ok {
+                    self.cfg.portal_hostname = Some(h);
+                } else {
+                    self.invalid(
+                        &opt.name,
+                        item,
+                        "expected a DNS name the venue owns, such as wifi.cafe-nord.example",
+                    );
+                }
+            }
+            "tls_cert" | "tls_key" => {
+                let Some(item) = self.one(opt) else { return };
+                if item.0.starts_with('/') && !item.0.ends_with('/') {
+                    let p = Some(PathBuf::from(&item.0));
+                    if opt.name == "tls_cert" {
+                        self.cfg.tls_cert = p;
+                    } else {
+                        self.cfg.tls_key = p;
+                    }
+                } else {
+                    self.invalid(
+                        &opt.name,
+                        item,
+                        "expected the absolute path of a PEM file, such as /etc/ssl/wifi.crt",
+                    );
                 }
             }
             "portal_port" => {
@@ -672,10 +775,7 @@ mod tests {
         assert!(r.errors.is_empty(), "{:?}", r.errors);
         assert!(r.warnings.is_empty(), "{:?}", r.warnings);
         assert_eq!(r.config, Config::default());
-        assert_eq!(
-            r.config.captive_api_url(),
-            "http://10.20.0.1:2050/api/captive"
-        );
+        assert_eq!(r.config.captive_api_url(), None);
     }
 
     #[test]

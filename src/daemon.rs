@@ -42,6 +42,8 @@ pub enum DaemonError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Tls(#[from] crate::portal::tls::TlsError),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
     #[error("the guest interface {0} has no IPv4 address, so the portal has none: give {0} an address (the guest network in /etc/config/network) or set `option portal_address` in /etc/config/wifipos")]
@@ -168,10 +170,15 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
         decoder: portal::Decoder::Child(exe),
         ..Limits::default()
     };
-    let bind = if opts.dev {
-        format!("127.0.0.1:{}", cfg.portal_port)
-    } else {
-        format!("[::]:{}", cfg.portal_port)
+    let host = if opts.dev { "127.0.0.1" } else { "[::]" };
+    let bind = format!("{host}:{}", cfg.portal_port);
+    // HTTPS: the certificate must be usable before anything starts.
+    let tls = match cfg.tls() {
+        Some((_, cert, key)) => Some((
+            format!("{host}:{}", cfg.https_port),
+            portal::tls::Tls::new(cert, key, wall_now())?,
+        )),
+        None => None,
     };
     let (portal_url, guest_iface, control_path) = (
         cfg.portal_url(),
@@ -207,6 +214,16 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
                 addr: bind.clone(),
                 source,
             })?;
+        let https = match tls {
+            Some((addr, tls)) => {
+                let l = tokio::net::TcpListener::bind(&addr)
+                    .await
+                    .map_err(|source| DaemonError::Listen { addr, source })?;
+                Some((l, tls))
+            }
+            None => None,
+        };
+        let certs = https.as_ref().map(|(_, t)| t.clone());
         let control =
             control::bind(&control_path).map_err(|e| DaemonError::Config(e.to_string()))?;
         let local = tokio::task::LocalSet::new();
@@ -216,6 +233,7 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
                     sessions.clone(),
                     portal.clone(),
                     opts.config_path.clone(),
+                    certs,
                 ));
                 let admin = {
                     let sessions = sessions.clone();
@@ -242,8 +260,9 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
                 };
                 let portal = async {
                     if opts.dev {
-                        portal::serve(
+                        portal::serve_with_tls(
                             listener,
+                            https,
                             portal,
                             neigh::Fixed(Mac([2, 0, 0, 0, 0, 1])),
                             limits,
@@ -255,7 +274,8 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
                         let neigh = neigh::Kernel::reporting(move |c| {
                             sessions.borrow_mut().record_conflict(c, wall_now())
                         });
-                        portal::serve(listener, portal, neigh, limits, shutdown).await;
+                        portal::serve_with_tls(listener, https, portal, neigh, limits, shutdown)
+                            .await;
                     }
                 };
                 tokio::select! {
@@ -276,6 +296,7 @@ async fn keep_in_sync(
     sessions: Rc<RefCell<Sessions>>,
     portal: Rc<RefCell<Portal<Rc<RefCell<Sessions>>>>>,
     config_path: Option<PathBuf>,
+    certs: Option<Rc<portal::tls::Tls>>,
 ) {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -312,6 +333,12 @@ async fn keep_in_sync(
             continue;
         }
         if reloading {
+            if let Some(t) = &certs {
+                match t.reload(now) {
+                    Ok(()) => eprintln!("wifiposd: TLS certificate re-read"),
+                    Err(e) => eprintln!("wifiposd: reload: {e}"),
+                }
+            }
             match load_config(config_path.as_deref()) {
                 Ok(new) => {
                     let msg = reload(&mut s, new, now);
@@ -367,9 +394,14 @@ fn until_wall(t: i64) -> Duration {
 
 /// Applies a re-read config: keys, revocations, trusted/blocked devices and the walled garden
 /// change in place (no paid device is dropped); a new guest device rebuilds the table with
-/// every session. The port, database and control socket stay as they were started.
+/// every session. The port, database, control socket and HTTPS settings (hostname, ports,
+/// certificate paths; the certificates themselves are re-read) stay as they were started.
 fn reload(s: &mut Sessions, mut new: Config, now: i64) -> String {
     new.portal_port = s.cfg.portal_port;
+    new.https_port = s.cfg.https_port;
+    new.portal_hostname = s.cfg.portal_hostname.clone();
+    new.tls_cert = s.cfg.tls_cert.clone();
+    new.tls_key = s.cfg.tls_key.clone();
     new.database = s.cfg.database.clone();
     new.control_socket = s.cfg.control_socket.clone();
     if let Err(e) = resolve_portal_address(&mut new) {

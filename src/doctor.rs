@@ -108,7 +108,9 @@ pub fn judge(f: &Facts) -> Vec<Finding> {
     }
     out.push(guest_interface(f, &cfg));
     out.push(firewall(f, &cfg));
+    out.extend(firewall_https(f, &cfg));
     out.push(dhcp(f, &cfg));
+    out.extend(dns_name(f, &cfg));
     out.push(offloading(f));
     out.push(clock(f));
     out.push(kernel(f));
@@ -274,6 +276,31 @@ fn fw_fix(zone: &str, port: u16) -> String {
     )
 }
 
+/// With HTTPS on, fw4 must let its port in from the guest zone too.
+fn firewall_https(f: &Facts, cfg: &Config) -> Option<Finding> {
+    cfg.tls()?;
+    let port = cfg.https_port;
+    let fw = f.firewall.as_ref()?.as_ref().ok()?;
+    let network = f.network.as_ref().and_then(|n| n.as_ref().ok());
+    let nets = networks_of(network, &cfg.guest_iface);
+    let zone = zone_of(fw, &nets, &cfg.guest_iface)?;
+    let zname = one(zone, "name").unwrap_or("guest").to_owned();
+    Some(match portal_let_in(fw, zone, port) {
+        Some(why) => finding(
+            "firewall-https",
+            Level::Ok,
+            format!("fw4 lets the HTTPS portal port {port} in from zone {zname} ({why})"),
+            None,
+        ),
+        None => finding(
+            "firewall-https",
+            Level::Blocks,
+            format!("fw4's zone {zname} refuses the HTTPS portal port {port}: phones cannot open the https portal"),
+            Some(format!("/usr/libexec/wifipos-firewall add (with HTTPS configured it also lets TCP port {port} in as rule wifipos_https)")),
+        ),
+    })
+}
+
 fn firewall(f: &Facts, cfg: &Config) -> Finding {
     let port = cfg.portal_port;
     let fw = match &f.firewall {
@@ -350,7 +377,9 @@ fn firewall(f: &Facts, cfg: &Config) -> Finding {
 }
 
 fn dhcp(f: &Facts, cfg: &Config) -> Finding {
-    let want = cfg.captive_api_url();
+    let Some(want) = cfg.captive_api_url() else {
+        return dhcp_without_https(f);
+    };
     let fix = |sec: &str| {
         Some(format!(
             "uci add_list dhcp.{sec}.dhcp_option='114,{want}'; uci commit dhcp; /etc/init.d/dnsmasq reload"
@@ -430,6 +459,110 @@ fn dhcp(f: &Facts, cfg: &Config) -> Finding {
             fix(&name),
         ),
     }
+}
+
+/// Option 114 entries (`114,URL` and dnsmasq's spellings) in any DHCP section: (section, URL).
+fn option_114(pkg: &Package) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for sec in pkg.sections.iter().filter(|s| s.kind == "dhcp") {
+        for v in sec.get("dhcp_option").into_iter().flat_map(|o| o.values()) {
+            let url = v
+                .strip_prefix("114,")
+                .or_else(|| v.strip_prefix("option:114,"))
+                .or_else(|| v.strip_prefix("option:captive-portal,"));
+            if let Some(url) = url {
+                let name = sec.name.clone().unwrap_or_else(|| "@dhcp[…]".into());
+                out.push((name, url.to_owned()));
+            }
+        }
+    }
+    out
+}
+
+/// Without HTTPS no API URI may be advertised (phones ignore an http one, RFC 8908 §4).
+fn dhcp_without_https(f: &Facts) -> Finding {
+    let http: Vec<(String, String)> = match &f.dhcp {
+        Some(Ok(p)) => option_114(p)
+            .into_iter()
+            .filter(|(_, u)| u.starts_with("http://"))
+            .collect(),
+        _ => Vec::new(),
+    };
+    match http.first() {
+        Some((sec, url)) => finding(
+            "dhcp-114",
+            Level::Warn,
+            format!("DHCP option 114 advertises {url}, but phones ignore an http:// captive-portal API (RFC 8908): set up HTTPS or remove it"),
+            Some(format!("uci del_list dhcp.{sec}.dhcp_option='114,{url}'; uci commit dhcp; /etc/init.d/dnsmasq reload")),
+        ),
+        None => finding(
+            "dhcp-114",
+            Level::Note,
+            "HTTPS is off (option portal_hostname, tls_cert, tls_key), so DHCP option 114 is not used; phones find the portal by their OS probes".into(),
+            None,
+        ),
+    }
+}
+
+/// With HTTPS on, the guests' DNS (dnsmasq) must answer the portal's name with its address.
+fn dns_name(f: &Facts, cfg: &Config) -> Option<Finding> {
+    let host = cfg.portal_hostname.as_deref()?;
+    cfg.tls()?;
+    let addr = cfg.portal_address;
+    let want = format!("/{host}/{addr}");
+    let fix = Some(format!(
+        "uci add_list dhcp.@dnsmasq[0].address='{want}'; uci commit dhcp; /etc/init.d/dnsmasq reload"
+    ));
+    let pkg = match &f.dhcp {
+        Some(Ok(p)) => p,
+        _ => {
+            return Some(finding(
+                "dns-name",
+                Level::Warn,
+                format!(
+                    "cannot read {}/config/dhcp: guests must resolve {host} to {addr}",
+                    f.etc
+                ),
+                fix,
+            ))
+        }
+    };
+    let answers: Vec<String> = pkg
+        .sections
+        .iter()
+        .filter(|s| s.kind == "dnsmasq")
+        .flat_map(|s| s.get("address").into_iter().flat_map(|o| o.values()))
+        .filter_map(|v| {
+            let rest = v.strip_prefix('/')?;
+            let (names, a) = rest.rsplit_once('/')?;
+            names
+                .split('/')
+                .any(|n| n.eq_ignore_ascii_case(host))
+                .then(|| a.to_owned())
+        })
+        .collect();
+    Some(if answers.iter().any(|a| a.parse() == Ok(addr)) {
+        finding(
+            "dns-name",
+            Level::Ok,
+            format!("dnsmasq answers {host} with the portal address {addr}"),
+            None,
+        )
+    } else if let Some(a) = answers.first() {
+        finding(
+            "dns-name",
+            Level::Blocks,
+            format!("dnsmasq answers {host} with {a}, but the portal is at {addr}: phones cannot open the https portal"),
+            fix,
+        )
+    } else {
+        finding(
+            "dns-name",
+            Level::Blocks,
+            format!("dnsmasq does not answer {host} with the portal address {addr}: phones cannot open the https portal"),
+            fix,
+        )
+    })
 }
 
 fn offloading(f: &Facts) -> Finding {
@@ -665,7 +798,18 @@ config zone\n\toption name 'guest'\n\tlist network 'guest'\n\toption input 'REJE
 config rule\n\toption name 'Allow-DNS-Guest'\n\toption src 'guest'\n\toption dest_port '53'\n\toption target 'ACCEPT'\n";
     const PORTAL_RULE: &str = "config rule 'wifipos_portal'\n\toption name 'Allow-wifipos-portal'\n\toption src 'guest'\n\toption proto 'tcp'\n\toption dest_port '2050'\n\toption target 'ACCEPT'\n";
     const NETWORK: &str = "config interface 'guest'\n\toption device 'br-guest'\n\toption proto 'static'\n\toption ipaddr '10.20.0.1'\n";
-    const DHCP: &str = "config dhcp 'guest'\n\toption interface 'guest'\n\tlist dhcp_option '114,http://10.20.0.1:2050/api/captive'\n";
+    const HTTPS_RULE: &str = "config rule 'wifipos_https'\n\toption src 'guest'\n\toption proto 'tcp'\n\toption dest_port '443'\n\toption target 'ACCEPT'\n";
+    const DHCP: &str = "config dnsmasq\n\tlist address '/wifi.cafe.example/10.20.0.1'\nconfig dhcp 'guest'\n\toption interface 'guest'\n\tlist dhcp_option '114,https://wifi.cafe.example/api/captive'\n";
+
+    /// HTTPS on (the certificate files are not read by the doctor).
+    fn https() -> Config {
+        Config {
+            portal_hostname: Some("wifi.cafe.example".into()),
+            tls_cert: Some("/etc/ssl/w.crt".into()),
+            tls_key: Some("/etc/ssl/w.key".into()),
+            ..Config::default()
+        }
+    }
 
     fn pkg(t: &str) -> Option<Result<Package, String>> {
         Some(uci::parse(t).map_err(|e| e.to_string()))
@@ -678,7 +822,7 @@ config rule\n\toption name 'Allow-DNS-Guest'\n\toption src 'guest'\n\toption des
             clock_trusted: true,
             uptime_s: 1,
             venue: "V".into(),
-            portal_url: "http://10.20.0.1:2050".into(),
+            portal_url: "https://wifi.cafe.example".into(),
             portal_address_from: None,
             guest_iface: "br-guest".into(),
             table: table.into(),
@@ -695,9 +839,9 @@ config rule\n\toption name 'Allow-DNS-Guest'\n\toption src 'guest'\n\toption des
     fn good() -> Facts {
         Facts {
             etc: "/etc".into(),
-            config: Ok(Config::default()),
+            config: Ok(https()),
             iface: Ok(vec!["10.20.0.1".parse().unwrap()]),
-            firewall: pkg(&format!("{FIREWALL}{PORTAL_RULE}")),
+            firewall: pkg(&format!("{FIREWALL}{PORTAL_RULE}{HTTPS_RULE}")),
             network: pkg(NETWORK),
             dhcp: pkg(DHCP),
             system: None,
@@ -772,7 +916,7 @@ config rule\n\toption name 'Allow-DNS-Guest'\n\toption src 'guest'\n\toption des
         assert!(text.contains("br-guest has no IPv4 address"), "{text}");
         f.config = Ok(Config {
             portal_address_set: true,
-            ..Config::default()
+            ..https()
         });
         let (l, text) = level(&f, "guest-interface");
         assert_eq!(l, Level::Blocks);
@@ -789,7 +933,7 @@ config rule\n\toption name 'Allow-DNS-Guest'\n\toption src 'guest'\n\toption des
         assert_eq!(l, Level::Warn);
         assert!(
             text.contains(
-                "uci add_list dhcp.guest.dhcp_option='114,http://10.20.0.1:2050/api/captive'"
+                "uci add_list dhcp.guest.dhcp_option='114,https://wifi.cafe.example/api/captive'"
             ),
             "{text}"
         );
@@ -797,6 +941,42 @@ config rule\n\toption name 'Allow-DNS-Guest'\n\toption src 'guest'\n\toption des
         assert!(level(&f, "dhcp-114")
             .1
             .contains("points at http://10.9.9.9"));
+        // Without HTTPS an http URL in option 114 is a mistake (phones ignore it); none is fine.
+        f.config = Ok(Config::default());
+        let (l, text) = level(&f, "dhcp-114");
+        assert_eq!(l, Level::Warn);
+        assert!(
+            text.contains(
+                "uci del_list dhcp.guest.dhcp_option='114,http://10.9.9.9:2050/api/captive'"
+            ),
+            "{text}"
+        );
+        f.dhcp = pkg("config dhcp 'guest'\n\toption interface 'guest'\n");
+        assert_eq!(level(&f, "dhcp-114").0, Level::Note);
+        assert!(judge(&f)
+            .iter()
+            .all(|x| x.check != "dns-name" && x.check != "firewall-https"));
+
+        // HTTPS: dnsmasq must answer the portal's name with its address; fw4 must let 443 in.
+        let mut f = good();
+        f.dhcp = pkg("config dnsmasq\n\tlist address '/other.example/10.20.0.1'\n");
+        let (l, text) = level(&f, "dns-name");
+        assert_eq!(l, Level::Blocks);
+        assert!(
+            text.contains("uci add_list dhcp.@dnsmasq[0].address='/wifi.cafe.example/10.20.0.1'"),
+            "{text}"
+        );
+        f.dhcp = pkg("config dnsmasq\n\tlist address '/wifi.cafe.example/10.9.9.9'\n");
+        let (l, text) = level(&f, "dns-name");
+        assert_eq!(l, Level::Blocks);
+        assert!(
+            text.contains("answers wifi.cafe.example with 10.9.9.9"),
+            "{text}"
+        );
+        f.firewall = pkg(&format!("{FIREWALL}{PORTAL_RULE}"));
+        let (l, text) = level(&f, "firewall-https");
+        assert_eq!(l, Level::Blocks);
+        assert!(text.contains("refuses the HTTPS portal port 443"), "{text}");
 
         let mut f = good();
         f.daemon = Err("cannot reach the daemon".into());

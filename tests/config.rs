@@ -31,7 +31,8 @@ fn an_empty_section_means_every_default() {
     assert_eq!(c.portal_port, 2050);
     assert_eq!(c.database.to_str(), Some("/etc/wifipos/wifipos.db"));
     assert_eq!(c.log_level, LogLevel::Info);
-    assert_eq!(c.captive_api_url(), "http://10.20.0.1:2050/api/captive");
+    assert_eq!(c.captive_api_url(), None);
+    assert_eq!(c.https_port, 443);
 }
 
 #[test]
@@ -250,7 +251,47 @@ fn a_file_without_our_section_is_an_error() {
 fn ipv6_portal_urls_are_bracketed() {
     let (c, _) =
         config::parse(FILE, "config wifipos\n\toption portal_address 'fd00::1'\n").unwrap();
-    assert_eq!(c.captive_api_url(), "http://[fd00::1]:2050/api/captive");
+    assert_eq!(c.portal_url(), "http://[fd00::1]:2050");
+    assert_eq!(c.captive_api_url(), None);
+}
+
+#[test]
+fn https_needs_hostname_certificate_and_key_together() {
+    let full = "config wifipos\n\toption portal_hostname 'WiFi.Cafe-Nord.example.'\n\toption tls_cert '/etc/ssl/w.crt'\n\toption tls_key '/etc/ssl/w.key'\n";
+    let (c, _) = config::parse(FILE, full).unwrap();
+    assert_eq!(c.portal_url(), "https://wifi.cafe-nord.example");
+    assert_eq!(
+        c.captive_api_url().as_deref(),
+        Some("https://wifi.cafe-nord.example/api/captive")
+    );
+    let (c, _) = config::parse(FILE, &format!("{full}\toption https_port '8443'\n")).unwrap();
+    assert_eq!(c.portal_url(), "https://wifi.cafe-nord.example:8443");
+    let e = config::parse(
+        FILE,
+        "config wifipos\n\toption portal_hostname 'wifi.cafe-nord.example'\n\toption tls_cert '/etc/ssl/w.crt'\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "/etc/config/wifipos: HTTPS needs option portal_hostname, tls_cert and tls_key together; tls_key is not set"
+    );
+    for (opt, bad) in [
+        ("portal_hostname", "10.20.0.1"),
+        ("portal_hostname", "localhost"),
+        ("portal_hostname", "bad_name.example"),
+        ("tls_cert", "w.crt"),
+        ("https_port", "0"),
+    ] {
+        let text = format!("config wifipos\n\toption {opt} '{bad}'\n");
+        let r = config::check(FILE, &text);
+        assert!(
+            r.errors
+                .iter()
+                .any(|e| e.to_string().contains(&format!("option '{opt}'"))),
+            "{opt}={bad}: {:?}",
+            r.errors
+        );
+    }
 }
 
 fn wifiposd(args: &[&str]) -> (i32, String, String) {

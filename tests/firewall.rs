@@ -18,6 +18,7 @@ fn rules() -> Ruleset {
     Ruleset {
         guest_iface: "br-guest".into(),
         portal_port: 2050,
+        https_port: None,
         trusted: vec![PHONE2],
         blocked: vec![PHONE3],
         garden: vec![],

@@ -19,6 +19,7 @@ fn rules() -> Ruleset {
     Ruleset {
         guest_iface: "br-guest".into(),
         portal_port: 2050,
+        https_port: None,
         trusted: vec![],
         blocked: vec![],
         garden: vec![],

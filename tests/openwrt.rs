@@ -363,7 +363,7 @@ fn the_package_finds_a_guest_zone_of_another_name_or_says_there_is_none() {
 }
 
 #[test]
-fn the_real_uci_defaults_script_adds_the_firewall_rules_and_dhcp_option_114() {
+fn the_real_uci_defaults_script_adds_the_firewall_rules_and_with_https_option_114_and_the_name() {
     let Some(tools) = host_tools() else { return };
     let r = Router::new(tools);
     let run = || {
@@ -379,16 +379,40 @@ fn the_real_uci_defaults_script_adds_the_firewall_rules_and_dhcp_option_114() {
         ok(&out);
         (r.file("firewall"), r.file("dhcp"))
     };
+    // Without HTTPS: the firewall rules, no option 114 (an http API URL is never advertised).
     let first = run();
     let fw = r.show("firewall");
     assert!(fw.contains("firewall.wifipos_portal.src='guest'\n"), "{fw}");
+    assert!(!fw.contains("wifipos_https"), "{fw}");
     let dhcp = r.show("dhcp");
-    assert!(
-        dhcp.contains("dhcp.guest.dhcp_option='114,http://10.20.0.1:2050/api/captive'"),
-        "{dhcp}"
-    );
+    assert!(!dhcp.contains("114,"), "{dhcp}");
     assert_eq!(run(), first, "run twice, the same config");
     assert_eq!(r.reloads(), 1);
+
+    // HTTPS configured: the https port let in, option 114 with the https API, and dnsmasq
+    // answers the portal's name with the guest network's address.
+    r.set("wifipos.main.portal_hostname=wifi.cafe.example");
+    r.set("wifipos.main.tls_cert=/etc/ssl/w.crt");
+    r.set("wifipos.main.tls_key=/etc/ssl/w.key");
+    r.commit("wifipos");
+    let second = run();
+    let fw = r.show("firewall");
+    assert!(
+        fw.contains("firewall.wifipos_https.dest_port='443'\n"),
+        "{fw}"
+    );
+    assert!(fw.contains("firewall.wifipos_https.src='guest'\n"), "{fw}");
+    let dhcp = r.show("dhcp");
+    assert!(
+        dhcp.contains("dhcp.guest.dhcp_option='114,https://wifi.cafe.example/api/captive'"),
+        "{dhcp}"
+    );
+    assert!(
+        dhcp.contains("address='/wifi.cafe.example/10.20.0.1'"),
+        "{dhcp}"
+    );
+    assert_eq!(run(), second, "run twice, the same config");
+    assert_eq!(r.reloads(), 2);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -199,11 +199,11 @@ const FAKE_UCI: &str = r#"#!/bin/sh
 state=$FAKE_UCI_STATE
 [ "$1" = -q ] && shift
 case "$1" in
-get) grep "^$2=" "$state" | head -n1 | cut -d= -f2- | grep . || exit 1 ;;
+get) awk -v k="$2=" 'index($0, k) == 1 { print substr($0, length(k) + 1); exit }' "$state" | grep . || exit 1 ;;
 add_list)
 	key=${2%%=*}; val=${2#*=}
-	old=$(grep "^$key=" "$state" | cut -d= -f2-)
-	grep -v "^$key=" "$state" > "$state.new"
+	old=$(awk -v k="$key=" 'index($0, k) == 1 { print substr($0, length(k) + 1) }' "$state")
+	awk -v k="$key=" 'index($0, k) != 1' "$state" > "$state.new"
 	echo "$key=${old:+$old }$val" >> "$state.new"
 	mv "$state.new" "$state"
 	echo "add_list $2" >> "$state.log" ;;
@@ -213,7 +213,7 @@ esac
 "#;
 
 #[test]
-fn uci_defaults_adds_dhcp_option_114_once_and_only_to_an_existing_guest_network() {
+fn uci_defaults_adds_https_option_114_and_the_name_once_and_only_to_an_existing_guest_network() {
     if !required("sh") {
         return;
     }
@@ -224,11 +224,11 @@ fn uci_defaults_adds_dhcp_option_114_once_and_only_to_an_existing_guest_network(
     std::fs::write(bin.join("uci"), FAKE_UCI).unwrap();
     std::fs::set_permissions(bin.join("uci"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let conf = dir.path().join("wifipos");
-    std::fs::write(
-        &conf,
-        "config wifipos 'main'\n\toption portal_address '10.20.0.1'\n",
-    )
-    .unwrap();
+    let plain = "config wifipos 'main'\n\toption portal_address '10.20.0.1'\n";
+    let https = format!(
+        "{plain}\toption portal_hostname 'wifi.cafe.example'\n\toption tls_cert '/etc/ssl/w.crt'\n\toption tls_key '/etc/ssl/w.key'\n"
+    );
+    std::fs::write(&conf, &https).unwrap();
     // The real binary answers `captive-url` from the config given by the wrapper.
     let wrapper = bin.join("wifiposd");
     std::fs::write(
@@ -257,20 +257,29 @@ fn uci_defaults_adds_dhcp_option_114_once_and_only_to_an_existing_guest_network(
         std::fs::read_to_string(&state).unwrap()
     };
 
-    std::fs::write(
-        &state,
-        "dhcp.guest=dhcp\ndhcp.guest.dhcp_option=6,10.20.0.1\n",
-    )
-    .unwrap();
+    // HTTPS on: option 114 with the https API, and dnsmasq answers the name.
+    let guest = "dhcp.guest=dhcp\ndhcp.guest.dhcp_option=6,10.20.0.1\nwifipos.main.portal_address=10.20.0.1\n";
+    std::fs::write(&state, guest).unwrap();
     let first = run();
     assert!(
-        first.contains("dhcp.guest.dhcp_option=6,10.20.0.1 114,http://10.20.0.1:2050/api/captive"),
+        first.contains(
+            "dhcp.guest.dhcp_option=6,10.20.0.1 114,https://wifi.cafe.example/api/captive\n"
+        ),
+        "{first}"
+    );
+    assert!(
+        first.contains("dhcp.@dnsmasq[0].address=/wifi.cafe.example/10.20.0.1\n"),
         "{first}"
     );
     assert_eq!(run(), first, "a second run changes nothing");
     let log = std::fs::read_to_string(dir.path().join("state.log")).unwrap();
     assert_eq!(log.matches("commit dhcp").count(), 1, "{log}");
 
+    // Without HTTPS: no http API URL is advertised, no name added.
+    std::fs::write(&conf, plain).unwrap();
+    std::fs::write(&state, guest).unwrap();
+    assert_eq!(run(), guest);
+    std::fs::write(&conf, &https).unwrap();
     // No guest DHCP section: nothing is created.
     std::fs::write(&state, "dhcp.lan=dhcp\n").unwrap();
     assert_eq!(run(), "dhcp.lan=dhcp\n");

@@ -223,6 +223,23 @@ fn photos_are_decoded_only_within_the_rate_limit() {
 }
 
 #[test]
+fn live_camera_frames_have_their_own_budget_and_cost_no_attempts() {
+    let srv = start(Limits::default());
+    // 30 frames without a code: each decoded, none charged to the voucher attempts.
+    for i in 0..30 {
+        let s = post(srv.addr, "/photo?live=1&w=10&h=10", "x", &[255; 100]).0;
+        assert_eq!(s, 422, "frame {i}");
+    }
+    // Then the frame budget (30 a minute per source) runs out.
+    let more: Vec<u16> = (0..5)
+        .map(|_| post(srv.addr, "/photo?live=1&w=10&h=10", "x", &[255; 100]).0)
+        .collect();
+    assert!(more.contains(&429), "{more:?}");
+    // The attempts are untouched: a photo is still decoded.
+    assert_eq!(post(srv.addr, "/photo?w=10&h=10", "x", &[255; 100]).0, 422);
+}
+
+#[test]
 fn bad_input_gets_a_status_never_a_crash() {
     let srv = start(Limits::default());
     // A declared body over the limit is refused before it is read.

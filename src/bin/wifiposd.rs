@@ -77,7 +77,8 @@ struct CheckConfig {
 }
 
 #[derive(FromArgs)]
-/// Print the RFC 8910 captive-portal API URL to hand out as DHCP option 114.
+/// Print the RFC 8910 captive-portal API URL to hand out as DHCP option 114 (https only: without
+/// TLS configured it prints nothing and exits 1).
 #[argh(subcommand, name = "captive-url")]
 struct CaptiveUrl {
     /// the UCI config file (default /etc/config/wifipos)
@@ -377,9 +378,9 @@ fn run(cmd: Cmd) -> ExitCode {
             }
         }
         Cmd::CaptiveUrl(c) => print_from_config(&c.config, |cfg| {
-            let mut cfg = cfg.clone();
-            daemon::resolve_portal_address(&mut cfg).map_err(|e| e.to_string())?;
-            Ok(cfg.captive_api_url())
+            cfg.captive_api_url().ok_or_else(|| {
+                "no captive-portal API URL: phones accept only an https one, so set option portal_hostname, tls_cert and tls_key in /etc/config/wifipos first".to_owned()
+            })
         }),
         Cmd::Ruleset(c) => print_from_config(&c.config, |cfg| {
             wifipos::firewall::ruleset_script(&wifipos::sessions::ruleset(cfg, &[]), &[])

@@ -32,6 +32,8 @@ pub struct Ruleset {
     /// The guest network's device, e.g. `br-guest`.
     pub guest_iface: String,
     pub portal_port: u16,
+    /// The HTTPS portal's port, when TLS is on: let in and vouched for like `portal_port`.
+    pub https_port: Option<u16>,
     /// Staff devices: always through, never asked.
     pub trusted: Vec<Mac>,
     /// Devices that get nothing, even while paid.

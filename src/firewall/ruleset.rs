@@ -251,7 +251,7 @@ pub fn rules(r: &Ruleset) -> Result<Vec<RuleSpec>, FirewallError> {
     let mut out = Vec::new();
     prerouting_rules(&mut out, &r.guest_iface, r.portal_port);
     forward_rules(&mut out, &r.guest_iface);
-    input_rules(&mut out, &r.guest_iface, r.portal_port);
+    input_rules(&mut out, &r.guest_iface, r.portal_port, r.https_port);
     Ok(out)
 }
 
@@ -307,7 +307,7 @@ fn forward_rules(out: &mut Vec<RuleSpec>, iface: &str) {
 }
 
 /// What a guest may reach on the router itself: DHCP, DNS, the portal, ICMP that IPv6 needs.
-fn input_rules(out: &mut Vec<RuleSpec>, iface: &str, port: u16) {
+fn input_rules(out: &mut Vec<RuleSpec>, iface: &str, port: u16, https: Option<u16>) {
     use Action::*;
     let c = &INPUT;
     out.push(rule(c, vec![not_from_guest(iface)], Return));
@@ -315,19 +315,25 @@ fn input_rules(out: &mut Vec<RuleSpec>, iface: &str, port: u16) {
     // Port 80 was redirected in prerouting, so every portal packet arrives here with the
     // portal's port. Every one of them (not only the first of a connection) records who sent
     // it, so a connection open across a table rebuild is vouched for again by its next packet.
-    for set in [PORTAL4, PORTAL6] {
-        out.push(rule(
-            c,
-            vec![Match::Tcp, Match::TcpDport(port)],
-            RecordSource(set),
-        ));
+    // The HTTPS portal (when on) is reached directly, and recorded the same way.
+    let ports: Vec<u16> = std::iter::once(port).chain(https).collect();
+    for p in &ports {
+        for set in [PORTAL4, PORTAL6] {
+            out.push(rule(
+                c,
+                vec![Match::Tcp, Match::TcpDport(*p)],
+                RecordSource(set),
+            ));
+        }
     }
     out.push(rule(c, vec![Match::EstablishedRelated], Accept));
     out.push(rule(c, vec![Match::UdpDport(67)], Accept));
     out.push(rule(c, vec![Match::UdpDport(547)], Accept));
     out.push(rule(c, vec![Match::UdpDport(53)], Accept));
     out.push(rule(c, vec![Match::Tcp, Match::TcpDport(53)], Accept));
-    out.push(rule(c, vec![Match::Tcp, Match::TcpDport(port)], Accept));
+    for p in &ports {
+        out.push(rule(c, vec![Match::Tcp, Match::TcpDport(*p)], Accept));
+    }
     // Router and neighbour discovery (133-136) and ping, without which IPv6 does not work.
     for t in [133, 134, 135, 136, 128] {
         out.push(rule(c, vec![Match::Icmpv6Type(t)], Accept));
@@ -527,6 +533,7 @@ pub(crate) fn sample() -> Ruleset {
     Ruleset {
         guest_iface: "br-guest".into(),
         portal_port: 2050,
+        https_port: None,
         trusted: vec![Mac([2, 0, 0, 0, 0, 1])],
         blocked: vec![],
         garden: vec![("192.0.2.0".parse().unwrap(), 24)],

@@ -6,7 +6,9 @@
 //! form is tiny; only a photo is large), a body read timeout and a byte budget for photo
 //! uploads in flight, and one photo decode at a time, off this thread (`photo`). Turns hyper
 //! requests into [`routes::Req`]. What to answer is `routes`; what the pages say is `pages`;
-//! who may try how often is `limiter`; who the client is comes from `neigh`.
+//! who may try how often is `limiter`; who the client is comes from `neigh`. HTTPS (optional)
+//! is `tls`: the same limits and service behind a TLS handshake; with it on, plain-HTTP
+//! requests for the portal are redirected to the https URL.
 //!
 //! Memory held for clients is thus bounded: at most `max_connections` × (hyper's buffers +
 //! `max_form`) plus `photo_budget` bytes of photo bodies.
@@ -16,6 +18,7 @@ pub mod limiter;
 pub mod pages;
 pub mod photo;
 pub mod routes;
+pub mod tls;
 
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
@@ -173,11 +176,52 @@ pub async fn serve<G, N>(
     G: Gate + 'static,
     N: Neighbours + 'static,
 {
+    serve_with_tls(listener, None, portal, neigh, limits, shutdown).await;
+}
+
+/// [`serve`], plus HTTPS on `https` (its listener and certificate) when given: both listeners
+/// share the connection caps, limits and portal.
+pub async fn serve_with_tls<G, N>(
+    listener: TcpListener,
+    https: Option<(TcpListener, Rc<tls::Tls>)>,
+    portal: Rc<RefCell<Portal<G>>>,
+    neigh: N,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) where
+    G: Gate + 'static,
+    N: Neighbours + 'static,
+{
     let shared = Rc::new(Shared::new(portal, neigh, limits));
     let local = tokio::task::LocalSet::new();
     local
-        .run_until(accept_loop(listener, shared, shutdown))
+        .run_until(async move {
+            let https = https
+                .map(|(l, t)| tokio::task::spawn_local(tls::accept_loop(l, shared.clone(), t)));
+            accept_loop(listener, shared, shutdown).await;
+            if let Some(h) = https {
+                h.abort();
+            }
+        })
         .await;
+}
+
+/// Counts a new connection from `peer` against the caps (closing those it evicts); `None`
+/// when it must be refused.
+fn admit<G, N>(shared: &Rc<Shared<G, N>>, peer: IpAddr) -> Option<Slot<G, N>> {
+    let ip = unmap(peer);
+    let (admitted, evicted) = {
+        let mut conns = shared.conns.borrow_mut();
+        (conns.admit(ip), conns.take_evicted())
+    };
+    for victim in evicted {
+        victim.abort();
+    }
+    Some(Slot {
+        shared: shared.clone(),
+        ip,
+        id: admitted?,
+    })
 }
 
 async fn accept_loop<G, N>(
@@ -210,25 +254,14 @@ async fn accept_loop<G, N>(
                 }
             },
         };
-        let ip = unmap(peer.ip());
-        let (admitted, evicted) = {
-            let mut conns = shared.conns.borrow_mut();
-            (conns.admit(ip), conns.take_evicted())
-        };
-        for victim in evicted {
-            victim.abort();
-        }
-        let Some(id) = admitted else {
+        let Some(slot) = admit(&shared, peer.ip()) else {
             continue; // dropping the stream closes it
         };
-        let slot = Slot {
-            shared: shared.clone(),
-            ip,
-            id,
-        };
+        let (ip, id) = (slot.ip, slot.id);
         let _ = stream.set_nodelay(true);
         let task = tokio::task::spawn_local(async move {
-            connection(&slot.shared, TokioIo::new(stream), peer).await;
+            let io = TokioIo::new(tls::Stream::Plain(stream));
+            connection(&slot.shared, io, peer, false).await;
             drop(slot);
         });
         shared
@@ -239,8 +272,8 @@ async fn accept_loop<G, N>(
 }
 
 /// Serves HTTP/1.1 on one connection with the header timeout, head size limit and lifetime of
-/// `shared.limits`; returns when the connection is closed.
-async fn connection<G, N, IO>(shared: &Rc<Shared<G, N>>, io: IO, peer: SocketAddr)
+/// `shared.limits`; returns when the connection is closed. `secure`: it came over TLS.
+async fn connection<G, N, IO>(shared: &Rc<Shared<G, N>>, io: IO, peer: SocketAddr, secure: bool)
 where
     G: Gate + 'static,
     N: Neighbours + 'static,
@@ -249,7 +282,7 @@ where
     let s = shared.clone();
     let service = hyper::service::service_fn(move |req| {
         let s = s.clone();
-        async move { Ok::<_, Infallible>(respond(&s, req, peer).await) }
+        async move { Ok::<_, Infallible>(respond(&s, req, peer, secure).await) }
     });
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -275,7 +308,7 @@ pub async fn serve_connection<G, N, IO>(
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
 {
     let shared = Rc::new(Shared::new(portal, neigh, limits));
-    connection(&shared, TokioIo::new(io), peer).await;
+    connection(&shared, TokioIo::new(io), peer, false).await;
 }
 
 fn unmap(ip: IpAddr) -> IpAddr {
@@ -296,6 +329,7 @@ async fn respond<G: Gate, N: Neighbours>(
     shared: &Shared<G, N>,
     req: Request<Incoming>,
     peer: SocketAddr,
+    secure: bool,
 ) -> Response<Full<Bytes>> {
     let post = req.method() == hyper::Method::POST;
     let photo = post && req.uri().path() == "/photo";
@@ -312,11 +346,24 @@ async fn respond<G: Gate, N: Neighbours>(
     }
     let head = req.method() == hyper::Method::HEAD;
     let host = header(&req, HOST).or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let to_https = !secure && shared.portal.borrow().is_https();
+    if to_https && req.uri().path().starts_with("/v/") {
+        // A voucher link printed with the plain-HTTP URL (before HTTPS was turned on): its
+        // code survives the move to the https portal.
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        return close(response(shared.portal.borrow().to_https(pq), head));
+    }
     if !shared.portal.borrow().is_portal_host(host.as_deref()) {
         // Redirected traffic for another site (an OS probe): its redirect needs neither the
         // body nor the device. The connection is closed after it, because conntrack keeps a
         // redirected connection bound to the portal even after the device has paid.
         return close(response(shared.portal.borrow().elsewhere(), head));
+    }
+    if to_https {
+        // The portal is on HTTPS: the same page there (a voucher link printed with an http
+        // URL keeps working).
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        return close(response(shared.portal.borrow().to_https(pq), head));
     }
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();

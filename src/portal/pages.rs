@@ -69,6 +69,8 @@ struct Texts {
     photo: &'static str,
     photo_hint: &'static str,
     photo_busy: &'static str,
+    scan: &'static str,
+    scan_hint: &'static str,
     online: &'static str,
     time_left: &'static str,
     devices: &'static str,
@@ -99,6 +101,8 @@ const EN: Texts = Texts {
     photo: "Photo of your voucher",
     photo_hint: "Take a sharp photo of the QR code on your receipt.",
     photo_busy: "Reading the photo…",
+    scan: "Scan with the camera",
+    scan_hint: "Hold the QR code on your receipt in front of the camera.",
     online: "You are online",
     time_left: "Time left",
     devices: "Devices on this voucher",
@@ -129,6 +133,8 @@ const DE: Texts = Texts {
     photo: "Foto des Gutscheins",
     photo_hint: "Fotografieren Sie den QR-Code auf dem Beleg scharf.",
     photo_busy: "Foto wird gelesen…",
+    scan: "Mit der Kamera scannen",
+    scan_hint: "Halten Sie den QR-Code auf dem Beleg vor die Kamera.",
     online: "Sie sind online",
     time_left: "Verbleibende Zeit",
     devices: "Geräte mit diesem Gutschein",
@@ -159,6 +165,8 @@ const ES: Texts = Texts {
     photo: "Foto del bono",
     photo_hint: "Haga una foto nítida del código QR del ticket.",
     photo_busy: "Leyendo la foto…",
+    scan: "Escanear con la cámara",
+    scan_hint: "Ponga el código QR del ticket delante de la cámara.",
     online: "Está conectado",
     time_left: "Tiempo restante",
     devices: "Dispositivos con este bono",
@@ -207,7 +215,10 @@ button,.button{display:block;width:100%;box-sizing:border-box;margin-top:.8rem;p
 .js-only{display:none}.muted{color:#666;font-size:.9rem}";
 
 /// Downscales the chosen photo to grayscale in a canvas and posts the pixels to `/photo`; the
-/// router decodes the QR. Works on plain http, where browsers offer no live camera.
+/// router decodes the QR. Works on plain http, where browsers offer no live camera. On https
+/// (a secure context with a camera) also "Scan with the camera": a frame every 2 s, at most
+/// 640 px, grayscale, to `/photo?live=1` until one holds a code (422 = none, 503 = busy: go on);
+/// without a camera or permission the button goes away and photo/paste stay.
 const PHOTO_JS: &str = r#"(function(){
 var box=document.getElementById('photo-box');if(!box)return;box.style.display='block';
 var input=document.getElementById('photo'),msg=document.getElementById('photo-msg');
@@ -218,7 +229,23 @@ var c=document.createElement('canvas');c.width=w;c.height=h;var x=c.getContext('
 var d=x.getImageData(0,0,w,h).data,g=new Uint8Array(w*h);for(var i=0;i<w*h;i++){g[i]=(d[4*i]*299+d[4*i+1]*587+d[4*i+2]*114)/1000;}
 fetch('/photo?w='+w+'&h='+h,{method:'POST',body:g,headers:{'Content-Type':'application/octet-stream'}})
 .then(function(r){return r.text();}).then(function(t){document.open();document.write(t);document.close();})
-.catch(function(){msg.textContent='';});};img.src=URL.createObjectURL(f);});})();"#;
+.catch(function(){msg.textContent='';});};img.src=URL.createObjectURL(f);});
+var sb=document.getElementById('scan-box'),md=navigator.mediaDevices;
+if(!sb||!window.isSecureContext||!md||!md.getUserMedia)return;sb.style.display='block';
+var v=document.getElementById('cam'),stream=null;
+function stop(){if(stream)stream.getTracks().forEach(function(t){t.stop();});stream=null;v.style.display='none';}
+function frame(){if(!stream)return;var w0=v.videoWidth,h0=v.videoHeight;if(!w0){setTimeout(frame,300);return;}
+var s=Math.min(1,640/Math.max(w0,h0)),w=Math.round(w0*s),h=Math.round(h0*s);
+var c=document.createElement('canvas');c.width=w;c.height=h;var x=c.getContext('2d');x.drawImage(v,0,0,w,h);
+var d=x.getImageData(0,0,w,h).data,g=new Uint8Array(w*h);for(var i=0;i<w*h;i++){g[i]=(d[4*i]*299+d[4*i+1]*587+d[4*i+2]*114)/1000;}
+fetch('/photo?live=1&w='+w+'&h='+h,{method:'POST',body:g,headers:{'Content-Type':'application/octet-stream'}})
+.then(function(r){if(r.status==422||r.status==503){setTimeout(frame,2000);return;}
+stop();return r.text().then(function(t){document.open();document.write(t);document.close();});})
+.catch(function(){setTimeout(frame,2000);});}
+document.getElementById('scan').addEventListener('click',function(){if(stream)return;
+md.getUserMedia({video:{facingMode:'environment'},audio:false}).then(function(st){stream=st;v.srcObject=st;
+v.style.display='block';v.play();setTimeout(frame,500);}).catch(function(){sb.style.display='none';});});
+})();"#;
 
 fn layout(lang: Lang, title: &str, body: &str, script: bool) -> String {
     let js = if script {
@@ -256,7 +283,9 @@ pub fn portal(lang: Lang, venue: &str, notice: Option<&str>) -> String {
         "<h1>{} {}</h1>{notice}<div class=\"card\"><p>{}</p>{}</div>\
 <div class=\"card js-only\" id=\"photo-box\" data-busy=\"{}\"><label for=\"photo\">{}</label>\
 <p class=\"muted\">{}</p><input type=\"file\" id=\"photo\" accept=\"image/*\" capture=\"environment\">\
-<p id=\"photo-msg\" class=\"muted\"></p></div>",
+<p id=\"photo-msg\" class=\"muted\"></p>\
+<div id=\"scan-box\" style=\"display:none\"><button type=\"button\" id=\"scan\">{}</button>\
+<p class=\"muted\">{}</p><video id=\"cam\" playsinline muted style=\"display:none;width:100%\"></video></div></div>",
         esc(t.welcome),
         esc(venue),
         esc(t.how),
@@ -264,6 +293,8 @@ pub fn portal(lang: Lang, venue: &str, notice: Option<&str>) -> String {
         esc(t.photo_busy),
         esc(t.photo),
         esc(t.photo_hint),
+        esc(t.scan),
+        esc(t.scan_hint),
     );
     layout(lang, venue, &body, true)
 }

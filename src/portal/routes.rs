@@ -107,7 +107,7 @@ impl Resp {
 #[derive(Debug, Clone)]
 pub struct PortalConfig {
     pub venue: String,
-    /// `http://10.20.0.1:2050`, without a trailing slash.
+    /// `http://10.20.0.1:2050` or `https://wifi.example.org`, without a trailing slash.
     pub portal_url: String,
     pub default_lang: Lang,
     /// Attempts per minute per source (IPv4 address, IPv6 /64) and per genuine voucher.
@@ -132,11 +132,24 @@ impl PortalConfig {
 
 pub use photo::{decode_qr, MAX_PHOTO_SIDE};
 
+/// `POST /photo?live=1…`: a frame of the live camera scanner.
+fn is_live(req: &Req) -> bool {
+    let q = req.query.as_deref().unwrap_or("");
+    form_field(q.as_bytes(), "live").as_deref() == Some("1")
+}
+
 pub struct Portal<G> {
     pub cfg: PortalConfig,
     pub gate: G,
     attempts: Limiter,
+    /// Live camera frames (`POST /photo?live=1`): a frame without a code costs no attempt,
+    /// so frames have their own budget per source and in all.
+    frames: Limiter,
 }
+
+/// Live camera frames per minute per source (one every 2 s), and in all.
+pub const FRAMES_PER_MINUTE: u32 = 30;
+pub const FRAMES_GLOBAL_PER_MINUTE: u32 = 240;
 
 impl<G: Gate> Portal<G> {
     pub fn new(cfg: PortalConfig, gate: G) -> Portal<G> {
@@ -148,13 +161,30 @@ impl<G: Gate> Portal<G> {
             cfg,
             gate,
             attempts,
+            frames: Limiter::new(FRAMES_PER_MINUTE, FRAMES_GLOBAL_PER_MINUTE),
         }
     }
 
     /// Whether a request with this `Host` is for the portal itself (else it is a redirected
     /// request for some other site, such as an OS probe).
     pub fn is_portal_host(&self, host: Option<&str>) -> bool {
-        host.is_none_or(|h| h.eq_ignore_ascii_case(self.cfg.authority()))
+        host.is_none_or(|h| {
+            h.eq_ignore_ascii_case(self.cfg.authority())
+                || (self.is_https()
+                    && h.strip_suffix(":443")
+                        .is_some_and(|h| h.eq_ignore_ascii_case(self.cfg.authority())))
+        })
+    }
+
+    /// Whether the portal's URL is `https://` (TLS on): then plain HTTP only redirects.
+    pub fn is_https(&self) -> bool {
+        self.cfg.portal_url.starts_with("https://")
+    }
+
+    /// A plain-HTTP request for the portal while TLS is on: to the same path and query
+    /// (`/v/CODE?…`) on the https portal.
+    pub fn to_https(&self, path_and_query: &str) -> Resp {
+        Resp::redirect(format!("{}{path_and_query}", self.cfg.portal_url))
     }
 
     /// The answer to a request for any other site (an OS probe or any page the guest tried to
@@ -281,7 +311,15 @@ impl<G: Gate> Portal<G> {
         let Some(mac) = req.mac else {
             return Err(self.refuse(lang, 403, Refusal::NoMac));
         };
-        if !self.attempts.allow(self.source_key(req, mac), req.now) {
+        let limiter = if is_live(req) {
+            &mut self.frames
+        } else {
+            &mut self.attempts
+        };
+        let key = req
+            .source
+            .map_or(Key::Device(mac), |ip| Key::Source(limiter::source_key(ip)));
+        if !limiter.allow(key, req.now) {
             return Err(self.refuse(lang, 429, Refusal::TooMany));
         }
         Ok((w, h))
@@ -293,6 +331,8 @@ impl<G: Gate> Portal<G> {
         let lang = Lang::negotiate(req.accept_language.as_deref(), self.cfg.default_lang);
         match text {
             Some(text) => self.redeem(req, lang, text),
+            // A live frame without a code is the normal case while the camera moves: no log.
+            None if is_live(req) => self.refuse(lang, 422, Refusal::Photo),
             None => {
                 eprintln!("wifiposd: photo from {:?}: no QR code found", req.mac);
                 self.refuse(lang, 422, Refusal::Photo)

@@ -276,6 +276,7 @@ pub fn ruleset(cfg: &Config, rules: &[(Mac, MacRule)]) -> Ruleset {
     Ruleset {
         guest_iface: cfg.guest_iface.clone(),
         portal_port: cfg.portal_port,
+        https_port: cfg.tls().map(|_| cfg.https_port),
         trusted,
         blocked,
         garden: cfg.garden.clone(),

@@ -1,6 +1,6 @@
 //! A fake /etc for `wifiposd doctor` in the lab (tests/doctor.rs, tests/luci_rpcd.rs): the
 //! cafe's config/wifipos and the guide's router: fw4 with the guest zone (input REJECT, flow
-//! offloading on), the br-guest interface, DHCP option 114 and NTP; the portal rule optional.
+//! offloading on), the br-guest interface (no HTTPS, so no DHCP option 114) and NTP; the portal rule optional.
 #![allow(dead_code)]
 
 use std::path::Path;
@@ -20,7 +20,7 @@ pub const PORTAL_RULE: &str = "\nconfig rule 'wifipos_portal'\n\toption name 'Al
 pub const NETWORK: &str = "config device\n\toption type 'bridge'\n\toption name 'br-guest'\n\n\
 config interface 'guest'\n\toption device 'br-guest'\n\toption proto 'static'\n\toption ipaddr '10.20.0.1'\n\toption netmask '255.255.255.0'\n";
 
-pub const DHCP: &str = "config dhcp 'guest'\n\toption interface 'guest'\n\toption start '100'\n\toption limit '150'\n\toption leasetime '1h'\n\tlist dhcp_option '114,http://10.20.0.1:2050/api/captive'\n";
+pub const DHCP: &str = "config dhcp 'guest'\n\toption interface 'guest'\n\toption start '100'\n\toption limit '150'\n\toption leasetime '1h'\n";
 
 /// Writes ETC/config/{wifipos,firewall,network,dhcp,system}.
 pub fn write_etc(cafe: &Cafe, etc: &Path, firewall: &str) {
