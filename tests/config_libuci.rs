@@ -3,6 +3,8 @@
 //! files, and both must see the same sections, types, names, options, lists and values, or
 //! both must refuse the file at the same line. The corpus: real-world OpenWrt configs
 //! (tests/fixtures/uci/), deliberately broken files, and thousands of generated ones.
+//! Not built for musl targets (no libuci-sys there: see Cargo.toml).
+#![cfg(not(target_env = "musl"))]
 
 use std::ffi::{CStr, CString};
 use std::path::Path;
