@@ -69,6 +69,9 @@ impl fmt::Display for Revoked {
     }
 }
 
+/// The venue name when `option venue` is not set; the portal then greets without a name.
+pub const DEFAULT_VENUE: &str = "Wi-Fi";
+
 /// The daemon's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -179,7 +182,7 @@ impl Default for Config {
             portal_address_set: false,
             portal_port: 2050,
             database: "/etc/wifipos/wifipos.db".into(),
-            venue: "Wi-Fi".into(),
+            venue: DEFAULT_VENUE.into(),
             language: "en".into(),
             trusted_keys: Vec::new(),
             garden: Vec::new(),

@@ -63,6 +63,7 @@ impl Lang {
 
 struct Texts {
     welcome: &'static str,
+    welcome_unnamed: &'static str,
     how: &'static str,
     code_label: &'static str,
     submit: &'static str,
@@ -95,10 +96,11 @@ struct Texts {
 
 const EN: Texts = Texts {
     welcome: "Welcome to the Wi-Fi of",
+    welcome_unnamed: "Welcome to our Wi-Fi",
     how: "Open the QR code on your receipt with your phone's camera, take a photo of it, or type the code below.",
     code_label: "Voucher code",
     submit: "Get online",
-    photo: "Photo of your voucher",
+    photo: "Take a photo of the voucher",
     photo_hint: "Take a sharp photo of the QR code on your receipt.",
     photo_busy: "Reading the photo…",
     scan: "Scan with the camera",
@@ -127,10 +129,11 @@ const EN: Texts = Texts {
 
 const DE: Texts = Texts {
     welcome: "Willkommen im WLAN von",
+    welcome_unnamed: "Willkommen in unserem WLAN",
     how: "Öffnen Sie den QR-Code auf Ihrem Beleg mit der Kamera, fotografieren Sie ihn oder geben Sie den Code unten ein.",
     code_label: "Gutschein-Code",
     submit: "Online gehen",
-    photo: "Foto des Gutscheins",
+    photo: "Gutschein fotografieren",
     photo_hint: "Fotografieren Sie den QR-Code auf dem Beleg scharf.",
     photo_busy: "Foto wird gelesen…",
     scan: "Mit der Kamera scannen",
@@ -159,10 +162,11 @@ const DE: Texts = Texts {
 
 const ES: Texts = Texts {
     welcome: "Bienvenido al Wi-Fi de",
+    welcome_unnamed: "Bienvenido a nuestro Wi-Fi",
     how: "Abra el código QR de su ticket con la cámara del móvil, hágale una foto o escriba el código abajo.",
     code_label: "Código del bono",
     submit: "Conectarse",
-    photo: "Foto del bono",
+    photo: "Hacer una foto del bono",
     photo_hint: "Haga una foto nítida del código QR del ticket.",
     photo_busy: "Leyendo la foto…",
     scan: "Escanear con la cámara",
@@ -212,7 +216,8 @@ label{display:block;font-weight:600;margin-bottom:.4rem}\
 input[type=text]{width:100%;box-sizing:border-box;font-size:1rem;padding:.7rem;border:1px solid #999;border-radius:8px}\
 button,.button{display:block;width:100%;box-sizing:border-box;margin-top:.8rem;padding:.8rem;font-size:1.05rem;border:0;border-radius:8px;background:#1d6b4f;color:#fff;text-align:center;text-decoration:none}\
 .ok{border-left:6px solid #1d6b4f}.err{border-left:6px solid #b3261e}.big{font-size:2rem;font-weight:700}\
-.js-only{display:none}.muted{color:#666;font-size:.9rem}";
+.js-only{display:none}.muted{color:#666;font-size:.9rem}\
+.file{position:absolute;width:1px;height:1px;opacity:0;overflow:hidden}label.button{font-weight:600;cursor:pointer}";
 
 /// Downscales the chosen photo to grayscale in a canvas and posts the pixels to `/photo`; the
 /// router decodes the QR. Works on plain http, where browsers offer no live camera. On https
@@ -279,20 +284,28 @@ pub fn portal(lang: Lang, venue: &str, notice: Option<&str>) -> String {
     let notice = notice
         .map(|n| format!("<div class=\"card err\" role=\"alert\">{}</div>", esc(n)))
         .unwrap_or_default();
+    // The shipped config names no venue: "Welcome to our Wi-Fi", not "… of Wi-Fi".
+    let heading = if venue.trim().is_empty() || venue == crate::config::DEFAULT_VENUE {
+        t.welcome_unnamed.to_owned()
+    } else {
+        format!("{} {venue}", t.welcome)
+    };
+    // The photo field is a real button (its label; the file input itself is transparent):
+    // phones open the camera, other devices the file picker.
     let body = format!(
-        "<h1>{} {}</h1>{notice}<div class=\"card\"><p>{}</p>{}</div>\
-<div class=\"card js-only\" id=\"photo-box\" data-busy=\"{}\"><label for=\"photo\">{}</label>\
-<p class=\"muted\">{}</p><input type=\"file\" id=\"photo\" accept=\"image/*\" capture=\"environment\">\
+        "<h1>{}</h1>{notice}<div class=\"card\"><p>{}</p>{}</div>\
+<div class=\"card js-only\" id=\"photo-box\" data-busy=\"{}\">\
+<p class=\"muted\">{}</p><label for=\"photo\" class=\"button\" id=\"photo-button\">{}</label>\
+<input type=\"file\" id=\"photo\" class=\"file\" accept=\"image/*\" capture=\"environment\">\
 <p id=\"photo-msg\" class=\"muted\"></p>\
 <div id=\"scan-box\" style=\"display:none\"><button type=\"button\" id=\"scan\">{}</button>\
 <p class=\"muted\">{}</p><video id=\"cam\" playsinline muted style=\"display:none;width:100%\"></video></div></div>",
-        esc(t.welcome),
-        esc(venue),
+        esc(&heading),
         esc(t.how),
         code_form(t, t.code_label),
         esc(t.photo_busy),
-        esc(t.photo),
         esc(t.photo_hint),
+        esc(t.photo),
         esc(t.scan),
         esc(t.scan_hint),
     );
@@ -404,6 +417,21 @@ mod tests {
         let page = portal(Lang::En, "<script>alert(1)</script>&'\"", None);
         assert!(!page.contains("<script>alert"));
         assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;&amp;&#39;&quot;"));
+    }
+
+    #[test]
+    fn the_shipped_config_is_greeted_without_a_venue_name() {
+        let page = portal(Lang::En, crate::config::DEFAULT_VENUE, None);
+        assert!(page.contains("<h1>Welcome to our Wi-Fi</h1>"), "{page}");
+        let page = portal(Lang::De, "Café Nord", None);
+        assert!(
+            page.contains("<h1>Willkommen im WLAN von Café Nord</h1>"),
+            "{page}"
+        );
+        // The photo field is a button with words on it, not the browser's bare file input.
+        assert!(
+            page.contains("class=\"button\" id=\"photo-button\">Gutschein fotografieren</label>")
+        );
     }
 
     #[test]

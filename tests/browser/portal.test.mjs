@@ -43,7 +43,9 @@ test('an unpaid phone opening any site lands on the portal, and a photo of the v
   await page.waitForSelector('#photo-box', { state: 'visible' });
   assert.match(await page.textContent('h1'), /Welcome/);
   await page.screenshot({ path: `${env('ARTIFACTS')}/portal.png`, fullPage: true });
-  await page.setInputFiles('#photo', env('PHOTO_PNG'));
+  // The photo button is a real button: a tap opens the camera / file picker.
+  const [chooser] = await Promise.all([page.waitForEvent('filechooser'), page.click('#photo-button')]);
+  await chooser.setFiles(env('PHOTO_PNG'));
   await page.waitForSelector('#online', { timeout: 15000 });
   assert.match(await page.textContent('#devices'), /1 \/ 3/);
   await page.screenshot({ path: `${env('ARTIFACTS')}/success.png`, fullPage: true });

@@ -44,7 +44,7 @@ test('without a camera the scan button stays hidden and the photo field remains'
     await scan.click();
     await page.waitForSelector('#scan-box', { state: 'hidden', timeout: 5000 });
   }
-  assert.equal(await page.isVisible('#photo'), true);
+  assert.equal(await page.isVisible('#photo-button'), true);
   assert.equal(await page.isVisible('#code'), true);
   await browser.close();
   browser = undefined;
