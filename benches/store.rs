@@ -99,7 +99,7 @@ fn redemptions(n: u32, key_id: KeyId, durability: Durability, label: &str) {
     );
     println!("store: active_sessions for restore: {sessions} devices in {restore_ms:.1} ms");
     let mut store = Store::open_with(&path, durability).unwrap();
-    let pruned = store.prune(now + 40 * 86_400, 30).unwrap();
+    let pruned = store.prune(now + 40 * 86_400, 30, 30).unwrap();
     drop(store);
     println!(
         "store: after pruning at 30 days: {pruned} rows gone, {:.1} MiB (pages are reused, the file does not shrink)",

@@ -365,10 +365,13 @@ async fn keep_in_sync(
         s.conns.observe();
         if pruned.is_none_or(|t| t.elapsed() >= Duration::from_secs(86_400)) {
             pruned = Some(Instant::now());
-            let keep_days = s.cfg.keep_days;
-            match s.store.prune(now, keep_days) {
+            let (keep_days, keep_event_days) = (s.cfg.keep_days, s.cfg.keep_event_days);
+            match s.store.prune(now, keep_days, keep_event_days) {
                 Ok(0) => {}
-                Ok(n) => eprintln!("wifiposd: pruned {n} rows older than {keep_days} days"),
+                Ok(n) => eprintln!(
+                    "wifiposd: pruned {n} rows (ended vouchers older than {keep_days} days, \
+                     events older than {keep_event_days} days)"
+                ),
                 Err(e) => eprintln!("wifiposd: cannot prune old rows: {e}"),
             }
         }

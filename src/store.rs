@@ -1132,18 +1132,24 @@ impl Store {
             })?)
     }
 
-    /// Keeps the file small on flash: deletes events older than `keep_days`, the devices of
-    /// vouchers that ended before then, and the vouchers themselves once they can no longer
-    /// be presented (their redeem-by deadline is past too). A used voucher without a deadline
-    /// stays as a small tombstone forever, or it could be redeemed again. Revoked vouchers are
-    /// kept likewise. Returns the number of rows deleted.
-    pub fn prune(&mut self, now: i64, keep_days: u32) -> Result<usize, StoreError> {
+    /// Keeps the file small on flash: deletes events older than `keep_event_days`, the devices
+    /// of vouchers that ended more than `keep_days` ago, and the vouchers themselves once they
+    /// can no longer be presented (their redeem-by deadline is past too). A used voucher
+    /// without a deadline stays as a small tombstone forever, or it could be redeemed again.
+    /// Revoked vouchers are kept likewise. Returns the number of rows deleted.
+    pub fn prune(
+        &mut self,
+        now: i64,
+        keep_days: u32,
+        keep_event_days: u32,
+    ) -> Result<usize, StoreError> {
         let cutoff = now.saturating_sub(i64::from(keep_days) * 86_400);
+        let event_cutoff = now.saturating_sub(i64::from(keep_event_days) * 86_400);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         log_expiries(&tx, now)?;
-        let mut n = tx.execute("DELETE FROM events WHERE at < ?1", [cutoff])?;
+        let mut n = tx.execute("DELETE FROM events WHERE at < ?1", [event_cutoff])?;
         n += tx.execute(
             "DELETE FROM devices WHERE (key_id, serial) IN (SELECT key_id, serial FROM vouchers
                 WHERE ends_at IS NOT NULL AND ends_at < ?1)",

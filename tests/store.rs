@@ -160,7 +160,7 @@ fn pruning_drops_old_rows_keeps_live_ones_and_never_lets_an_old_voucher_be_used_
         .unwrap()
         .unwrap();
     // 3 redemption events + 2 expiry events + 2 devices + the voucher with a passed deadline.
-    assert_eq!(s.prune(40 * day, 30).unwrap(), 8);
+    assert_eq!(s.prune(40 * day, 30, 30).unwrap(), 8);
     assert_eq!(
         s.active_sessions(40 * day).unwrap(),
         vec![(mac(2), 31_536_000)]
@@ -180,7 +180,24 @@ fn pruning_drops_old_rows_keeps_live_ones_and_never_lets_an_old_voucher_be_used_
         })
     );
     // Nothing old is left to prune.
-    assert_eq!(s.prune(40 * day, 30).unwrap(), 0);
+    assert_eq!(s.prune(40 * day, 30, 30).unwrap(), 0);
+}
+
+#[test]
+fn events_are_kept_for_their_own_number_of_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("w.db")).unwrap();
+    let day = 86_400;
+    s.redeem(&voucher(1, 31_536_000, 1), mac(1), at(0))
+        .unwrap()
+        .unwrap();
+    // The voucher is live, so only its redemption event is old enough to go: not at 10 days
+    // with keep_event_days 30, but at 10 days with keep_event_days 7.
+    assert_eq!(s.prune(10 * day, 90, 30).unwrap(), 0);
+    assert_eq!(s.events(0, 100).unwrap().len(), 1);
+    assert_eq!(s.prune(10 * day, 90, 7).unwrap(), 1);
+    assert!(s.events(0, 100).unwrap().is_empty());
+    assert_eq!(s.active_sessions(10 * day).unwrap().len(), 1);
 }
 
 #[test]
