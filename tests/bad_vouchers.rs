@@ -247,6 +247,7 @@ fn voucher(key_id: KeyId, rng: &mut Rng, now: i64, reference: &str) -> Voucher {
         duration_s: rng.range(60, 86_400) as u32,
         max_devices: rng.range(1, 3) as u8,
         purchase_ref: reference.to_owned(),
+        ext: None,
     }
 }
 

@@ -30,6 +30,7 @@ fn arb_voucher() -> impl Strategy<Value = (Voucher, [u8; 32])> {
                         duration_s,
                         max_devices,
                         purchase_ref: r,
+                        ext: None,
                     },
                     seed,
                 )

@@ -15,9 +15,19 @@ use crate::mac::Mac;
 use crate::portal::{Access, Gate, RedeemError};
 use crate::voucher;
 
+/// This router does not enforce voucher v2's limits yet (issue #16), so it must not grant a
+/// voucher carrying one as if it were unlimited: such a voucher is refused as "unsupported
+/// limit". A v2 voucher with only informational entries (0x80 and up) is accepted like v1.
+fn refuse_limits(v: voucher::Voucher) -> Result<voucher::Voucher, voucher::Rejection> {
+    match v.limits().first_type() {
+        Some(kind) => Err(voucher::Rejection::UnsupportedLimit { kind }),
+        None => Ok(v),
+    }
+}
+
 impl Gate for Sessions {
     fn redeem(&mut self, input: &str, mac: Mac, now: i64) -> Result<Access, RedeemError> {
-        let v = match voucher::verify(input, &self.keyring) {
+        let v = match voucher::verify(input, &self.keyring).and_then(refuse_limits) {
             Ok(v) => v,
             Err(why) => {
                 if let Err(e) = self.store.record_refusal(Some(mac), &why, now) {
@@ -140,6 +150,7 @@ mod tests {
             duration_s: 3600,
             max_devices,
             purchase_ref: String::new(),
+            ext: None,
         }
         .sign(key)
         .unwrap()
