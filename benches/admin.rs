@@ -62,6 +62,7 @@ fn main() {
                 duration_s: 3600 + i,
                 max_devices: 1,
                 purchase_ref: format!("R{i}"),
+                ext: None,
             };
             store
                 .redeem(&v, mac(i), Clock { now, trusted: true })

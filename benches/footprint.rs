@@ -57,6 +57,7 @@ fn populate(db: &Path, key_id: KeyId, n: u32) {
             duration_s: 86_400,
             max_devices: 1,
             purchase_ref: String::new(),
+            ext: None,
         };
         let b = i.to_be_bytes();
         let mac = Mac([0x06, 0x01, b[0], b[1], b[2], b[3]]);

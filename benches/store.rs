@@ -35,6 +35,7 @@ fn main() {
         duration_s: 3600,
         max_devices: 3,
         purchase_ref: "PUR1".into(),
+        ext: None,
     }
     .sign(&key)
     .unwrap();
@@ -67,6 +68,7 @@ fn redemptions(n: u32, key_id: KeyId, durability: Durability, label: &str) {
             duration_s: 3600,
             max_devices: 3,
             purchase_ref: format!("PUR{i}"),
+            ext: None,
         };
         let b = i.to_be_bytes();
         now = start + i64::from(i / 100);

@@ -3,7 +3,7 @@
 
 usage: fuzz/seeds.py WIFIPOS_BINARY
 
-voucher_decode: every token of tests/fixtures/voucher-vectors.json (valid and invalid) and the
+voucher_decode: every token of tests/fixtures/voucher-vectors{,-v2}.json (valid and invalid) and the
 accepted input forms. uci_parse: tests/fixtures/uci/* and the shipped config. photo: a voucher
 QR made by `wifipos issue --format png` with the vectors' key, decoded to grayscale pixels and
 downscaled to about 2 pixels per module (two bytes of width, then the pixels). http_request:
@@ -85,6 +85,8 @@ def main():
     wifipos = sys.argv[1]
     vectors = json.loads((ROOT / "tests/fixtures/voucher-vectors.json").read_text())
     tokens = [v["token"] for v in vectors["valid"]] + [v["token"] for v in vectors["invalid"]]
+    v2 = json.loads((ROOT / "tests/fixtures/voucher-vectors-v2.json").read_text())
+    tokens += [v["token"] for v in v2["valid"]] + [v["token"] for v in v2["invalid"]]
     for i, t in enumerate(tokens):
         put("voucher_decode", f"token-{i}", t)
         put("voucher_decode", f"url-{i}", f"http://{PORTAL}/v/{t}")

@@ -16,6 +16,7 @@ pub mod duration;
 pub mod keys;
 pub mod mac;
 pub mod policy;
+pub mod units;
 pub mod voucher;
 
 #[cfg(feature = "pos")]

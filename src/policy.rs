@@ -213,6 +213,7 @@ mod tests {
             duration_s: 3600,
             max_devices: max,
             purchase_ref: String::new(),
+            ext: None,
         }
     }
 

@@ -42,7 +42,7 @@ pub const EV_CLONE: &str = "mac_clone";
 
 /// Every refusal code, for counting refusals in the event log.
 const REFUSAL_KINDS: &str = "'malformed', 'unknown_key', 'bad_signature', 'out_of_range', \
-     'revoked', 'deadline_passed', 'expired', 'device_limit'";
+     'revoked', 'deadline_passed', 'expired', 'device_limit', 'unsupported_limit'";
 
 /// The schema of version 1, kept verbatim: migrations run in order from a file's version.
 pub const SCHEMA_V1: &str = "CREATE TABLE vouchers (

@@ -2,6 +2,8 @@
 //! from the phones (`GET /v/<token>` and the `POST /redeem` form): truncated, extended, every
 //! single-bit flip of two genuine tokens, random multi-bit flips and character substitutions,
 //! wrong versions, bad purchase references, out-of-range fields (all signed by the till),
+//! version 2 vouchers with limits (refused as "unsupported limit" until the router enforces
+//! them), broken extension blocks, v2 bodies signed with the v1 prefix and the reverse,
 //! vouchers of a foreign till, re-signed with a foreign key, expired, revoked, full, past their
 //! deadline, and garbage. None may get anyone online, the daemon must not die, each must be
 //! refused with the reason VOUCHER.md gives for it (page and event log), and the database must
@@ -30,7 +32,8 @@ use wifipos::keys::{self, KeyId};
 use wifipos::mac::Mac;
 use wifipos::policy::Clock;
 use wifipos::store::Store;
-use wifipos::voucher::{Voucher, SIGNING_PREFIX};
+use wifipos::voucher::ext::OtherEntry;
+use wifipos::voucher::{Ext, Limits, Voucher, SIGNING_PREFIX, SIGNING_PREFIX_V2};
 
 use cafe::Cafe;
 use phones::{pct, Http, Rng, PORTAL_ADDR};
@@ -70,25 +73,67 @@ impl Oracle {
     }
 
     fn raw(&self, raw: &[u8]) -> &'static str {
-        // Structure: version 1, ref_len ≤ 32, exactly 27 + ref_len + 64 bytes, UTF-8 without
-        // control characters.
-        if raw.len() < 27 + 64 || raw[0] != 1 {
+        // Structure: version 1 or 2, ref_len ≤ 32, exactly 27 + ref_len + 64 bytes (v1) or
+        // 28 + ref_len + ext_len + 64 with ext_len ≤ 64 (v2), UTF-8 without control characters.
+        if raw.len() < 27 + 64 || !(1..=2).contains(&raw[0]) {
             return "malformed";
         }
+        let v2 = raw[0] == 2;
         let ref_len = usize::from(raw[26]);
-        if ref_len > 32 || raw.len() != 27 + ref_len + 64 {
+        if ref_len > 32 {
             return "malformed";
         }
-        match std::str::from_utf8(&raw[27..27 + ref_len]) {
+        let ref_end = 27 + ref_len;
+        let body_len = if v2 {
+            if raw.len() < ref_end + 1 + 64 || raw[ref_end] > 64 {
+                return "malformed";
+            }
+            ref_end + 1 + usize::from(raw[ref_end])
+        } else {
+            ref_end
+        };
+        if raw.len() != body_len + 64 {
+            return "malformed";
+        }
+        match std::str::from_utf8(&raw[27..ref_end]) {
             Ok(r) if !r.chars().any(char::is_control) => {}
             _ => return "malformed",
+        }
+        // v2's entries: type, len, value; filling the block, strictly ascending types, the
+        // known types 1–3 with 4-byte values.
+        let mut entries: Vec<(u8, u32)> = Vec::new();
+        if v2 {
+            let block = &raw[ref_end + 1..body_len];
+            let (mut at, mut prev) = (0, None);
+            while at < block.len() {
+                if block.len() - at < 2 || block.len() - at - 2 < usize::from(block[at + 1]) {
+                    return "malformed";
+                }
+                let (t, l) = (block[at], usize::from(block[at + 1]));
+                if prev.is_some_and(|p| p >= t) || ((1..=3).contains(&t) && l != 4) {
+                    return "malformed";
+                }
+                let value = if l == 4 {
+                    u32::from_be_bytes(block[at + 2..at + 6].try_into().unwrap())
+                } else {
+                    0
+                };
+                entries.push((t, value));
+                prev = Some(t);
+                at += 2 + l;
+            }
         }
         if raw[1..5] != self.trusted_id {
             return "unknown_key";
         }
-        let body = &raw[..27 + ref_len];
-        let sig = Signature::from_bytes(raw[27 + ref_len..].try_into().unwrap());
-        let msg = [SIGNING_PREFIX.as_slice(), body].concat();
+        let body = &raw[..body_len];
+        let sig = Signature::from_bytes(raw[body_len..].try_into().unwrap());
+        let prefix = if v2 {
+            SIGNING_PREFIX_V2.as_slice()
+        } else {
+            SIGNING_PREFIX.as_slice()
+        };
+        let msg = [prefix, body].concat();
         if self.trusted.verify_strict(&msg, &sig).is_err() {
             return "bad_signature";
         }
@@ -96,6 +141,21 @@ impl Oracle {
         let (redeem_by, duration, devices) = (be32(17), be32(21), raw[25]);
         if !(60..=31_536_000).contains(&duration) || !(1..=32).contains(&devices) {
             return "out_of_range";
+        }
+        for &(t, value) in &entries {
+            let ok = match t {
+                1 => (1..=4_194_304).contains(&value),
+                2 | 3 => (64..=10_000_000).contains(&value),
+                _ => true,
+            };
+            if !ok {
+                return "out_of_range";
+            }
+        }
+        // Types 0x04–0x7f are limits nobody knows; 0x01–0x03 this router does not enforce yet:
+        // both "unsupported limit". 0x80 and up are ignored.
+        if entries.iter().any(|&(t, _)| t < 0x80) {
+            return "unsupported_limit";
         }
         let serial = u64::from_be_bytes(raw[5..13].try_into().unwrap());
         match self.seeded.get(&serial) {
@@ -247,6 +307,7 @@ fn voucher(key_id: KeyId, rng: &mut Rng, now: i64, reference: &str) -> Voucher {
         duration_s: rng.range(60, 86_400) as u32,
         max_devices: rng.range(1, 3) as u8,
         purchase_ref: reference.to_owned(),
+        ext: None,
     }
 }
 
@@ -391,7 +452,8 @@ fn thousands_of_bad_vouchers_are_each_refused_for_their_reason_and_nobody_gets_o
         }
         c.token("extended", t, Some("malformed"));
     }
-    // Signed by the till, but not version 1.
+    // Signed by the till, but neither version 1 nor 2 (a 2 on a v1 body is malformed by its
+    // length).
     for i in 0..40u8 {
         let mut body = voucher(tid, &mut rng, now, "R").body();
         body[0] = if i < 20 {
@@ -431,6 +493,92 @@ fn thousands_of_bad_vouchers_are_each_refused_for_their_reason_and_nobody_gets_o
             &sign_raw(&till, &v.body()),
             Some("out_of_range"),
         );
+    }
+    // Version 2, signed by the till: any limit (this router does not enforce them yet) and an
+    // unknown enforceable type are "unsupported limit"; a limit outside its range is out of
+    // range; broken blocks are malformed; v2 under the v1 prefix and v1 under the v2 prefix are
+    // bad signatures; single-bit flips of a v2 voucher never get through.
+    for i in 0..60usize {
+        let mut v = voucher(tid, &mut rng, now, "V2");
+        let mut limits = Limits::default();
+        match i % 3 {
+            0 => limits.data_cap_mib = Some(rng.range(1, 4_194_304) as u32),
+            1 => limits.down_kbit = Some(rng.range(64, 10_000_000) as u32),
+            _ => limits.up_kbit = Some(rng.range(64, 10_000_000) as u32),
+        }
+        let mut ext = Ext::with_limits(limits);
+        if i % 4 == 0 {
+            ext.other.push(OtherEntry {
+                kind: 0x80 + (i as u8),
+                value: b"info".to_vec(),
+            });
+        }
+        v.ext = Some(ext);
+        c.token(
+            "v2_limit",
+            v.sign(&till).unwrap(),
+            Some("unsupported_limit"),
+        );
+    }
+    let sign_v2 = |key: &SigningKey, body: &[u8]| {
+        let msg = [SIGNING_PREFIX_V2.as_slice(), body].concat();
+        let mut raw = body.to_vec();
+        raw.extend_from_slice(&key.sign(&msg).to_bytes());
+        raw
+    };
+    for i in 0..40usize {
+        let mut v = voucher(tid, &mut rng, now, "X");
+        v.ext = Some(Ext::default());
+        let mut body = v.body();
+        body.pop(); // ext_len 0, replaced below
+        let (block, why): (Vec<u8>, &'static str) = match i % 10 {
+            0 => (vec![0x04, 0], "unsupported_limit"),
+            1 => (vec![0x7f, 2, 1, 2], "unsupported_limit"),
+            2 => (vec![1, 4, 0, 0, 0, 0], "out_of_range"),
+            3 => (vec![2, 4, 0, 0, 0, 63], "out_of_range"),
+            4 => (vec![3, 4, 0, 0x98, 0x96, 0x81], "out_of_range"),
+            5 => (vec![2, 4, 0, 0, 1, 0, 1, 4, 0, 0, 1, 0], "malformed"),
+            6 => (vec![0x90, 0, 0x90, 0], "malformed"),
+            7 => (vec![1, 2, 0, 1], "malformed"),
+            8 => (vec![0x80, 5, 1], "malformed"),
+            _ => (vec![0x80; 65], "malformed"),
+        };
+        body.push(block.len() as u8);
+        body.extend_from_slice(&block);
+        c.raw("v2_block", &sign_v2(&till, &body), Some(why));
+    }
+    for _ in 0..20 {
+        let mut v = voucher(tid, &mut rng, now, "P");
+        v.ext = Some(Ext::with_limits(Limits {
+            down_kbit: Some(2000),
+            ..Limits::default()
+        }));
+        c.raw(
+            "v2_v1_prefix",
+            &sign_raw(&till, &v.body()),
+            Some("bad_signature"),
+        );
+        let v1 = voucher(tid, &mut rng, now, "P");
+        c.raw(
+            "v1_v2_prefix",
+            &sign_v2(&till, &v1.body()),
+            Some("bad_signature"),
+        );
+    }
+    {
+        let mut v = voucher(tid, &mut rng, now, "F2");
+        v.ext = Some(Ext::with_limits(Limits {
+            data_cap_mib: Some(500),
+            up_kbit: Some(512),
+            ..Limits::default()
+        }));
+        let g = URL_SAFE_NO_PAD.decode(v.sign(&till).unwrap()).unwrap();
+        for _ in 0..150 {
+            let mut raw = g.clone();
+            let at = c.rng.below(raw.len() as u64) as usize;
+            raw[at] ^= 1 << c.rng.below(8);
+            c.raw("v2_bit_flip", &raw, None);
+        }
     }
     // A foreign till: its own key and key id; a genuine voucher altered (a year, 32 devices)
     // and re-signed with the foreign key under the trusted key id; the till's signature under

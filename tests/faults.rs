@@ -111,6 +111,7 @@ fn acknowledged_redemptions_survive_kill_9_and_nft_flush_and_limits_hold() {
             duration_s: 7200 + i as u32,
             max_devices: 1 + (i % 3) as u8,
             purchase_ref: format!("F{i}"),
+            ext: None,
         })
         .collect();
     let tokens: Vec<String> = vouchers.iter().map(|v| v.sign(&till).unwrap()).collect();

@@ -153,6 +153,7 @@ fn a_thousand_sessions_survive_kill_9_and_a_reboot_with_their_remaining_time() {
                 duration_s: 600 + i,
                 max_devices: 1,
                 purchase_ref: format!("R{i}"),
+                ext: None,
             };
             let r = store
                 .redeem(

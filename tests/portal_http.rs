@@ -14,7 +14,8 @@ use wifipos::portal::pages::Lang;
 use wifipos::portal::{self, Access, Gate, Limits, Portal, PortalConfig, RedeemError};
 use wifipos::voucher::Rejection;
 
-/// Accepts the code "good" for up to two devices; refuses everything else as malformed.
+/// Accepts the code "good" for up to two devices; refuses "limited" as an unsupported limit and
+/// everything else as a bad signature.
 #[derive(Default)]
 struct Scripted {
     macs: Vec<Mac>,
@@ -22,6 +23,11 @@ struct Scripted {
 
 impl Gate for Scripted {
     fn redeem(&mut self, input: &str, mac: Mac, _now: i64) -> Result<Access, RedeemError> {
+        if wifipos::voucher::token_from_input(input) == "limited" {
+            return Err(RedeemError::Refused(Rejection::UnsupportedLimit {
+                kind: 1,
+            }));
+        }
         if wifipos::voucher::token_from_input(input) != "good" {
             return Err(RedeemError::Refused(Rejection::BadSignature));
         }
@@ -183,6 +189,31 @@ fn redemption_by_form_and_link_reaches_the_gate_and_answers_success_or_refusal()
     assert_eq!(status, 200);
     assert!(text.contains("application/captive+json"));
     assert!(text.contains("\"captive\":false") && text.contains("\"seconds-remaining\":3600"));
+}
+
+#[test]
+fn a_voucher_with_limits_gets_the_unsupported_limit_page_in_each_language() {
+    let srv = start(Limits::default());
+    for (lang, words) in [
+        ("en", ["newer router software", "ask staff"]),
+        ("de", ["neuere Software", "fragen Sie das Personal"]),
+        ("es", ["software más nuevo", "Pida al personal"]),
+    ] {
+        let req = format!(
+            "GET /v/limited HTTP/1.1\r\nHost: {}\r\nAccept-Language: {lang}\r\nConnection: close\r\n\r\n",
+            srv.addr
+        );
+        let (status, text) = raw(srv.addr, req.as_bytes());
+        assert_eq!(status, 403, "{lang}: {text}");
+        assert!(
+            text.contains("data-reason=\"unsupported_limit\""),
+            "{lang}: {text}"
+        );
+        for w in words {
+            assert!(text.contains(w), "{lang}: {w:?} missing in {text}");
+        }
+        assert!(!text.contains("id=\"online\""), "{lang}");
+    }
 }
 
 #[test]

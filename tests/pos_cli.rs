@@ -477,3 +477,112 @@ fn bad_input_gets_a_sentence_and_exit_code_2() {
     );
     fails(&["frobnicate"], "Unrecognized");
 }
+
+/// The token's raw bytes (body and signature).
+fn raw(token: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .unwrap()
+}
+
+#[test]
+fn limits_make_a_v2_voucher_and_no_limit_keeps_v1() {
+    let t = till();
+    let issue = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "issue",
+            "--key",
+            t.key(),
+            "--duration",
+            "1h",
+            "--ref",
+            "T-7",
+            "--format",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        serde_json::from_slice(&ok(&args).stdout).unwrap()
+    };
+
+    // No limit: exactly today's v1 voucher (version byte 1, 27 + ref + 64 bytes, no "ext").
+    let j = issue(&[]);
+    let token = j["token"].as_str().unwrap();
+    let bytes = raw(token);
+    assert_eq!(bytes[0], 1);
+    assert_eq!(bytes.len(), 27 + 3 + 64);
+    assert!(j.get("ext").is_none(), "{j}");
+    let v = voucher::verify(token, &t.ring()).unwrap();
+    assert_eq!(v.version(), 1);
+    assert_eq!(
+        v.sign(&wifipos::keys::read_private_key(&t.key).unwrap())
+            .unwrap(),
+        token
+    );
+
+    // All three: units mapped to MiB and kbit/s (500 MB = 476.8 MiB, rounded up).
+    let j = issue(&["--data-cap", "500MB", "--down", "2Mbit", "--up", "512kbit"]);
+    let token = j["token"].as_str().unwrap();
+    let bytes = raw(token);
+    assert_eq!(bytes[0], 2);
+    assert_eq!(
+        &bytes[27 + 3..bytes.len() - 64],
+        &[18, 1, 4, 0, 0, 0x01, 0xdd, 2, 4, 0, 0, 0x07, 0xd0, 3, 4, 0, 0, 0x02, 0x00]
+    );
+    let v = voucher::verify(token, &t.ring()).unwrap();
+    let l = v.limits();
+    assert_eq!(
+        (l.data_cap_mib, l.down_kbit, l.up_kbit),
+        (Some(477), Some(2000), Some(512))
+    );
+    assert_eq!(j["ext"]["limits"]["data_cap_mib"], 477, "{j}");
+
+    // One limit alone is v2 too, and inspect shows it.
+    let j = issue(&["--down", "0.5Mbit"]);
+    let url = j["url"].as_str().unwrap();
+    assert_eq!(raw(j["token"].as_str().unwrap())[0], 2);
+    let shown = String::from_utf8(ok(&["inspect", url, "--pubkey", &t.pubkey]).stdout).unwrap();
+    assert!(shown.contains("version        2"), "{shown}");
+    assert!(shown.contains("down_kbit      500 (per device)"), "{shown}");
+    assert!(shown.contains("data_cap_mib   none"), "{shown}");
+    assert!(shown.contains("up_kbit        none"), "{shown}");
+    assert!(shown.contains("unsupported limit"), "{shown}");
+    let j = issue(&["--data-cap", "2GiB"]);
+    let shown = String::from_utf8(ok(&["inspect", j["url"].as_str().unwrap()]).stdout).unwrap();
+    assert!(
+        shown.contains("data_cap_mib   2048 (all devices together)"),
+        "{shown}"
+    );
+    let json = ok(&["inspect", j["url"].as_str().unwrap(), "--json"]);
+    let jj: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(jj["ext"]["limits"]["data_cap_mib"], 2048, "{jj}");
+}
+
+#[test]
+fn bad_limits_get_a_sentence_and_exit_code_2() {
+    let t = till();
+    let k = t.key();
+    let base = ["issue", "--key", k, "--duration", "1h"];
+    let with = |flag: &'static str, value: &'static str| {
+        let mut a = base.to_vec();
+        a.extend_from_slice(&[flag, value]);
+        a
+    };
+    fails(
+        &with("--data-cap", "500"),
+        "--data-cap '500' is not a data amount",
+    );
+    fails(&with("--data-cap", "2Mbit"), "like 500MB");
+    fails(&with("--data-cap", "0MB"), "a data cap is 1 MiB to 4 TiB");
+    fails(&with("--data-cap", "5TiB"), "a data cap is 1 MiB to 4 TiB");
+    fails(&with("--down", "2"), "--down '2' is not a speed");
+    fails(&with("--down", "2MB"), "like 512kbit or 2Mbit");
+    fails(
+        &with("--up", "32kbit"),
+        "a speed limit is 64 kbit/s to 10 Gbit/s",
+    );
+    fails(
+        &with("--up", "20Gbit"),
+        "a speed limit is 64 kbit/s to 10 Gbit/s",
+    );
+}

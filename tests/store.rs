@@ -449,3 +449,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_unsupported_limit_refusal_is_logged_and_counted_like_any_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("w.db")).unwrap();
+    s.record_refusal(Some(mac(1)), &Rejection::UnsupportedLimit { kind: 1 }, 100)
+        .unwrap();
+    let kinds: Vec<String> = s
+        .events(0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["unsupported_limit"]);
+    assert_eq!(s.totals().unwrap().refusals, 1);
+}

@@ -1,5 +1,5 @@
-//! `voucher::decode`, `Unverified::verify` and `voucher::verify` on arbitrary input, bare and as
-//! a portal URL (`…/v/<token>`). Never panics; whatever decodes re-encodes to the same token;
+//! `voucher::decode`, `Unverified::verify` and `voucher::verify` (v1 and v2) on arbitrary input,
+//! bare and as a portal URL (`…/v/<token>`). Never panics; whatever decodes re-encodes to the same token;
 //! whatever verifies passes the range checks and re-signs to the same token.
 #![no_main]
 
@@ -28,6 +28,7 @@ fn check(input: &str) {
             assert_eq!(URL_SAFE_NO_PAD.encode(&raw), token, "non-canonical token");
             assert_eq!(u.voucher.body(), u.body(), "fields do not re-encode");
             assert_eq!(&raw[..u.body().len()], u.body());
+            assert_eq!(u.voucher.version(), raw[0], "v1 or v2 as the version byte says");
             assert_eq!(u.clone().verify(keyring), verified);
             if let Ok(v) = &verified {
                 assert_eq!(v, &u.voucher);

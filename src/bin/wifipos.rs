@@ -11,7 +11,8 @@ use std::process::ExitCode;
 use argh::FromArgs;
 use wifipos::keys::{self, KeyId, Keyring};
 use wifipos::receipt::{self, Paper};
-use wifipos::voucher::{self, Rejection, Voucher};
+use wifipos::units;
+use wifipos::voucher::{self, Ext, Limits, Rejection, Voucher};
 use wifipos::{duration, voucher::MAX_REF_LEN};
 
 #[derive(FromArgs)]
@@ -23,6 +24,8 @@ struct Cli {
 
 #[derive(FromArgs)]
 #[argh(subcommand)]
+// Parsed once per run; argh cannot box a subcommand, and 272 bytes on the stack cost nothing.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     Keygen(Keygen),
     Pubkey(Pubkey),
@@ -86,6 +89,16 @@ struct Issue {
     /// receipt paper width in mm for escpos: 58 or 80 (default 80)
     #[argh(option, default = "80")]
     paper: u8,
+    /// traffic all devices of the voucher may use together, e.g. 500MB, 2GB, 200MiB (makes a
+    /// version 2 voucher; routers refuse limits until they enforce them)
+    #[argh(option)]
+    data_cap: Option<String>,
+    /// each device's download speed limit, e.g. 2Mbit, 512kbit (makes a version 2 voucher)
+    #[argh(option)]
+    down: Option<String>,
+    /// each device's upload speed limit, e.g. 512kbit (makes a version 2 voucher)
+    #[argh(option)]
+    up: Option<String>,
 }
 
 #[derive(FromArgs)]
@@ -240,6 +253,28 @@ fn issue(c: Issue) -> Result<(), Fail> {
             c.portal_url
         )));
     }
+    let limits = Limits {
+        data_cap_mib: c
+            .data_cap
+            .as_deref()
+            .map(units::parse_data_cap_mib)
+            .transpose()
+            .map_err(|e| Fail(format!("--data-cap {e}")))?,
+        down_kbit: c
+            .down
+            .as_deref()
+            .map(units::parse_rate_kbit)
+            .transpose()
+            .map_err(|e| Fail(format!("--down {e}")))?,
+        up_kbit: c
+            .up
+            .as_deref()
+            .map(units::parse_rate_kbit)
+            .transpose()
+            .map_err(|e| Fail(format!("--up {e}")))?,
+    };
+    // v2 only when a limit is asked for: a v1 voucher stays good on every router.
+    let ext = limits.any().then(|| Ext::with_limits(limits));
     let key = keys::read_private_key(&c.key)?;
     let key_id = KeyId::of(&key.verifying_key());
     let now = std::time::SystemTime::now()
@@ -279,6 +314,7 @@ fn issue(c: Issue) -> Result<(), Fail> {
             duration_s: duration_s as u32,
             max_devices: c.devices,
             purchase_ref: c.r#ref.clone(),
+            ext: ext.clone(),
         };
         let token = v.sign(&key)?;
         let url = format!("{portal}/v/{token}");
@@ -346,9 +382,15 @@ fn inspect(c: Inspect) -> ExitCode {
         }
     };
     match unverified.verify(&keyring) {
-        Ok(_) => {
+        Ok(v) => {
             if !c.json {
-                println!("signature      valid: this router would accept the voucher");
+                if v.limits().any() {
+                    println!(
+                        "signature      valid; routers refuse its limits (\"unsupported limit\") until they enforce them"
+                    );
+                } else {
+                    println!("signature      valid: this router would accept the voucher");
+                }
             }
             ExitCode::SUCCESS
         }
@@ -380,6 +422,30 @@ fn print_fields(v: &Voucher) {
     );
     println!("max_devices    {}", v.max_devices);
     println!("purchase_ref   {:?}", v.purchase_ref);
+    println!("version        {}", v.version());
+    if let Some(e) = &v.ext {
+        let l = e.limits;
+        match l.data_cap_mib {
+            Some(m) => println!("data_cap_mib   {m} (all devices together)"),
+            None => println!("data_cap_mib   none"),
+        }
+        match l.down_kbit {
+            Some(k) => println!("down_kbit      {k} (per device)"),
+            None => println!("down_kbit      none"),
+        }
+        match l.up_kbit {
+            Some(k) => println!("up_kbit        {k} (per device)"),
+            None => println!("up_kbit        none"),
+        }
+        for o in &e.other {
+            let kind = if o.kind >= voucher::ext::FIRST_INFORMATIONAL {
+                "informational"
+            } else {
+                "unknown limit"
+            };
+            println!("entry {:#04x}     {} bytes ({kind})", o.kind, o.value.len());
+        }
+    }
 }
 
 fn report_rejection(r: &Rejection, json: bool) -> ExitCode {

@@ -284,6 +284,7 @@ fn bench_verify(rounds: u32) -> ExitCode {
         duration_s: 3600,
         max_devices: 3,
         purchase_ref: "BENCH".into(),
+        ext: None,
     };
     let token = match voucher.sign(&key) {
         Ok(t) => t,

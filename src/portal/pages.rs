@@ -91,6 +91,7 @@ struct Texts {
     r_deadline: &'static str,
     r_expired: &'static str,
     r_limit: &'static str,
+    r_unsupported_limit: &'static str,
     r_photo: &'static str,
 }
 
@@ -124,6 +125,7 @@ const EN: Texts = Texts {
     r_deadline: "This voucher had to be used for the first time before",
     r_expired: "This voucher's time is used up.",
     r_limit: "This voucher is already in use on its maximum number of devices",
+    r_unsupported_limit: "This voucher carries a data or speed limit that needs newer router software. Please ask staff for a voucher without limits.",
     r_photo: "No voucher code could be read from the photo. Try a sharper photo in good light, or type the code.",
 };
 
@@ -157,6 +159,7 @@ const DE: Texts = Texts {
     r_deadline: "Dieser Gutschein musste zum ersten Mal benutzt werden vor",
     r_expired: "Die Zeit dieses Gutscheins ist abgelaufen.",
     r_limit: "Dieser Gutschein wird bereits auf der Höchstzahl an Geräten benutzt",
+    r_unsupported_limit: "Dieser Gutschein enthält eine Daten- oder Geschwindigkeitsgrenze, für die der Router neuere Software braucht. Bitte fragen Sie das Personal nach einem Gutschein ohne Grenzen.",
     r_photo: "Auf dem Foto wurde kein Gutschein erkannt. Versuchen Sie ein schärferes Foto oder geben Sie den Code ein.",
 };
 
@@ -190,6 +193,7 @@ const ES: Texts = Texts {
     r_deadline: "Este bono debía usarse por primera vez antes de",
     r_expired: "El tiempo de este bono se ha agotado.",
     r_limit: "Este bono ya se usa en el número máximo de dispositivos",
+    r_unsupported_limit: "Este bono tiene un límite de datos o de velocidad que necesita un software más nuevo en el router. Pida al personal un bono sin límites.",
     r_photo: "No se pudo leer ningún código en la foto. Pruebe con una foto más nítida o escriba el código.",
 };
 
@@ -374,6 +378,7 @@ fn reason_text(lang: Lang, r: &Rejection) -> String {
         Rejection::UnknownKey(_) => t.r_unknown_key.into(),
         Rejection::BadSignature => t.r_bad_signature.into(),
         Rejection::OutOfRange(_) => t.r_out_of_range.into(),
+        Rejection::UnsupportedLimit { .. } => t.r_unsupported_limit.into(),
         Rejection::Revoked => t.r_revoked.into(),
         Rejection::DeadlinePassed { redeem_by } => format!(
             "{} {}.",
@@ -441,6 +446,7 @@ mod tests {
             Rejection::UnknownKey(crate::keys::KeyId([0; 4])),
             Rejection::BadSignature,
             Rejection::OutOfRange(crate::voucher::OutOfRange::MaxDevices(0)),
+            Rejection::UnsupportedLimit { kind: 1 },
             Rejection::Revoked,
             Rejection::DeadlinePassed { redeem_by: 0 },
             Rejection::Expired { ended_at: 0 },

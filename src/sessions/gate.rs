@@ -15,9 +15,19 @@ use crate::mac::Mac;
 use crate::portal::{Access, Gate, RedeemError};
 use crate::voucher;
 
+/// This router does not enforce voucher v2's limits yet (issue #16), so it must not grant a
+/// voucher carrying one as if it were unlimited: such a voucher is refused as "unsupported
+/// limit". A v2 voucher with only informational entries (0x80 and up) is accepted like v1.
+fn refuse_limits(v: voucher::Voucher) -> Result<voucher::Voucher, voucher::Rejection> {
+    match v.limits().first_type() {
+        Some(kind) => Err(voucher::Rejection::UnsupportedLimit { kind }),
+        None => Ok(v),
+    }
+}
+
 impl Gate for Sessions {
     fn redeem(&mut self, input: &str, mac: Mac, now: i64) -> Result<Access, RedeemError> {
-        let v = match voucher::verify(input, &self.keyring) {
+        let v = match voucher::verify(input, &self.keyring).and_then(refuse_limits) {
             Ok(v) => v,
             Err(why) => {
                 if let Err(e) = self.store.record_refusal(Some(mac), &why, now) {
@@ -140,9 +150,84 @@ mod tests {
             duration_s: 3600,
             max_devices,
             purchase_ref: String::new(),
+            ext: None,
         }
         .sign(key)
         .unwrap()
+    }
+
+    fn v2_token(key: &SigningKey, serial: u64, ext: voucher::Ext) -> String {
+        voucher::Voucher {
+            key_id: crate::keys::KeyId::of(&key.verifying_key()),
+            serial,
+            issued_at: CLOCK_SANE_AFTER as u32,
+            redeem_by: 0,
+            duration_s: 3600,
+            max_devices: 1,
+            purchase_ref: String::new(),
+            ext: Some(ext),
+        }
+        .sign(key)
+        .unwrap()
+    }
+
+    #[test]
+    fn limits_are_refused_until_enforced_and_informational_entries_pass() {
+        use voucher::{Ext, Limits, Rejection};
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let now = CLOCK_SANE_AFTER + 100;
+        let mut s = sessions(dir.path(), Box::new(MemoryFirewall::new()), &key);
+        let limited = [
+            (
+                1u8,
+                Limits {
+                    data_cap_mib: Some(500),
+                    ..Limits::default()
+                },
+            ),
+            (
+                2,
+                Limits {
+                    down_kbit: Some(2000),
+                    up_kbit: Some(500),
+                    ..Limits::default()
+                },
+            ),
+            (
+                3,
+                Limits {
+                    up_kbit: Some(64),
+                    ..Limits::default()
+                },
+            ),
+        ];
+        for (i, (kind, l)) in limited.into_iter().enumerate() {
+            let mac = Mac([2, 0, 0, 0, 1, i as u8]);
+            let t = v2_token(&key, 100 + i as u64, Ext::with_limits(l));
+            assert_eq!(
+                s.redeem(&t, mac, now),
+                Err(RedeemError::Refused(Rejection::UnsupportedLimit { kind }))
+            );
+            assert_eq!(s.store.access(mac, now).unwrap(), None);
+            assert!(
+                s.genuine(&t).is_some(),
+                "genuine, only not enforceable here"
+            );
+        }
+        assert!(s.firewall.list_allowed().unwrap().is_empty());
+        // Only an informational entry (0x80 and up): accepted like v1.
+        let info = Ext {
+            limits: Limits::default(),
+            other: vec![voucher::ext::OtherEntry {
+                kind: 0x80,
+                value: b"abc".to_vec(),
+            }],
+        };
+        let a = Mac([2, 0, 0, 0, 2, 1]);
+        let got = s.redeem(&v2_token(&key, 200, info), a, now).unwrap();
+        assert_eq!(got.seconds_left, 3600);
+        assert_eq!(s.firewall.list_allowed().unwrap()[0].0, a);
     }
 
     #[test]

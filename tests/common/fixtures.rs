@@ -14,6 +14,7 @@ pub fn voucher(serial: u64, duration_s: u32, max_devices: u8) -> Voucher {
         duration_s,
         max_devices,
         purchase_ref: format!("R{serial}"),
+        ext: None,
     }
 }
 

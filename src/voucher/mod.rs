@@ -1,5 +1,5 @@
-//! The voucher contract of `VOUCHER.md`, version 1: body layout, signing, the token text and the
-//! input forms the portal accepts.
+//! The voucher contract of `VOUCHER.md`, versions 1 and 2: body layout, signing, the token text
+//! and the input forms the portal accepts. Version 2's extension block (limits) is in [`ext`].
 //!
 //! Owns: encoding and decoding vouchers, signing and strict verification, and the list of
 //! reasons a voucher can be refused ([`Rejection`]). Pure: no I/O, no clock. Whether a valid
@@ -12,10 +12,17 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey};
 
 use crate::keys::{KeyId, Keyring};
 
-/// The only version this implementation reads and writes.
+pub mod ext;
+pub use ext::{Ext, Limits};
+
+/// Version 1: no extension block.
 pub const VERSION: u8 = 0x01;
-/// Domain separation prefix signed before the body.
+/// Version 2: an extension block (limits) after the purchase reference.
+pub const VERSION_2: u8 = 0x02;
+/// Domain separation prefix signed before a v1 body.
 pub const SIGNING_PREFIX: &[u8; 18] = b"WIFIPOS-VOUCHER-V1";
+/// Domain separation prefix signed before a v2 body.
+pub const SIGNING_PREFIX_V2: &[u8; 18] = b"WIFIPOS-VOUCHER-V2";
 /// Fixed part of the body, before the purchase reference.
 pub const FIXED_BODY_LEN: usize = 27;
 pub const SIGNATURE_LEN: usize = 64;
@@ -28,6 +35,10 @@ pub const MAX_DEVICES: u8 = 32;
 pub const MAX_TOKEN_LEN: usize = 164;
 /// Shortest token: 27 + 0 + 64 bytes.
 pub const MIN_TOKEN_LEN: usize = 122;
+/// Longest v2 token: 28 + 32 + 64 + 64 bytes.
+pub const MAX_TOKEN_LEN_V2: usize = 251;
+/// Shortest v2 token: 28 + 0 + 0 + 64 bytes.
+pub const MIN_TOKEN_LEN_V2: usize = 123;
 
 /// The fields of a voucher (the signed body), as the till issues them.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -45,6 +56,9 @@ pub struct Voucher {
     pub max_devices: u8,
     /// The till's purchase or receipt identifier.
     pub purchase_ref: String,
+    /// `None` for a version 1 voucher; the extension block (limits) of a version 2 one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ext: Option<Ext>,
 }
 
 fn ser_key_id<S: serde::Serializer>(k: &KeyId, s: S) -> Result<S::Ok, S::Error> {
@@ -64,7 +78,7 @@ pub enum Malformed {
     BadCharacter,
     #[error("the code is not valid base64url")]
     NotBase64,
-    #[error("the code is version {0}, this router reads version 1")]
+    #[error("the code is version {0}, this software reads versions 1 and 2")]
     UnsupportedVersion(u8),
     #[error("the purchase reference is {0} bytes, over the 32-byte limit")]
     RefTooLong(u8),
@@ -74,6 +88,16 @@ pub enum Malformed {
     RefNotUtf8,
     #[error("the purchase reference contains a control character")]
     RefControlChar,
+    #[error("the limits block is {0} bytes, over the 64-byte limit")]
+    ExtTooLong(u8),
+    #[error("the limits block ends in the middle of an entry")]
+    ExtCutShort,
+    #[error("limit type {0:#04x} is out of order")]
+    LimitOrder(u8),
+    #[error("limit type {0:#04x} appears twice")]
+    LimitRepeated(u8),
+    #[error("limit type {kind:#04x} has {len} bytes, not 4")]
+    LimitLength { kind: u8, len: u8 },
 }
 
 /// A field outside the range VOUCHER.md allows.
@@ -83,10 +107,16 @@ pub enum OutOfRange {
     Duration(u32),
     #[error("a device limit of {0} (allowed: 1 to 32)")]
     MaxDevices(u8),
+    #[error("a data cap of {0} MiB (allowed: 1 MiB to 4 194 304 MiB)")]
+    DataCap(u32),
+    #[error("a download limit of {0} kbit/s (allowed: 64 to 10 000 000)")]
+    DownRate(u32),
+    #[error("an upload limit of {0} kbit/s (allowed: 64 to 10 000 000)")]
+    UpRate(u32),
 }
 
 /// Every reason a voucher is refused, one variant per reason `VOUCHER.md` lists. Decoding and
-/// verification produce the first four; `policy` produces the rest.
+/// verification produce the first four and `UnsupportedLimit`; `policy` produces the rest.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
     #[error("this is not a valid voucher code: {0}")]
@@ -97,6 +127,11 @@ pub enum Rejection {
     BadSignature,
     #[error("this voucher has {0}")]
     OutOfRange(OutOfRange),
+    /// The voucher carries a limit (entry type `kind`) this router cannot enforce.
+    #[error(
+        "this voucher carries a limit (type {kind:#04x}) that needs newer router software; ask staff"
+    )]
+    UnsupportedLimit { kind: u8 },
     #[error("this voucher was cancelled by the venue")]
     Revoked,
     #[error("this voucher had to be used for the first time before {redeem_by} (Unix time)")]
@@ -115,6 +150,7 @@ impl Rejection {
             Rejection::UnknownKey(_) => "unknown_key",
             Rejection::BadSignature => "bad_signature",
             Rejection::OutOfRange(_) => "out_of_range",
+            Rejection::UnsupportedLimit { .. } => "unsupported_limit",
             Rejection::Revoked => "revoked",
             Rejection::DeadlinePassed { .. } => "deadline_passed",
             Rejection::Expired { .. } => "expired",
@@ -138,12 +174,26 @@ pub struct Unverified {
 }
 
 impl Voucher {
+    /// 1, or 2 when the voucher has an extension block.
+    pub fn version(&self) -> u8 {
+        if self.ext.is_some() {
+            VERSION_2
+        } else {
+            VERSION
+        }
+    }
+
+    /// The voucher's limits (none for v1).
+    pub fn limits(&self) -> Limits {
+        self.ext.as_ref().map(|e| e.limits).unwrap_or_default()
+    }
+
     /// The body bytes, laid out as VOUCHER.md says. `purchase_ref` longer than 32 bytes is
     /// refused by [`Voucher::check`]; callers that build vouchers call it first.
     pub fn body(&self) -> Vec<u8> {
         let r = self.purchase_ref.as_bytes();
         let mut b = Vec::with_capacity(FIXED_BODY_LEN + r.len());
-        b.push(VERSION);
+        b.push(self.version());
         b.extend_from_slice(&self.key_id.0);
         b.extend_from_slice(&self.serial.to_be_bytes());
         b.extend_from_slice(&self.issued_at.to_be_bytes());
@@ -152,6 +202,11 @@ impl Voucher {
         b.push(self.max_devices);
         b.push(r.len() as u8);
         b.extend_from_slice(r);
+        if let Some(e) = &self.ext {
+            let block = e.block();
+            b.push(block.len().min(255) as u8);
+            b.extend_from_slice(&block);
+        }
         b
     }
 
@@ -172,14 +227,17 @@ impl Voucher {
                 self.max_devices,
             )));
         }
-        Ok(())
+        match &self.ext {
+            Some(e) => e.check(),
+            None => Ok(()),
+        }
     }
 
     /// Signs the voucher and returns its token. The key must be the one `key_id` names.
     pub fn sign(&self, key: &SigningKey) -> Result<String, Rejection> {
         self.check()?;
         let body = self.body();
-        let sig = key.sign(&signed_message(&body));
+        let sig = key.sign(&signed_message(self.version(), &body));
         let mut raw = body;
         raw.extend_from_slice(&sig.to_bytes());
         Ok(URL_SAFE_NO_PAD.encode(raw))
@@ -191,9 +249,14 @@ impl Voucher {
     }
 }
 
-fn signed_message(body: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(SIGNING_PREFIX.len() + body.len());
-    m.extend_from_slice(SIGNING_PREFIX);
+fn signed_message(version: u8, body: &[u8]) -> Vec<u8> {
+    let prefix = if version == VERSION_2 {
+        SIGNING_PREFIX_V2
+    } else {
+        SIGNING_PREFIX
+    };
+    let mut m = Vec::with_capacity(prefix.len() + body.len());
+    m.extend_from_slice(prefix);
     m.extend_from_slice(body);
     m
 }
@@ -215,7 +278,7 @@ pub fn decode(input: &str) -> Result<Unverified, Rejection> {
     if token.is_empty() {
         return Err(Malformed::Empty.into());
     }
-    if token.len() > MAX_TOKEN_LEN + 8 {
+    if token.len() > MAX_TOKEN_LEN_V2 + 8 {
         return Err(Malformed::TooLong.into());
     }
     if token.ends_with('=') {
@@ -238,14 +301,31 @@ pub fn decode(input: &str) -> Result<Unverified, Rejection> {
         }
         .into());
     }
-    if raw[0] != VERSION {
-        return Err(Malformed::UnsupportedVersion(raw[0]).into());
+    let version = raw[0];
+    if version != VERSION && version != VERSION_2 {
+        return Err(Malformed::UnsupportedVersion(version).into());
     }
     let ref_len = raw[26];
     if usize::from(ref_len) > MAX_REF_LEN {
         return Err(Malformed::RefTooLong(ref_len).into());
     }
-    let body_len = FIXED_BODY_LEN + usize::from(ref_len);
+    let ref_end = FIXED_BODY_LEN + usize::from(ref_len);
+    let mut body_len = ref_end;
+    if version == VERSION_2 {
+        // The ext_len byte must be there before it can be read.
+        if raw.len() < ref_end + 1 + SIGNATURE_LEN {
+            return Err(Malformed::WrongLength {
+                expected: ref_end + 1 + SIGNATURE_LEN,
+                actual: raw.len(),
+            }
+            .into());
+        }
+        let ext_len = raw[ref_end];
+        if usize::from(ext_len) > ext::MAX_EXT_LEN {
+            return Err(Malformed::ExtTooLong(ext_len).into());
+        }
+        body_len = ref_end + 1 + usize::from(ext_len);
+    }
     if raw.len() != body_len + SIGNATURE_LEN {
         return Err(Malformed::WrongLength {
             expected: body_len + SIGNATURE_LEN,
@@ -253,12 +333,16 @@ pub fn decode(input: &str) -> Result<Unverified, Rejection> {
         }
         .into());
     }
-    let purchase_ref = std::str::from_utf8(&raw[FIXED_BODY_LEN..body_len])
+    let purchase_ref = std::str::from_utf8(&raw[FIXED_BODY_LEN..ref_end])
         .map_err(|_| Malformed::RefNotUtf8)?
         .to_owned();
     if purchase_ref.chars().any(char::is_control) {
         return Err(Malformed::RefControlChar.into());
     }
+    let ext = match version {
+        VERSION_2 => Some(ext::parse(&raw[ref_end + 1..body_len])?),
+        _ => None,
+    };
     let be32 = |at: usize| u32::from_be_bytes([raw[at], raw[at + 1], raw[at + 2], raw[at + 3]]);
     let mut serial = [0u8; 8];
     serial.copy_from_slice(&raw[5..13]);
@@ -270,6 +354,7 @@ pub fn decode(input: &str) -> Result<Unverified, Rejection> {
         duration_s: be32(21),
         max_devices: raw[25],
         purchase_ref,
+        ext,
     };
     let mut signature = [0u8; SIGNATURE_LEN];
     signature.copy_from_slice(&raw[body_len..]);
@@ -296,7 +381,7 @@ impl Unverified {
             return Err(Rejection::UnknownKey(self.voucher.key_id));
         }
         let sig = Signature::from_bytes(&self.signature);
-        let msg = signed_message(&self.body);
+        let msg = signed_message(self.body[0], &self.body);
         if !candidates
             .iter()
             .any(|k| k.verify_strict(&msg, &sig).is_ok())
@@ -326,6 +411,7 @@ mod tests {
             duration_s: 3600,
             max_devices: 3,
             purchase_ref: "R1".into(),
+            ext: None,
         }
     }
 
@@ -367,6 +453,31 @@ mod tests {
             v.sign(&key),
             Err(Rejection::Malformed(Malformed::RefTooLong(33)))
         ));
+    }
+
+    #[test]
+    fn v2_body_appends_the_block_and_is_signed_with_its_own_prefix() {
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let ring = Keyring::new([key.verifying_key()]);
+        let mut v = sample();
+        v.key_id = KeyId::of(&key.verifying_key());
+        v.ext = Some(Ext::with_limits(Limits {
+            down_kbit: Some(2000),
+            ..Limits::default()
+        }));
+        let b = v.body();
+        assert_eq!(b[0], 2);
+        assert_eq!(&b[29..], &[6, 2, 4, 0, 0, 0x07, 0xd0]);
+        let token = v.sign(&key).unwrap();
+        assert_eq!(verify(&token, &ring), Ok(v.clone()));
+        // The same body signed with the v1 prefix is a bad signature.
+        let sig = key.sign(&signed_message(VERSION, &b));
+        let mut raw = b;
+        raw.extend_from_slice(&sig.to_bytes());
+        assert_eq!(
+            verify(&URL_SAFE_NO_PAD.encode(raw), &ring),
+            Err(Rejection::BadSignature)
+        );
     }
 
     #[test]

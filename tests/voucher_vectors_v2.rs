@@ -1,0 +1,196 @@
+//! `shared/voucher-vectors-v2.json` (VOUCHER.md, "Version 2"): every valid token decodes to its
+//! fields, limits and exact body bytes, signing its fields with the vectors' key reproduces it
+//! byte for byte, and every invalid token is refused for its stated reason. v1's vectors are
+//! `voucher_vectors.rs`.
+
+use ed25519_dalek::SigningKey;
+use serde_json::Value;
+use wifipos::keys::{KeyId, Keyring};
+use wifipos::voucher::{self, Rejection};
+
+fn vectors() -> Value {
+    let copy = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/voucher-vectors-v2.json"
+    );
+    let text = std::fs::read_to_string(copy).expect("tests/fixtures/voucher-vectors-v2.json");
+    // The contract lives in ../shared; our copy must not drift from it.
+    let shared = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/voucher-vectors-v2.json"
+    );
+    match std::fs::read_to_string(shared) {
+        Ok(s) => assert_eq!(s, text, "tests/fixtures copy differs from {shared}"),
+        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{shared} is missing; CI must check the shared contract")
+        }
+        Err(_) => eprintln!("note: {shared} not found, using the committed copy"),
+    }
+    serde_json::from_str(&text).unwrap()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn signing_key(v: &Value) -> SigningKey {
+    let seed: [u8; 32] = unhex(v["private_key_seed_hex"].as_str().unwrap())
+        .try_into()
+        .unwrap();
+    SigningKey::from_bytes(&seed)
+}
+
+fn trusted(v: &Value) -> Keyring {
+    Keyring::from_b64(&[v["public_key_b64"].as_str().unwrap()]).unwrap()
+}
+
+fn limit(f: &Value, name: &str) -> Option<u32> {
+    f["limits"]
+        .get(name)
+        .map(|x| u32::try_from(x.as_u64().unwrap()).unwrap())
+}
+
+#[test]
+fn the_key_matches_the_vectors() {
+    let v = vectors();
+    let public = signing_key(&v).verifying_key();
+    assert_eq!(
+        wifipos::keys::public_key_b64(&public),
+        v["public_key_b64"].as_str().unwrap()
+    );
+    assert_eq!(
+        KeyId::of(&public).to_string(),
+        v["key_id_hex"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn valid_tokens_decode_to_their_fields_limits_and_body_bytes() {
+    let v = vectors();
+    let ring = trusted(&v);
+    let valid = v["valid"].as_array().unwrap();
+    assert!(valid.len() >= 5);
+    for case in valid {
+        let token = case["token"].as_str().unwrap();
+        let why = case["why"].as_str().unwrap();
+        let f = &case["fields"];
+        let u = voucher::decode(token).unwrap_or_else(|e| panic!("{why}: {e}"));
+        assert_eq!(hex(u.body()), case["body_hex"].as_str().unwrap(), "{why}");
+        let got = u.verify(&ring).unwrap_or_else(|e| panic!("{why}: {e}"));
+        assert_eq!(u64::from(got.version()), f["version"].as_u64().unwrap());
+        assert_eq!(got.version(), 2, "{why}");
+        assert_eq!(got.key_id.to_string(), f["key_id_hex"].as_str().unwrap());
+        assert_eq!(got.serial, f["serial"].as_u64().unwrap());
+        assert_eq!(u64::from(got.issued_at), f["issued_at"].as_u64().unwrap());
+        assert_eq!(u64::from(got.redeem_by), f["redeem_by"].as_u64().unwrap());
+        assert_eq!(u64::from(got.duration_s), f["duration_s"].as_u64().unwrap());
+        assert_eq!(
+            u64::from(got.max_devices),
+            f["max_devices"].as_u64().unwrap()
+        );
+        assert_eq!(got.purchase_ref, f["purchase_ref"].as_str().unwrap());
+        let l = got.limits();
+        assert_eq!(l.data_cap_mib, limit(f, "data_cap_mib"), "{why}");
+        assert_eq!(l.down_kbit, limit(f, "down_kbit"), "{why}");
+        assert_eq!(l.up_kbit, limit(f, "up_kbit"), "{why}");
+        assert_eq!(
+            f["limits"].as_object().unwrap().len(),
+            [l.data_cap_mib, l.down_kbit, l.up_kbit]
+                .iter()
+                .flatten()
+                .count(),
+            "{why}: a limit the vector does not name"
+        );
+        assert!(
+            (voucher::MIN_TOKEN_LEN_V2..=voucher::MAX_TOKEN_LEN_V2).contains(&token.len()),
+            "{why}: {} characters",
+            token.len()
+        );
+    }
+}
+
+#[test]
+fn the_largest_vector_is_the_longest_token_and_the_empty_one_the_shortest() {
+    let v = vectors();
+    let lens: Vec<usize> = v["valid"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["token"].as_str().unwrap().len())
+        .collect();
+    assert_eq!(lens.iter().max(), Some(&voucher::MAX_TOKEN_LEN_V2));
+    // ext_len 0 and an empty purchase_ref: 28 + 64 bytes.
+    assert_eq!(lens.iter().min(), Some(&voucher::MIN_TOKEN_LEN_V2));
+}
+
+#[test]
+fn signing_with_the_vector_key_reproduces_valid_tokens_byte_for_byte() {
+    let v = vectors();
+    let key = signing_key(&v);
+    for case in v["valid"].as_array().unwrap() {
+        let token = case["token"].as_str().unwrap();
+        let fields = voucher::decode(token).unwrap().voucher;
+        assert_eq!(fields.sign(&key).unwrap(), token, "{}", case["why"]);
+    }
+}
+
+#[test]
+fn invalid_tokens_are_refused_for_their_stated_reason() {
+    let v = vectors();
+    let ring = trusted(&v);
+    let invalid = v["invalid"].as_array().unwrap();
+    assert!(invalid.len() >= 15);
+    let mut seen = std::collections::BTreeSet::new();
+    for case in invalid {
+        let token = case["token"].as_str().unwrap();
+        let why = case["why"].as_str().unwrap();
+        let expected = case["reason"].as_str().unwrap();
+        let err = voucher::verify(token, &ring).expect_err(why);
+        let got = match err {
+            Rejection::Malformed(_) => "malformed",
+            Rejection::UnknownKey(_) => "unknown key",
+            Rejection::BadSignature => "bad signature",
+            Rejection::OutOfRange(_) => "out of range",
+            Rejection::UnsupportedLimit { .. } => "unsupported limit",
+            ref other => panic!("{why}: unexpected {other:?}"),
+        };
+        assert_eq!(got, expected, "{why}: got {err}");
+        seen.insert(got);
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        [
+            "bad signature",
+            "malformed",
+            "out of range",
+            "unsupported limit"
+        ]
+    );
+}
+
+#[test]
+fn the_unsupported_limit_refusal_tells_the_guest_to_ask_staff() {
+    let v = vectors();
+    let ring = trusted(&v);
+    let case = v["invalid"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["reason"] == "unsupported limit")
+        .unwrap();
+    let err = voucher::verify(case["token"].as_str().unwrap(), &ring).unwrap_err();
+    assert_eq!(err, Rejection::UnsupportedLimit { kind: 0x04 });
+    assert_eq!(err.code(), "unsupported_limit");
+    let text = err.to_string();
+    assert!(
+        text.contains("newer router software") && text.contains("ask staff"),
+        "{text}"
+    );
+}
