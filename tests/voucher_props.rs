@@ -143,3 +143,17 @@ proptest! {
         let _ = voucher::decode(&s);
     }
 }
+
+/// Found by `scripts/fuzz`: a v2 token whose block starts with a type 0x00 entry decoded, but
+/// its fields re-encoded to other bytes (0x00 sorted after the known types). Type 0x00 does not
+/// exist in VOUCHER.md: the token is malformed.
+#[test]
+fn a_type_zero_entry_is_malformed() {
+    let token = "AmW2BnMAAAAAAAAAcmks2oAAAAAAAAAOEAIADAAEAEAB9AEEAAACWFz66lm9eiBnRas2dX37qCtjTuCmDHCR1UsBviENZVUefdv7VbzGXUYr34YOuMwNpFlEKP0QiKmmZVeCuGSwSQc";
+    assert_eq!(
+        wifipos::voucher::decode(token).map(|_| ()),
+        Err(wifipos::voucher::Rejection::Malformed(
+            wifipos::voucher::Malformed::LimitTypeZero
+        ))
+    );
+}

@@ -169,6 +169,9 @@ pub fn parse(block: &[u8]) -> Result<Ext, Malformed> {
         }
         let value = &block[at..at + len];
         at += len;
+        if kind == 0 {
+            return Err(Malformed::LimitTypeZero);
+        }
         match prev {
             Some(p) if p == kind => return Err(Malformed::LimitRepeated(kind)),
             Some(p) if p > kind => return Err(Malformed::LimitOrder(kind)),
@@ -228,6 +231,12 @@ mod tests {
             Err(Malformed::LimitLength { kind: 2, len: 2 })
         );
         assert_eq!(parse(&[0x80; 65]), Err(Malformed::ExtTooLong(65)));
+        // Found by the fuzzer: a type 0x00 entry sorted before the known ones would not
+        // re-encode to the signed bytes.
+        assert_eq!(
+            parse(&[0, 0, 1, 4, 0, 0, 2, 88]),
+            Err(Malformed::LimitTypeZero)
+        );
     }
 
     #[test]

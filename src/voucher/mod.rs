@@ -94,6 +94,9 @@ pub enum Malformed {
     ExtCutShort,
     #[error("limit type {0:#04x} is out of order")]
     LimitOrder(u8),
+    /// VOUCHER.md assigns no meaning to type 0x00 (limits start at 0x01).
+    #[error("limit type 0x00 does not exist")]
+    LimitTypeZero,
     #[error("limit type {0:#04x} appears twice")]
     LimitRepeated(u8),
     #[error("limit type {kind:#04x} has {len} bytes, not 4")]
