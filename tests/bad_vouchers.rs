@@ -99,8 +99,8 @@ impl Oracle {
             Ok(r) if !r.chars().any(char::is_control) => {}
             _ => return "malformed",
         }
-        // v2's entries: type, len, value; filling the block, strictly ascending types, the
-        // known types 1–3 with 4-byte values.
+        // v2's entries: type, len, value; filling the block, strictly ascending types (0x00
+        // is no type), the known types 1–3 with 4-byte values.
         let mut entries: Vec<(u8, u32)> = Vec::new();
         if v2 {
             let block = &raw[ref_end + 1..body_len];
@@ -110,7 +110,7 @@ impl Oracle {
                     return "malformed";
                 }
                 let (t, l) = (block[at], usize::from(block[at + 1]));
-                if prev.is_some_and(|p| p >= t) || ((1..=3).contains(&t) && l != 4) {
+                if t == 0 || prev.is_some_and(|p| p >= t) || ((1..=3).contains(&t) && l != 4) {
                     return "malformed";
                 }
                 let value = if l == 4 {
