@@ -11,8 +11,6 @@ use crate::mac::Mac;
 
 const RTM_NEWNEIGH: u16 = 28;
 const RTM_GETNEIGH: u16 = 30;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_DUMP: u16 = 0x300;
 const AF_BRIDGE: u8 = 7;
@@ -32,43 +30,17 @@ const MAX_TRACKED: usize = 8192;
 /// `(MAC, port ifindex)` of every learned entry on the bridge `bridge_ifindex`.
 pub fn dump(bridge_ifindex: u32) -> std::io::Result<Vec<(Mac, u32)>> {
     let sock = mnl::Socket::new(mnl::Bus::Route)?;
-    let mut req = Vec::with_capacity(28);
-    req.extend_from_slice(&28u32.to_ne_bytes());
-    req.extend_from_slice(&RTM_GETNEIGH.to_ne_bytes());
-    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    req.extend_from_slice(&1u32.to_ne_bytes());
-    req.extend_from_slice(&0u32.to_ne_bytes());
-    req.extend_from_slice(&[AF_BRIDGE, 0, 0, 0]);
-    req.extend_from_slice(&[0; 8]);
-    sock.send(&req)?;
-    let mut buf = vec![0u8; 32 * 1024];
+    // ndmsg (12 bytes): the bridge family, everything else zero.
+    let mut ndmsg = [0u8; 12];
+    ndmsg[0] = AF_BRIDGE;
+    let req = crate::nl::message(RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, 1, &ndmsg);
     let mut out = Vec::new();
-    loop {
-        let n = sock.recv_raw(&mut buf)?;
-        if n == 0 {
-            return Ok(out);
+    crate::nl::dump(&sock, &req, |kind, body| {
+        if kind == RTM_NEWNEIGH {
+            out.extend(parse(body, bridge_ifindex));
         }
-        let mut msgs = &buf[..n];
-        while msgs.len() >= 16 {
-            let len = u32::from_ne_bytes(msgs[0..4].try_into().unwrap_or_default()) as usize;
-            let kind = u16::from_ne_bytes([msgs[4], msgs[5]]);
-            if len < 16 || len > msgs.len() {
-                return Ok(out);
-            }
-            match kind {
-                NLMSG_DONE => return Ok(out),
-                NLMSG_ERROR => {
-                    let code = msgs
-                        .get(16..20)
-                        .map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap_or_default()));
-                    return Err(std::io::Error::from_raw_os_error(-code));
-                }
-                RTM_NEWNEIGH => out.extend(parse(&msgs[16..len], bridge_ifindex)),
-                _ => {}
-            }
-            msgs = msgs.get((len + 3) & !3..).unwrap_or(&[]);
-        }
-    }
+    })?;
+    Ok(out)
 }
 
 /// One `ndmsg`: the MAC and port if it is a learned entry of the bridge.

@@ -101,8 +101,6 @@ impl Kernel {
 
 const RTM_NEWNEIGH: u16 = 28;
 const RTM_GETNEIGH: u16 = 30;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_DUMP: u16 = 0x300;
 const NDA_DST: u16 = 1;
@@ -145,48 +143,18 @@ impl Neighbours for Kernel {
 }
 
 fn dump(ip: IpAddr) -> std::io::Result<Option<Mac>> {
-    let family: u8 = if ip.is_ipv4() { 2 } else { 10 };
     let sock = mnl::Socket::new(mnl::Bus::Route)?;
-    let seq = 1u32;
-    // nlmsghdr (16) + ndmsg (12)
-    let mut req = Vec::with_capacity(28);
-    req.extend_from_slice(&28u32.to_ne_bytes());
-    req.extend_from_slice(&RTM_GETNEIGH.to_ne_bytes());
-    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    req.extend_from_slice(&seq.to_ne_bytes());
-    req.extend_from_slice(&0u32.to_ne_bytes());
-    req.extend_from_slice(&[family, 0, 0, 0]);
-    req.extend_from_slice(&[0; 8]);
-    sock.send(&req)?;
-    let mut buf = vec![0u8; 32 * 1024];
+    // ndmsg (12 bytes): the address family, everything else zero.
+    let mut ndmsg = [0u8; 12];
+    ndmsg[0] = if ip.is_ipv4() { 2 } else { 10 };
+    let req = crate::nl::message(RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, 1, &ndmsg);
     let mut found = None;
-    loop {
-        let n = sock.recv_raw(&mut buf)?;
-        if n == 0 {
-            return Ok(found);
+    crate::nl::dump(&sock, &req, |kind, body| {
+        if kind == RTM_NEWNEIGH && found.is_none() {
+            found = parse_neigh(body, ip);
         }
-        let mut msgs = &buf[..n];
-        while msgs.len() >= 16 {
-            let len = u32::from_ne_bytes(msgs[0..4].try_into().unwrap_or_default()) as usize;
-            let kind = u16::from_ne_bytes([msgs[4], msgs[5]]);
-            if len < 16 || len > msgs.len() {
-                return Ok(found);
-            }
-            match kind {
-                NLMSG_DONE => return Ok(found),
-                NLMSG_ERROR => {
-                    let code = msgs
-                        .get(16..20)
-                        .map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap_or_default()));
-                    return Err(std::io::Error::from_raw_os_error(-code));
-                }
-                RTM_NEWNEIGH if found.is_none() => found = parse_neigh(&msgs[16..len], ip),
-                _ => {}
-            }
-            let step = (len + 3) & !3;
-            msgs = msgs.get(step..).unwrap_or(&[]);
-        }
-    }
+    })?;
+    Ok(found)
 }
 
 /// One `ndmsg` with its attributes: the MAC if it belongs to `ip` and is usable.
