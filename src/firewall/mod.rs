@@ -1,10 +1,12 @@
 //! The firewall: one nftables table of our own (`inet wifipos`) whose `allowed` set holds paid
 //! devices' MACs with a per-element timeout, so the kernel ends each session on time even if
-//! the daemon is dead.
+//! the daemon is dead; and a small `netdev wifipos` table on the guest interface's egress hook
+//! that, with the `up` set of the first, counts each paid device's traffic in the kernel.
 //!
 //! Owns: the ruleset as data ([`ruleset`], pure), the [`Firewall`] trait, its netlink
 //! implementation ([`netlink::NetlinkFirewall`], the whole table and every element over
-//! nftnl/mnl batches) and an in-memory one for tests of callers ([`MemoryFirewall`]).
+//! nftnl/mnl batches; [`usage`] reads the counters) and an in-memory one for tests of callers
+//! ([`MemoryFirewall`]).
 //! Does not own: other tables (fw4's `inet fw4` is never touched), vouchers, SQL or HTTP:
 //! callers say which MACs get how long, and rebuild from their store when [`Firewall::check`]
 //! says the table was flushed or changed.
@@ -13,6 +15,7 @@ mod exprs;
 pub mod netlink;
 pub mod ruleset;
 pub mod sources;
+pub mod usage;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -88,19 +91,39 @@ pub enum TableHealth {
     Changed(String),
 }
 
+/// What the kernel counted for one paid device since its counting elements were added.
+///
+/// Upload is counted in the inet forward hook (IP packets the device sent out through the
+/// router); download on the guest interface's egress hook (frames the router sent to the
+/// device, Ethernet header included, also from the router itself: DNS answers, the portal).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub up_bytes: u64,
+    pub up_packets: u64,
+    pub down_bytes: u64,
+    pub down_packets: u64,
+}
+
 /// Programs the kernel. All lists are applied in batches, never one request per MAC.
+///
+/// Traffic counting: every MAC given to [`Firewall::allow`] or [`Firewall::install`] with
+/// time left is counted from then on, until [`Firewall::remove`] (or a rebuild). When the
+/// kernel times a MAC out of the allowed set, its counters stay: the caller reads them a last
+/// time with [`Firewall::usage`] and then calls [`Firewall::remove`] for it.
 pub trait Firewall {
     /// Builds (or replaces) the whole table atomically, with `allowed` already in it, so a
-    /// re-install never drops a paid device.
+    /// re-install never drops a paid device. The allowed MACs are counted from zero.
     fn install(
         &mut self,
         rules: &Ruleset,
         allowed: &[(Mac, Duration)],
     ) -> Result<(), FirewallError>;
     /// Lets each MAC through for its duration from now, replacing any time it had. A duration
-    /// under one second removes the MAC.
+    /// under one second removes the MAC (and its counters). A MAC not yet counted is counted
+    /// from zero; one already counted keeps its counters.
     fn allow(&mut self, entries: &[(Mac, Duration)]) -> Result<(), FirewallError>;
-    /// Takes MACs out of the allowed set; MACs not in it are ignored.
+    /// Takes MACs out of the allowed set and stops counting them (their counters are gone);
+    /// MACs not in it are ignored.
     fn remove(&mut self, macs: &[Mac]) -> Result<(), FirewallError>;
     /// The allowed MACs and the time each has left, sorted by MAC.
     fn list_allowed(&mut self) -> Result<Vec<(Mac, Duration)>, FirewallError>;
@@ -112,6 +135,19 @@ pub trait Firewall {
     fn set_garden(&mut self, prefixes: &[(IpAddr, u8)]) -> Result<(), FirewallError>;
     /// A cheap check that the table is still as built, for the daemon to call periodically.
     fn check(&mut self) -> Result<TableHealth, FirewallError>;
+    /// Bytes and packets per counted device (those added by allow/install and not yet removed),
+    /// sorted by MAC. Counters restart from zero when the table is rebuilt.
+    ///
+    /// (The default, for firewalls that count nothing, lists nothing.)
+    fn usage(&mut self) -> Result<Vec<(Mac, Usage)>, FirewallError> {
+        Ok(Vec::new())
+    }
+    /// Whether downloads are counted: false where the kernel has no netdev egress hook (before
+    /// 5.16, e.g. OpenWrt 23.05) or refused the chain on the guest interface; uploads are
+    /// counted all the same, and download counters stay zero.
+    fn counts_downloads(&self) -> bool {
+        true
+    }
     /// [`Firewall::check`] folded to "fine" or "rebuild".
     fn health(&mut self) -> Result<Health, FirewallError> {
         Ok(match self.check()? {
@@ -130,6 +166,8 @@ pub struct MemoryFirewall {
     /// A hand-driven clock (see [`MemoryFirewall::with_clock`]); the real one when `None`.
     clock: Option<Instant>,
     changed: Option<String>,
+    /// Counted MACs and what they "sent" ([`MemoryFirewall::add_usage`]).
+    usage: HashMap<Mac, Usage>,
 }
 
 impl MemoryFirewall {
@@ -160,6 +198,18 @@ impl MemoryFirewall {
     pub fn flush(&mut self) {
         self.installed = None;
         self.allowed.clear();
+        self.usage.clear();
+    }
+
+    /// Simulates traffic of a counted MAC: `up` bytes sent, `down` bytes received, one packet
+    /// each way per call. MACs not counted are ignored, as the kernel would.
+    pub fn add_usage(&mut self, mac: Mac, up: u64, down: u64) {
+        if let Some(u) = self.usage.get_mut(&mac) {
+            u.up_bytes += up;
+            u.up_packets += u64::from(up > 0);
+            u.down_bytes += down;
+            u.down_packets += u64::from(down > 0);
+        }
     }
 
     /// Marks the table as changed from outside, as an admin deleting a rule would.
@@ -188,6 +238,7 @@ impl Firewall for MemoryFirewall {
         self.installed = Some(rules.clone());
         self.changed = None;
         self.allowed.clear();
+        self.usage.clear();
         self.allow(allowed)
     }
 
@@ -198,8 +249,10 @@ impl Firewall for MemoryFirewall {
         for (m, d) in entries {
             if d.as_secs() >= 1 {
                 self.allowed.insert(*m, now + *d);
+                self.usage.entry(*m).or_default();
             } else {
                 self.allowed.remove(m);
+                self.usage.remove(m);
             }
         }
         Ok(())
@@ -208,8 +261,16 @@ impl Firewall for MemoryFirewall {
     fn remove(&mut self, macs: &[Mac]) -> Result<(), FirewallError> {
         for m in macs {
             self.allowed.remove(m);
+            self.usage.remove(m);
         }
         Ok(())
+    }
+
+    fn usage(&mut self) -> Result<Vec<(Mac, Usage)>, FirewallError> {
+        self.table()?;
+        let mut v: Vec<_> = self.usage.iter().map(|(m, u)| (*m, *u)).collect();
+        v.sort_by_key(|(m, _)| *m);
+        Ok(v)
     }
 
     fn list_allowed(&mut self) -> Result<Vec<(Mac, Duration)>, FirewallError> {
@@ -278,6 +339,39 @@ mod tests {
         assert_eq!(f.list_allowed().unwrap()[0].1, Duration::from_secs(5));
         f.allow(&[(m, Duration::ZERO)]).unwrap();
         assert!(f.list_allowed().unwrap().is_empty());
+    }
+
+    #[test]
+    fn memory_firewall_counts_from_allow_to_remove_and_keeps_counters_on_extension() {
+        let t0 = Instant::now();
+        let mut f = MemoryFirewall::with_clock(t0);
+        assert!(f.usage().is_err(), "no table yet");
+        let (a, b) = (Mac([2, 0, 0, 0, 0, 5]), Mac([2, 0, 0, 0, 0, 6]));
+        f.install(&ruleset::sample(), &[(b, Duration::from_secs(60))])
+            .unwrap();
+        f.allow(&[(a, Duration::from_secs(60))]).unwrap();
+        f.add_usage(a, 1000, 5000);
+        f.add_usage(Mac([2, 0, 0, 0, 0, 7]), 1, 1);
+        let u = Usage {
+            up_bytes: 1000,
+            up_packets: 1,
+            down_bytes: 5000,
+            down_packets: 1,
+        };
+        assert_eq!(f.usage().unwrap(), vec![(a, u), (b, Usage::default())]);
+        // Extending keeps the counters; the kernel timing out `allowed` keeps them too.
+        f.allow(&[(a, Duration::from_secs(600))]).unwrap();
+        f.advance(Duration::from_secs(700));
+        assert!(f.list_allowed().unwrap().is_empty());
+        assert_eq!(f.usage().unwrap()[0], (a, u));
+        f.remove(&[a]).unwrap();
+        assert_eq!(f.usage().unwrap(), vec![(b, Usage::default())]);
+        f.add_usage(b, 7, 0);
+        f.install(&ruleset::sample(), &[(b, Duration::from_secs(60))])
+            .unwrap();
+        assert_eq!(f.usage().unwrap(), vec![(b, Usage::default())]);
+        f.flush();
+        assert!(f.usage().is_err());
     }
 
     #[test]

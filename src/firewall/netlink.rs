@@ -1,9 +1,11 @@
-//! The kernel side of [`Firewall`]: the whole `inet wifipos` table and every element change
-//! over netlink (nftnl + mnl, with `nftnl-sys` for set flags, element timeouts, intervals and
+//! The kernel side of [`Firewall`]: the whole `inet wifipos` table (and `netdev wifipos`, the
+//! download counting on the guest interface's egress hook) and every element change over
+//! netlink (nftnl + mnl, with `nftnl-sys` for set flags, element timeouts, intervals and
 //! dumps, which the safe API lacks), always in batches with every acknowledgement read back.
 //!
 //! Owns: turning the pure description of [`super::ruleset`] into netlink messages, and
-//! reading the table back for [`Firewall::check`]. Holds no socket between calls: each
+//! reading the table back for [`Firewall::check`]. Reading the traffic counters and the netdev
+//! table back is [`super::usage`]'s. Holds no socket between calls: each
 //! operation opens one, so it works from whatever network namespace the calling thread is in.
 
 use std::collections::HashMap;
@@ -21,8 +23,10 @@ use nftnl::{
 use super::exprs::{
     self, Cmp, DynsetUpdate, Load, LookupSet, MetaLoad, PayloadLoad, PayloadTo, Redir,
 };
-use super::ruleset::{self, Action, ChainSpec, KeyType, Match, SetSpec, CHAIN_SPECS, SETS};
-use super::{Firewall, FirewallError, Mac, Ruleset, TableHealth};
+use super::ruleset::{
+    self, Action, ChainSpec, Family, KeyType, Match, SetSpec, CHAIN_SPECS, NETDEV_SETS, SETS,
+};
+use super::{usage, Firewall, FirewallError, Mac, Ruleset, TableHealth, Usage};
 
 const TABLE: &CStr = c"wifipos";
 const ALLOWED: &CStr = c"allowed";
@@ -49,6 +53,10 @@ const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 pub(super) const NLM_F_DUMP: u16 = 0x300;
 pub(super) const NFPROTO_INET: u16 = 1;
+const NFPROTO_NETDEV: u16 = usage::NFPROTO_NETDEV as u16;
+// nftnl's `Hook` names the inet hooks only; the netdev egress hook has the number of
+// NF_INET_LOCAL_IN (`Hook::In`), which [`new_chain`] uses for it.
+const _: () = assert!(libc::NF_NETDEV_EGRESS == libc::NF_INET_LOCAL_IN);
 const NFT_SET_INTERVAL: u32 = 0x4;
 const NFT_SET_TIMEOUT: u32 = 0x10;
 /// `flags dynamic`: the packet path may add elements.
@@ -60,6 +68,8 @@ const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
 struct Built {
     handle: u64,
     rule_counts: [usize; 3],
+    /// `netdev wifipos`'s handle and rules in its chain, when it was built.
+    netdev: Option<(u64, usize)>,
 }
 
 /// The netlink firewall.
@@ -69,12 +79,18 @@ pub struct NetlinkFirewall {
     /// One socket for every batch: closing a netfilter socket that carried a transaction costs
     /// the kernel 4-15 ms (measured with strace here), more than the batch itself.
     batches: Option<BatchSocket>,
+    /// Whether `netdev wifipos` (download counting) is there to add to: `None` until an install
+    /// or the first element change of a firewall that did not install (then looked up).
+    egress: Option<bool>,
+    /// Why the last install went without download counting (the kernel's refusal).
+    no_egress: Option<String>,
 }
 
 impl std::fmt::Debug for NetlinkFirewall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NetlinkFirewall")
             .field("built", &self.built)
+            .field("egress", &self.egress)
             .finish_non_exhaustive()
     }
 }
@@ -89,11 +105,28 @@ impl NetlinkFirewall {
     pub fn new() -> NetlinkFirewall {
         NetlinkFirewall::default()
     }
+
+    /// Why downloads are not counted, when the last install had to leave `netdev wifipos` out
+    /// (the kernel refused the egress chain: before 5.16, or no such guest interface).
+    pub fn why_downloads_uncounted(&self) -> Option<&str> {
+        self.no_egress.as_deref()
+    }
+
+    /// Whether `netdev wifipos` is there to put elements in (looked up once when not built by
+    /// this firewall).
+    fn egress(&mut self) -> Result<bool, FirewallError> {
+        if let Some(e) = self.egress {
+            return Ok(e);
+        }
+        let e = usage::netdev()?.is_some_and(|n| n.sets.iter().any(|(s, _)| s == "down"));
+        self.egress = Some(e);
+        Ok(e)
+    }
 }
 
-/// An `nftnl_set` naming one of our sets, freed on drop. Used for creating the set and for
-/// element messages (the elements ride on it).
-pub(super) struct SetObj(pub(super) *mut sys::nftnl_set);
+/// An `nftnl_set` naming one of our sets, and the set's family (`NFPROTO_*`), freed on drop.
+/// Used for creating the set and for element messages (the elements ride on it).
+pub(super) struct SetObj(pub(super) *mut sys::nftnl_set, u16);
 
 impl Drop for SetObj {
     fn drop(&mut self) {
@@ -106,21 +139,27 @@ impl Drop for SetObj {
 impl SetObj {
     pub(super) fn new(spec: &SetSpec) -> Result<SetObj, FirewallError> {
         let name = CString::new(spec.name).map_err(|_| oom())?;
+        let family = match spec.family {
+            Family::Inet => NFPROTO_INET,
+            Family::Netdev => NFPROTO_NETDEV,
+        };
         // SAFETY: alloc result checked; strings are valid C strings that libnftnl copies.
         unsafe {
             let s = sys::nftnl_set_alloc();
             if s.is_null() {
                 return Err(oom());
             }
-            sys::nftnl_set_set_u32(s, sys::NFTNL_SET_FAMILY as u16, u32::from(NFPROTO_INET));
+            sys::nftnl_set_set_u32(s, sys::NFTNL_SET_FAMILY as u16, u32::from(family));
             sys::nftnl_set_set_str(s, sys::NFTNL_SET_TABLE as u16, TABLE.as_ptr());
             sys::nftnl_set_set_str(s, sys::NFTNL_SET_NAME as u16, name.as_ptr());
-            Ok(SetObj(s))
+            Ok(SetObj(s, family))
         }
     }
 
-    /// The full definition (for NEWSET): id, key type and length, flags.
-    fn define(&self, spec: &SetSpec) {
+    /// The full definition (for NEWSET): id, key type and length, flags, and a `counter`
+    /// expression for counting sets (sent as NFTA_SET_EXPR; the kernel gives every element
+    /// added without expressions of its own a fresh copy, kernels 5.11 and later).
+    fn define(&self, spec: &SetSpec) -> Result<(), FirewallError> {
         // nft's type ids (ipv4_addr 7, ipv6_addr 8, ether_addr 9), a concatenation being
         // `a << 6 | b`; each field of a concatenated key takes
         // whole 32-bit registers. No field description: as with nft, a hash set needs none
@@ -157,6 +196,19 @@ impl SetObj {
                 sys::nftnl_set_set_u32(self.0, sys::NFTNL_SET_DESC_SIZE as u16, d.size);
             }
         }
+        if spec.counter {
+            // SAFETY: the name is a static C string; the expression is checked for null and
+            // then owned by the set (nftnl_set_add_expr, libnftnl 1.1.9 and later), which frees
+            // it with itself.
+            unsafe {
+                let e = sys::nftnl_expr_alloc(c"counter".as_ptr());
+                if e.is_null() {
+                    return Err(oom());
+                }
+                sys::nftnl_set_add_expr(self.0, e);
+            }
+        }
+        Ok(())
     }
 
     /// Adds an element: key bytes, an optional timeout, element flags.
@@ -211,7 +263,7 @@ unsafe impl NlMsg for NewSet {
             let h = sys::nftnl_nlmsg_build_hdr(
                 buf.cast::<c_char>(),
                 NFT_MSG_NEWSET,
-                NFPROTO_INET,
+                self.0 .1,
                 NLM_F_CREATE | NLM_F_ACK,
                 seq,
             );
@@ -248,8 +300,7 @@ unsafe impl NlMsg for ElemsMsg {
         };
         // SAFETY: see the impl; the set object is live.
         unsafe {
-            let h =
-                sys::nftnl_nlmsg_build_hdr(buf.cast::<c_char>(), kind, NFPROTO_INET, flags, seq);
+            let h = sys::nftnl_nlmsg_build_hdr(buf.cast::<c_char>(), kind, self.set.1, flags, seq);
             sys::nftnl_set_elems_nlmsg_build_payload(h, self.set.0);
         }
     }
@@ -291,6 +342,25 @@ fn mac_elems(macs: &[Mac]) -> Vec<Elem> {
     macs.iter().map(|m| (m.0.to_vec(), None, 0)).collect()
 }
 
+/// Starts counting the MACs of `entries` that are not counted yet: ensure-present in `up`
+/// (and `down` with `egress`), which keeps an element already there with its counter.
+fn count(
+    batch: &mut Batch,
+    entries: &[(Mac, Duration)],
+    egress: bool,
+) -> Result<(), FirewallError> {
+    let macs: Vec<Mac> = entries
+        .iter()
+        .filter(|(_, d)| d.as_secs() >= 1)
+        .map(|(m, _)| *m)
+        .collect();
+    add_elems(batch, &ruleset::UP, ElemOp::Ensure, &mac_elems(&macs))?;
+    if egress {
+        add_elems(batch, &ruleset::DOWN, ElemOp::Ensure, &mac_elems(&macs))?;
+    }
+    Ok(())
+}
+
 /// Interval elements of the walled garden for one family: a start element per range and an
 /// interval-end element one past it (none when the range reaches the last address).
 fn garden_elems(garden: &[(IpAddr, u8)], v4: bool) -> Result<Vec<Elem>, FirewallError> {
@@ -320,6 +390,7 @@ fn add_match(rule: &mut Rule, m: &Match) -> Result<(), FirewallError> {
     let lookup = |name: &str| -> Result<LookupSet, FirewallError> {
         let spec = SETS
             .iter()
+            .chain(&NETDEV_SETS)
             .find(|s| s.name == name)
             .ok_or_else(|| FirewallError::Install(format!("no set {name}")))?;
         Ok(LookupSet {
@@ -357,6 +428,16 @@ fn add_match(rule: &mut Rule, m: &Match) -> Result<(), FirewallError> {
             rule.add_expr(&PayloadLoad {
                 base: exprs::LL_HEADER,
                 offset: 6,
+                len: 6,
+            });
+            rule.add_expr(&lookup(set)?);
+        }
+        Match::EtherDaddrIn(set) => {
+            // Only in the netdev egress chain: its one device is Ethernet, and the kernel has
+            // set the frame's MAC header before the hook.
+            rule.add_expr(&PayloadLoad {
+                base: exprs::LL_HEADER,
+                offset: 0,
                 len: 6,
             });
             rule.add_expr(&lookup(set)?);
@@ -423,6 +504,7 @@ fn add_match(rule: &mut Rule, m: &Match) -> Result<(), FirewallError> {
 
 fn add_action(rule: &mut Rule, a: Action) {
     match a {
+        Action::Continue => {}
         Action::Accept => rule.add_expr(&Verdict::Accept),
         Action::Drop => rule.add_expr(&Verdict::Drop),
         Action::Return => rule.add_expr(&Verdict::Return),
@@ -471,6 +553,8 @@ fn new_chain<'a>(spec: &ChainSpec, table: &'a Table) -> Chain<'a> {
         ruleset::Hook::Prerouting => Hook::PreRouting,
         ruleset::Hook::Forward => Hook::Forward,
         ruleset::Hook::Input => Hook::In,
+        // NF_NETDEV_EGRESS (same number, asserted at the top).
+        ruleset::Hook::Egress => Hook::In,
     };
     c.set_hook(hook, spec.priority);
     c.set_type(if spec.nat {
@@ -491,12 +575,21 @@ fn allowed_elems(entries: &[(Mac, Duration)]) -> Vec<Elem> {
 }
 
 /// The install batch: create-or-clear the table (add, delete, add), the sets with their
-/// elements (paid devices with their time left), the chains and their rules. All or nothing.
+/// elements (paid devices with their time left, and in `up` to be counted), the chains and
+/// their rules; with `egress`, the same for `netdev wifipos` (download counting). All or
+/// nothing. Also says how many rules the netdev chain got.
 fn install_batch(
     rules: &Ruleset,
     allowed: &[(Mac, Duration)],
-) -> Result<(FinalizedBatch, [usize; 3]), FirewallError> {
+    egress: bool,
+) -> Result<(FinalizedBatch, [usize; 3], usize), FirewallError> {
     let plan = ruleset::rules(rules)?;
+    let allowed = dedup(allowed);
+    let counted: Vec<Mac> = allowed
+        .iter()
+        .filter(|(_, d)| d.as_secs() >= 1)
+        .map(|(m, _)| *m)
+        .collect();
     let g4 = garden_elems(&rules.garden, true)?;
     let g6 = garden_elems(&rules.garden, false)?;
     let table = Table::new(TABLE, ProtoFamily::Inet);
@@ -506,14 +599,20 @@ fn install_batch(
     batch.add(&table, MsgType::Add);
     for spec in &SETS {
         let set = SetObj::new(spec)?;
-        set.define(spec);
+        set.define(spec)?;
         batch.add(&NewSet(set), MsgType::Add);
     }
     add_elems(
         &mut batch,
         &ruleset::ALLOWED,
         ElemOp::Create,
-        &allowed_elems(&dedup(allowed)),
+        &allowed_elems(&allowed),
+    )?;
+    add_elems(
+        &mut batch,
+        &ruleset::UP,
+        ElemOp::Create,
+        &mac_elems(&counted),
     )?;
     add_elems(
         &mut batch,
@@ -541,7 +640,40 @@ fn install_batch(
             batch.add(&rule, MsgType::Add);
         }
     }
-    Ok((batch.finalize(), ruleset::rule_counts(&plan)))
+    let mut egress_rules = 0;
+    if egress {
+        let table = Table::new(TABLE, ProtoFamily::NetDev);
+        batch.add(&table, MsgType::Add);
+        batch.add(&table, MsgType::Del);
+        batch.add(&table, MsgType::Add);
+        for spec in &NETDEV_SETS {
+            let set = SetObj::new(spec)?;
+            set.define(spec)?;
+            batch.add(&NewSet(set), MsgType::Add);
+        }
+        add_elems(
+            &mut batch,
+            &ruleset::DOWN,
+            ElemOp::Create,
+            &mac_elems(&counted),
+        )?;
+        let mut chain = new_chain(&ruleset::DOWN_CHAIN, &table);
+        chain.set_device(
+            CString::new(rules.guest_iface.as_str())
+                .map_err(|_| FirewallError::BadInterface(rules.guest_iface.clone()))?,
+        );
+        batch.add(&chain, MsgType::Add);
+        for r in ruleset::egress_rules() {
+            let mut rule = Rule::new(&chain);
+            for m in &r.matches {
+                add_match(&mut rule, m)?;
+            }
+            add_action(&mut rule, r.action);
+            batch.add(&rule, MsgType::Add);
+            egress_rules += 1;
+        }
+    }
+    Ok((batch.finalize(), ruleset::rule_counts(&plan), egress_rules))
 }
 
 /// Last entry for a MAC wins.
@@ -963,6 +1095,7 @@ impl NetlinkFirewall {
     /// (EEXIST, the kernel applied nothing), the chunk goes again in the full form.
     fn refresh(&mut self, give: &[(Mac, Duration)]) -> Result<(), FirewallError> {
         const OP: &str = "let devices through (add to the allowed set)";
+        let egress = give.is_empty() || self.egress()?;
         // The kernel aborts a failed batch at a cost of ~15 ms (measured), so a few MACs (a
         // redemption, an admin command) go straight to the form that works whether or not they
         // are there; only big chunks try the one-message-per-MAC add first.
@@ -976,6 +1109,7 @@ impl NetlinkFirewall {
                     ElemOp::Create,
                     &allowed_elems(chunk),
                 )?;
+                count(&mut batch, chunk, egress)?;
                 match send_and_process(&mut self.batches, &batch.finalize(), OP) {
                     Err(FirewallError::Kernel { source, .. })
                         if source.raw_os_error() == Some(libc::EEXIST) => {}
@@ -1002,6 +1136,7 @@ impl NetlinkFirewall {
                 ElemOp::Create,
                 &allowed_elems(chunk),
             )?;
+            count(&mut batch, chunk, egress)?;
             send_and_process(&mut self.batches, &batch.finalize(), OP)
         })
     }
@@ -1026,14 +1161,48 @@ impl Firewall for NetlinkFirewall {
         rules: &Ruleset,
         allowed: &[(Mac, Duration)],
     ) -> Result<(), FirewallError> {
-        let (batch, rule_counts) = install_batch(rules, allowed)?;
-        send_and_process(&mut self.batches, &batch, "install the table inet wifipos")?;
+        const OP: &str = "install the table inet wifipos";
+        let (batch, rule_counts, egress_rules) = install_batch(rules, allowed, true)?;
+        let egress = match send_and_process(&mut self.batches, &batch, OP) {
+            Ok(()) => {
+                self.no_egress = None;
+                true
+            }
+            // Most likely the egress hook (kernels before 5.16) or the guest interface (not
+            // there yet): the portal works without download counting, so go on without it.
+            Err(first) => {
+                let (batch, _, _) = install_batch(rules, allowed, false)?;
+                send_and_process(&mut self.batches, &batch, OP)?;
+                // Left over from an earlier install, it would count for nobody.
+                let mut del = Batch::new();
+                del.add(&Table::new(TABLE, ProtoFamily::NetDev), MsgType::Add);
+                del.add(&Table::new(TABLE, ProtoFamily::NetDev), MsgType::Del);
+                send_and_process(
+                    &mut self.batches,
+                    &del.finalize(),
+                    "delete the table netdev wifipos",
+                )?;
+                self.no_egress = Some(first.to_string());
+                false
+            }
+        };
+        self.egress = Some(egress);
         let handle = table_handle()?.ok_or_else(|| {
             FirewallError::Install("the table is not there after installing it".into())
         })?;
+        let netdev = match (egress, usage::netdev()?) {
+            (false, _) => None,
+            (true, Some(n)) => Some((n.handle, egress_rules)),
+            (true, None) => {
+                return Err(FirewallError::Install(
+                    "the table netdev wifipos is not there after installing it".into(),
+                ))
+            }
+        };
         self.built = Some(Built {
             handle,
             rule_counts,
+            netdev,
         });
         match self.check()? {
             TableHealth::Intact => Ok(()),
@@ -1066,21 +1235,19 @@ impl Firewall for NetlinkFirewall {
         .into_iter()
         .map(|(m, _)| m)
         .collect();
+        let egress = macs.is_empty() || self.egress()?;
+        let sets: &[&SetSpec] = if egress {
+            &[&ruleset::ALLOWED, &ruleset::UP, &ruleset::DOWN]
+        } else {
+            &[&ruleset::ALLOWED, &ruleset::UP]
+        };
         // Ensure-then-delete: MACs that were not there are no error.
         macs.chunks(CHUNK).try_for_each(|chunk| {
             let mut batch = Batch::new();
-            add_elems(
-                &mut batch,
-                &ruleset::ALLOWED,
-                ElemOp::Ensure,
-                &mac_elems(chunk),
-            )?;
-            add_elems(
-                &mut batch,
-                &ruleset::ALLOWED,
-                ElemOp::Delete,
-                &mac_elems(chunk),
-            )?;
+            for spec in sets {
+                add_elems(&mut batch, spec, ElemOp::Ensure, &mac_elems(chunk))?;
+                add_elems(&mut batch, spec, ElemOp::Delete, &mac_elems(chunk))?;
+            }
             send_and_process(
                 &mut self.batches,
                 &batch.finalize(),
@@ -1198,9 +1365,41 @@ impl Firewall for NetlinkFirewall {
             Err(e) if e.is_missing() => return Ok(TableHealth::Missing),
             other => other?,
         };
-        Ok(match differences(&l, self.built.as_ref()) {
+        if let Some(what) = differences(&l, self.built.as_ref()) {
+            return Ok(TableHealth::Changed(what));
+        }
+        // Download counting: as built, or (not built by us) whatever a kernel with the egress
+        // hook would have; a kernel without it gets one rebuild, which finds that out.
+        let want = match &self.built {
+            Some(b) => b.netdev,
+            None if self.egress == Some(false) => None,
+            None => Some((0, ruleset::egress_rules().len())),
+        };
+        let Some((handle, rules)) = want else {
+            return Ok(TableHealth::Intact);
+        };
+        let Some(n) = usage::netdev()? else {
+            return Ok(TableHealth::Changed(
+                "the table netdev wifipos (download counting) is missing".into(),
+            ));
+        };
+        if self.built.is_some() && n.handle != handle {
+            return Ok(TableHealth::Changed(
+                "the table netdev wifipos was deleted and created again from outside".into(),
+            ));
+        }
+        Ok(match usage::netdev_differences(&n, rules) {
             None => TableHealth::Intact,
             Some(what) => TableHealth::Changed(what),
         })
+    }
+
+    fn usage(&mut self) -> Result<Vec<(Mac, Usage)>, FirewallError> {
+        let down = self.egress()?;
+        usage::read(down)
+    }
+
+    fn counts_downloads(&self) -> bool {
+        self.egress != Some(false)
     }
 }

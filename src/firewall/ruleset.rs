@@ -49,6 +49,29 @@ pub struct SetSpec {
     /// Filled by the packet path (`flags dynamic`), with this default timeout in seconds and
     /// at most this many elements; `None` for sets only the daemon fills.
     pub dynamic: Option<Dynamic>,
+    /// Each element carries its own packet and byte counter (a set-level `counter`), which a
+    /// matching lookup updates.
+    pub counter: bool,
+    /// The table the set lives in: `inet wifipos`, or `netdev wifipos` for download counting.
+    pub family: Family,
+}
+
+/// The two tables of ours: `inet wifipos` (the portal) and `netdev wifipos` (download
+/// counting on the guest interface's egress hook).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Inet,
+    Netdev,
+}
+
+impl Family {
+    /// The family as nft writes it.
+    pub fn nft_name(self) -> &'static str {
+        match self {
+            Family::Inet => "inet",
+            Family::Netdev => "netdev",
+        }
+    }
 }
 
 /// A set the kernel fills from packets: bounded in size and time.
@@ -75,6 +98,8 @@ pub const ALLOWED: SetSpec = SetSpec {
     timeout: true,
     interval: false,
     dynamic: None,
+    counter: false,
+    family: Family::Inet,
 };
 pub const TRUSTED: SetSpec = SetSpec {
     name: "trusted",
@@ -83,6 +108,8 @@ pub const TRUSTED: SetSpec = SetSpec {
     timeout: false,
     interval: false,
     dynamic: None,
+    counter: false,
+    family: Family::Inet,
 };
 pub const BLOCKED: SetSpec = SetSpec {
     name: "blocked",
@@ -91,6 +118,8 @@ pub const BLOCKED: SetSpec = SetSpec {
     timeout: false,
     interval: false,
     dynamic: None,
+    counter: false,
+    family: Family::Inet,
 };
 pub const GARDEN4: SetSpec = SetSpec {
     name: "garden4",
@@ -99,6 +128,8 @@ pub const GARDEN4: SetSpec = SetSpec {
     timeout: false,
     interval: true,
     dynamic: None,
+    counter: false,
+    family: Family::Inet,
 };
 pub const GARDEN6: SetSpec = SetSpec {
     name: "garden6",
@@ -107,6 +138,8 @@ pub const GARDEN6: SetSpec = SetSpec {
     timeout: false,
     interval: true,
     dynamic: None,
+    counter: false,
+    family: Family::Inet,
 };
 /// `ip saddr . ether saddr` of each new connection to the portal: the kernel's word on which
 /// device(s) opened connections from an address, which a forged ARP or NDP entry cannot change.
@@ -120,6 +153,8 @@ pub const PORTAL4: SetSpec = SetSpec {
         timeout_s: SOURCE_TIMEOUT_S,
         size: SOURCE_SIZE,
     }),
+    counter: false,
+    family: Family::Inet,
 };
 pub const PORTAL6: SetSpec = SetSpec {
     name: "portal6",
@@ -131,16 +166,50 @@ pub const PORTAL6: SetSpec = SetSpec {
         timeout_s: SOURCE_TIMEOUT_S,
         size: SOURCE_SIZE,
     }),
+    counter: false,
+    family: Family::Inet,
 };
-pub const SETS: [SetSpec; 7] = [
-    ALLOWED, TRUSTED, BLOCKED, GARDEN4, GARDEN6, PORTAL4, PORTAL6,
+/// Paid devices' upload: `ether saddr` of forwarded guest packets, one counter per element.
+/// Separate from [`ALLOWED`], whose elements are replaced to change their timeouts (which would
+/// reset a counter); elements here are only ever added when absent, and removed.
+pub const UP: SetSpec = SetSpec {
+    name: "up",
+    id: 8,
+    key: KeyType::Ether,
+    timeout: false,
+    interval: false,
+    dynamic: None,
+    counter: true,
+    family: Family::Inet,
+};
+/// The sets of `inet wifipos`.
+pub const SETS: [SetSpec; 8] = [
+    ALLOWED, TRUSTED, BLOCKED, GARDEN4, GARDEN6, PORTAL4, PORTAL6, UP,
 ];
+
+/// Paid devices' download: `ether daddr` of frames leaving the guest interface, one counter
+/// per element, in `netdev wifipos`. (In the inet forward hook a packet to a guest carries no
+/// guest MAC yet; on the egress hook the frame has its Ethernet header.)
+pub const DOWN: SetSpec = SetSpec {
+    name: "down",
+    id: 9,
+    key: KeyType::Ether,
+    timeout: false,
+    interval: false,
+    dynamic: None,
+    counter: true,
+    family: Family::Netdev,
+};
+/// The sets of `netdev wifipos`.
+pub const NETDEV_SETS: [SetSpec; 1] = [DOWN];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
     Prerouting,
     Forward,
     Input,
+    /// netdev egress of the guest interface (kernel 5.16 and later).
+    Egress,
 }
 
 /// A base chain of the table.
@@ -173,6 +242,14 @@ pub const INPUT: ChainSpec = ChainSpec {
     priority: -5,
 };
 pub const CHAIN_SPECS: [ChainSpec; 3] = [PREROUTING, FORWARD, INPUT];
+/// The base chain of `netdev wifipos`, on the guest interface's egress hook: counts what each
+/// paid device downloads. Priority 0, policy accept: it never drops anything.
+pub const DOWN_CHAIN: ChainSpec = ChainSpec {
+    name: "down",
+    hook: Hook::Egress,
+    nat: false,
+    priority: 0,
+};
 
 /// One condition of a rule; all of a rule's conditions must hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +265,8 @@ pub enum Match {
     },
     /// `ether saddr @set` (preceded by `meta iiftype ether` on the wire, as nft does).
     EtherSaddrIn(&'static str),
+    /// `ether daddr @set` (only in the netdev egress chain, whose device is Ethernet).
+    EtherDaddrIn(&'static str),
     /// `ip daddr @set`.
     Ip4DaddrIn(&'static str),
     /// `ip6 daddr @set`.
@@ -217,6 +296,9 @@ pub enum Action {
     /// `update @set { ip saddr . ether saddr }` (`ip6 saddr` for an IPv6 set), then
     /// on to the next rule: records who opened the connection.
     RecordSource(SetSpec),
+    /// No verdict: on to the next rule. With a lookup in a set with counters, the match
+    /// updates the element's counter.
+    Continue,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -298,6 +380,8 @@ fn forward_rules(out: &mut Vec<RuleSpec>, iface: &str) {
     };
     out.push(rule(c, vec![to_guest], Return));
     out.push(rule(c, vec![Match::EtherSaddrIn(BLOCKED.name)], Drop));
+    // Counts what paid devices send (the element's counter; no verdict).
+    out.push(rule(c, vec![Match::EtherSaddrIn(UP.name)], Continue));
     out.push(rule(c, vec![Match::EtherSaddrIn(ALLOWED.name)], Accept));
     out.push(rule(c, vec![Match::EtherSaddrIn(TRUSTED.name)], Accept));
     out.push(rule(c, vec![Match::Ip4DaddrIn(GARDEN4.name)], Accept));
@@ -341,6 +425,15 @@ fn input_rules(out: &mut Vec<RuleSpec>, iface: &str, port: u16, https: Option<u1
     out.push(rule(c, vec![Match::IcmpType(8)], Accept));
     out.push(rule(c, vec![Match::Tcp], RejectTcpReset));
     out.push(rule(c, vec![], RejectAdminProhibited));
+}
+
+/// The rules of `netdev wifipos`'s egress chain: count what paid devices receive.
+pub fn egress_rules() -> Vec<RuleSpec> {
+    vec![rule(
+        &DOWN_CHAIN,
+        vec![Match::EtherDaddrIn(DOWN.name)],
+        Action::Continue,
+    )]
 }
 
 /// Number of rules per chain, in [`CHAIN_SPECS`] order: what `check()` expects to find.
@@ -416,6 +509,7 @@ impl fmt::Display for Match {
             Match::IifName { eq, name } => write!(f, "iifname {}\"{name}\"", neq(eq)),
             Match::OifName { eq, name } => write!(f, "oifname {}\"{name}\"", neq(eq)),
             Match::EtherSaddrIn(s) => write!(f, "ether saddr @{s}"),
+            Match::EtherDaddrIn(s) => write!(f, "ether daddr @{s}"),
             Match::Ip4DaddrIn(s) => write!(f, "ip daddr @{s}"),
             Match::Ip6DaddrIn(s) => write!(f, "ip6 daddr @{s}"),
             Match::Tcp => write!(f, "meta l4proto tcp"),
@@ -445,6 +539,7 @@ impl fmt::Display for Action {
                 };
                 write!(f, "update @{} {{ {ip} saddr . ether saddr }}", set.name)
             }
+            Action::Continue => Ok(()),
         }
     }
 }
@@ -456,23 +551,29 @@ impl fmt::Display for RuleSpec {
             if *m == Match::Tcp && self.matches.iter().any(|x| matches!(x, Match::TcpDport(_))) {
                 continue;
             }
-            write!(f, "{m} ")?;
+            write!(f, "{m}")?;
+            if self.action != Action::Continue || Some(m) != self.matches.last() {
+                write!(f, " ")?;
+            }
         }
         write!(f, "{}", self.action)
     }
 }
 
-/// The table as an nft script (create-or-clear, then everything), for people to read. The
-/// daemon installs the same description over netlink, not through this text.
+/// The tables as an nft script (create-or-clear, then everything), for people to read: `inet
+/// wifipos`, then `netdev wifipos` (download counting; the daemon leaves it out on kernels
+/// without the egress hook). The daemon installs the same description over netlink, not
+/// through this text.
 pub fn ruleset_script(r: &Ruleset, allowed: &[(Mac, Duration)]) -> Result<String, FirewallError> {
     let rules = rules(r)?;
     let mut s = format!("table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n");
     let macs = |list: &[Mac]| list.iter().map(Mac::to_string).collect::<Vec<_>>();
-    let allowed_items: Vec<String> = allowed
+    let paid: Vec<&(Mac, Duration)> = allowed.iter().filter(|(_, d)| d.as_secs() >= 1).collect();
+    let allowed_items: Vec<String> = paid
         .iter()
-        .filter(|(_, d)| d.as_secs() >= 1)
         .map(|(m, d)| format!("{m} timeout {}s", d.as_secs()))
         .collect();
+    let counted: Vec<String> = paid.iter().map(|(m, _)| m.to_string()).collect();
     let garden = |v4: bool| -> Vec<String> {
         r.garden
             .iter()
@@ -488,29 +589,14 @@ pub fn ruleset_script(r: &Ruleset, allowed: &[(Mac, Duration)]) -> Result<String
         (GARDEN6, garden(false)),
         (PORTAL4, vec![]),
         (PORTAL6, vec![]),
+        (UP, counted.clone()),
     ] {
-        let _ = write!(s, "  set {} {{ type {};", set.name, set.key.nft_type());
-        if let Some(d) = set.dynamic {
-            let _ = write!(
-                s,
-                " size {}; flags dynamic,timeout; timeout {}s;",
-                d.size, d.timeout_s
-            );
-        } else if set.timeout {
-            s.push_str(" flags timeout;");
-        }
-        if set.interval {
-            s.push_str(" flags interval;");
-        }
-        if !items.is_empty() {
-            let _ = write!(s, " elements = {{ {} }};", items.join(", "));
-        }
-        s.push_str(" }\n");
+        set_script(&mut s, &set, &items);
     }
     for c in CHAIN_SPECS {
         let (ty, hook, base) = match c.hook {
             Hook::Prerouting => ("nat", "prerouting", "dstnat"),
-            Hook::Forward => ("filter", "forward", "filter"),
+            Hook::Forward | Hook::Egress => ("filter", "forward", "filter"),
             Hook::Input => ("filter", "input", "filter"),
         };
         let _ = writeln!(
@@ -524,7 +610,45 @@ pub fn ruleset_script(r: &Ruleset, allowed: &[(Mac, Duration)]) -> Result<String
         s.push_str("  }\n");
     }
     s.push_str("}\n");
+    let _ = write!(
+        s,
+        "table netdev {TABLE}\ndelete table netdev {TABLE}\ntable netdev {TABLE} {{\n"
+    );
+    set_script(&mut s, &DOWN, &counted);
+    let _ = writeln!(
+        s,
+        "  chain {} {{\n    type filter hook egress device \"{}\" priority {}; policy accept;",
+        DOWN_CHAIN.name, r.guest_iface, DOWN_CHAIN.priority
+    );
+    for r in egress_rules() {
+        let _ = writeln!(s, "    {r}");
+    }
+    s.push_str("  }\n}\n");
     Ok(s)
+}
+
+/// One `set` line of the script.
+fn set_script(s: &mut String, set: &SetSpec, items: &[String]) {
+    let _ = write!(s, "  set {} {{ type {};", set.name, set.key.nft_type());
+    if let Some(d) = set.dynamic {
+        let _ = write!(
+            s,
+            " size {}; flags dynamic,timeout; timeout {}s;",
+            d.size, d.timeout_s
+        );
+    } else if set.timeout {
+        s.push_str(" flags timeout;");
+    }
+    if set.interval {
+        s.push_str(" flags interval;");
+    }
+    if set.counter {
+        s.push_str(" counter;");
+    }
+    if !items.is_empty() {
+        let _ = write!(s, " elements = {{ {} }};", items.join(", "));
+    }
+    s.push_str(" }\n");
 }
 
 /// A small ruleset for unit tests.
@@ -558,6 +682,11 @@ mod tests {
         assert!(s.contains("tcp dport 80 redirect to :2050"));
         assert!(s.contains("type nat hook prerouting priority dstnat - 5"));
         assert!(!s.contains(" fwd"), "fwd is an nft keyword");
+        assert!(
+            s.contains("set up { type ether_addr; counter; elements = { 02:00:00:00:00:09 }; }")
+        );
+        assert!(s.contains("table netdev wifipos {\n  set down { type ether_addr; counter; elements = { 02:00:00:00:00:09 }; }"));
+        assert!(s.contains("type filter hook egress device \"br-guest\" priority 0; policy accept;\n    ether daddr @down\n"));
     }
 
     #[test]
@@ -576,7 +705,7 @@ mod tests {
                 Action::RejectAdminProhibited | Action::Redirect(2050)
             ));
         }
-        assert_eq!(rule_counts(&rules), [6, 9, 18]);
+        assert_eq!(rule_counts(&rules), [6, 10, 18]);
     }
 
     #[test]
@@ -588,8 +717,11 @@ mod tests {
             .map(|r| r.to_string())
             .collect();
         let b = fwd.iter().position(|r| r == "ether saddr @blocked drop");
+        let up = fwd.iter().position(|r| r == "ether saddr @up");
         let a = fwd.iter().position(|r| r == "ether saddr @allowed accept");
-        assert!(b.unwrap() < a.unwrap());
+        // Blocked devices are not counted; paid ones are counted before they are let out.
+        assert_eq!(up.unwrap(), b.unwrap() + 1);
+        assert_eq!(a.unwrap(), up.unwrap() + 1);
     }
 
     #[test]
