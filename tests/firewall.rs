@@ -52,7 +52,22 @@ fn the_installed_table_is_exactly_the_designed_sets_and_chains_and_loads_back() 
     chains.sort();
     assert_eq!(
         sets,
-        ["allowed", "blocked", "garden4", "garden6", "portal4", "portal6", "trusted"]
+        ["allowed", "blocked", "garden4", "garden6", "portal4", "portal6", "trusted", "up"]
+    );
+    let up = items.iter().find(|i| i["set"]["name"] == "up").unwrap();
+    assert!(up["set"]["stmt"][0].get("counter").is_some(), "{up}");
+    // Download counting: the egress chain of the guest interface, in its own netdev table.
+    let netdev = lab.run("router", "nft", &["list", "table", "netdev", "wifipos"]);
+    let netdev = String::from_utf8_lossy(&netdev.stdout);
+    assert!(
+        netdev.contains("set down {\n\t\ttype ether_addr\n\t\tcounter\n"),
+        "{netdev}"
+    );
+    assert!(
+        netdev.contains(
+            "type filter hook egress device \"br-guest\" priority filter; policy accept;"
+        ),
+        "{netdev}"
     );
     let portal4 = items
         .iter()

@@ -433,8 +433,12 @@ fn add_match(rule: &mut Rule, m: &Match) -> Result<(), FirewallError> {
             rule.add_expr(&lookup(set)?);
         }
         Match::EtherDaddrIn(set) => {
-            // Only in the netdev egress chain: its one device is Ethernet, and the kernel has
-            // set the frame's MAC header before the hook.
+            // In the netdev egress chain, where the kernel has set the frame's MAC header
+            // before the hook. `meta iiftype ether` as nft itself puts it there (the egress
+            // hook's input device is the device itself), so `nft list` reads it back as
+            // `ether daddr @set`.
+            rule.add_expr(&MetaLoad(exprs::META_IIFTYPE));
+            rule.add_expr(&cmp(true, &1u16.to_ne_bytes()));
             rule.add_expr(&PayloadLoad {
                 base: exprs::LL_HEADER,
                 offset: 0,

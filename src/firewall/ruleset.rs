@@ -265,7 +265,8 @@ pub enum Match {
     },
     /// `ether saddr @set` (preceded by `meta iiftype ether` on the wire, as nft does).
     EtherSaddrIn(&'static str),
-    /// `ether daddr @set` (only in the netdev egress chain, whose device is Ethernet).
+    /// `ether daddr @set` (only in the netdev egress chain; `meta iiftype ether` on the wire,
+    /// as nft does).
     EtherDaddrIn(&'static str),
     /// `ip daddr @set`.
     Ip4DaddrIn(&'static str),
