@@ -1177,15 +1177,16 @@ impl Firewall for NetlinkFirewall {
             Err(first) => {
                 let (batch, _, _) = install_batch(rules, allowed, false)?;
                 send_and_process(&mut self.batches, &batch, OP)?;
-                // Left over from an earlier install, it would count for nobody.
+                // Left over from an earlier install, it would count for nobody. Best effort: a
+                // kernel without the netdev family has none to delete.
                 let mut del = Batch::new();
                 del.add(&Table::new(TABLE, ProtoFamily::NetDev), MsgType::Add);
                 del.add(&Table::new(TABLE, ProtoFamily::NetDev), MsgType::Del);
-                send_and_process(
+                let _ = send_and_process(
                     &mut self.batches,
                     &del.finalize(),
                     "delete the table netdev wifipos",
-                )?;
+                );
                 self.no_egress = Some(first.to_string());
                 false
             }
