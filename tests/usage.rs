@@ -74,11 +74,11 @@ fn iperf(lab: &common::lab::Lab, bytes: &str, reverse: bool) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // (iperf3's own count of a `-n` transfer at the receiver is at times short by a megabyte
+    // or two; the phone's interface counters say what moved, and are what the kernel's are
+    // compared with.)
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let moved = j["end"]["sum_received"]["bytes"].as_u64().unwrap();
-    // (iperf3's own count of a `-n` transfer is sometimes short by its last megabyte; the
-    // phone's interface counters are what the kernel's are compared with.)
-    assert!(moved >= 2 << 20, "iperf3 moved only {moved} bytes");
+    assert!(j["end"]["sum_sent"]["bytes"].as_u64().unwrap() > 0);
     server.wait().unwrap();
 }
 
@@ -123,6 +123,10 @@ fn counters_match_the_phones_interface_survive_an_extension_and_restart_after_a_
     let u1 = usage_of(&mut fw, PHONE).unwrap();
     let (up, down) = (u1.up_bytes - u0.up_bytes, u1.down_bytes - u0.down_bytes);
     let (tx, rx) = (tx1 - tx0, rx1 - rx0);
+    assert!(
+        tx > 4 << 20 && rx > 4 << 20,
+        "the phone moved only {tx} and {rx} bytes"
+    );
     println!(
         "phone sent {tx} B, counted up {up} B ({} packets); phone received {rx} B, counted \
          down {down} B ({} packets)",
