@@ -46,6 +46,7 @@ impl Gate for Scripted {
             seconds_left: 3600,
             devices: self.macs.len() as u8,
             max_devices: 2,
+            bytes_left: None,
         })
     }
 }

@@ -88,6 +88,15 @@ pub enum TableHealth {
     Changed(String),
 }
 
+/// What the kernel counted for one paid device since its counting elements were added.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub up_bytes: u64,
+    pub up_packets: u64,
+    pub down_bytes: u64,
+    pub down_packets: u64,
+}
+
 /// Programs the kernel. All lists are applied in batches, never one request per MAC.
 pub trait Firewall {
     /// Builds (or replaces) the whole table atomically, with `allowed` already in it, so a
@@ -110,6 +119,11 @@ pub trait Firewall {
     fn set_blocked(&mut self, macs: &[Mac]) -> Result<(), FirewallError>;
     /// Replaces the walled garden, IPv4 and IPv6 prefixes (one batch).
     fn set_garden(&mut self, prefixes: &[(IpAddr, u8)]) -> Result<(), FirewallError>;
+    /// Bytes and packets per counted device, sorted by MAC. (PROVISIONAL until the kernel
+    /// counters land.)
+    fn usage(&mut self) -> Result<Vec<(Mac, Usage)>, FirewallError> {
+        Ok(Vec::new())
+    }
     /// A cheap check that the table is still as built, for the daemon to call periodically.
     fn check(&mut self) -> Result<TableHealth, FirewallError>;
     /// [`Firewall::check`] folded to "fine" or "rebuild".

@@ -17,6 +17,7 @@
 //! of which imports `sessions`, `admin`, `control` or `daemon`.
 
 mod gate;
+pub mod usage;
 
 use std::time::Duration;
 
@@ -55,6 +56,8 @@ pub struct Sessions {
     pub conns: Box<dyn Connections>,
     /// When each paid device's access ends.
     pub ends: Ends,
+    /// Traffic counted by the kernel and not saved yet.
+    pub meter: usage::Meter,
 }
 
 impl Sessions {
@@ -73,6 +76,7 @@ impl Sessions {
             cfg,
             conns: Box::new(conntrack::Off),
             ends: Ends::new(),
+            meter: usage::Meter::default(),
         }
     }
 
@@ -115,6 +119,10 @@ impl Sessions {
         }
         // The kernel's own timeout may run up to a second later (whole seconds, set at the
         // redemption): take the devices out now, so their connections cannot start again.
+        // Their counters go with them: read them first.
+        if !ended.is_empty() {
+            self.read_usage(now);
+        }
         if let Err(e) = self.firewall.remove(&ended) {
             eprintln!("wifiposd: cannot take devices whose time is up out of the firewall: {e}");
         }
@@ -166,7 +174,10 @@ impl Sessions {
             .iter()
             .map(|(m, until)| (*m, Duration::from_secs((until - now).max(1) as u64)))
             .collect();
+        // A rebuild starts every counter again: take what the old table counted first.
+        self.read_usage(now);
         self.firewall.install(&rules, &allowed)?;
+        self.meter.counters_restarted();
         self.ends.reset(&active);
         Ok(allowed.len())
     }
@@ -217,6 +228,10 @@ impl Sessions {
                     remove.push(*mac)
                 }
             }
+        }
+        if !remove.is_empty() {
+            // Their counters go with them: read them first.
+            self.read_usage(now);
         }
         self.firewall.remove(&remove)?;
         self.firewall.allow(&allow)?;
