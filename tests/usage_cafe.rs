@@ -20,11 +20,7 @@ fn redeem(cafe: &Cafe, phone: &str, url: &str) -> (u16, String) {
 }
 
 fn json(o: &Output) -> serde_json::Value {
-    assert!(
-        o.status.success(),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
@@ -132,7 +128,10 @@ fn a_data_cap_ends_access_for_both_phones_near_the_cap_across_a_restart() {
     // ARP and NDP, which the router counts too when they cross it).
     let seen = phone_bytes(&cafe, "client") - b1 + phone_bytes(&cafe, "client2") - b2;
     let diff = (seen as f64 - used as f64).abs() / seen as f64;
-    eprintln!("phones' interfaces: {seen} bytes; router's counters: {used}; {:.2} % apart", diff * 100.0);
+    eprintln!(
+        "phones' interfaces: {seen} bytes; router's counters: {used}; {:.2} % apart",
+        diff * 100.0
+    );
     assert!(diff < 0.02, "{seen} vs {used}");
     assert!(cafe.log().contains("used its"), "{}", cafe.log());
 }
@@ -151,9 +150,11 @@ fn a_phone_back_with_a_new_mac_takes_the_place_of_its_idle_self() {
     // The phone forgets the network and comes back with a new private MAC.
     let new_mac = "02:00:00:00:0a:10";
     let set = |mac: &str| {
-        let o = cafe
-            .lab
-            .run("client", "ip", &["link", "set", "dev", "eth0", "address", mac]);
+        let o = cafe.lab.run(
+            "client",
+            "ip",
+            &["link", "set", "dev", "eth0", "address", mac],
+        );
         assert!(o.status.success());
     };
     set(new_mac);
@@ -186,7 +187,11 @@ fn a_phone_back_with_a_new_mac_takes_the_place_of_its_idle_self() {
         .find(|e| e["kind"] == "device_replaced")
         .unwrap_or_else(|| panic!("{events}"));
     assert_eq!(replaced["mac"], PHONE);
-    let nft = cafe.lab.run("router", "nft", &["list", "set", "inet", "wifipos", "allowed"]);
+    let nft = cafe.lab.run(
+        "router",
+        "nft",
+        &["list", "set", "inet", "wifipos", "allowed"],
+    );
     let set_text = String::from_utf8_lossy(&nft.stdout);
     assert!(!set_text.contains(PHONE), "{set_text}");
     assert!(set_text.contains(new_mac), "{set_text}");

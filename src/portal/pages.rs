@@ -75,6 +75,7 @@ struct Texts {
     online: &'static str,
     time_left: &'static str,
     devices: &'static str,
+    data_left: &'static str,
     not_online: &'static str,
     try_again: &'static str,
     another: &'static str,
@@ -110,6 +111,7 @@ const EN: Texts = Texts {
     online: "You are online",
     time_left: "Time left",
     devices: "Devices on this voucher",
+    data_left: "Data left (all devices of this voucher)",
     not_online: "Not connected",
     try_again: "Try another voucher",
     another: "Add another voucher",
@@ -145,6 +147,7 @@ const DE: Texts = Texts {
     online: "Sie sind online",
     time_left: "Verbleibende Zeit",
     devices: "Geräte mit diesem Gutschein",
+    data_left: "Verbleibendes Datenvolumen (alle Geräte dieses Gutscheins)",
     not_online: "Nicht verbunden",
     try_again: "Anderen Gutschein versuchen",
     another: "Weiteren Gutschein hinzufügen",
@@ -180,6 +183,7 @@ const ES: Texts = Texts {
     online: "Está conectado",
     time_left: "Tiempo restante",
     devices: "Dispositivos con este bono",
+    data_left: "Datos restantes (todos los dispositivos de este bono)",
     not_online: "No conectado",
     try_again: "Probar otro bono",
     another: "Añadir otro bono",
@@ -321,11 +325,25 @@ pub fn portal(lang: Lang, venue: &str, notice: Option<&str>) -> String {
 }
 
 /// What a customer sees once online, and on every later visit.
-pub fn success(lang: Lang, venue: &str, seconds_left: u64, devices: u8, max: u8) -> String {
+pub fn success(
+    lang: Lang,
+    venue: &str,
+    seconds_left: u64,
+    devices: u8,
+    max: u8,
+    bytes_left: Option<u64>,
+) -> String {
     let t = lang.t();
+    let data = bytes_left.map_or(String::new(), |b| {
+        format!(
+            "<p>{}: <strong id=\"data-left\">{}</strong></p>",
+            esc(t.data_left),
+            esc(&crate::units::human_bytes(b))
+        )
+    });
     let body = format!(
         "<h1>{}</h1><div class=\"card ok\" id=\"online\"><p>{}</p><p class=\"big\" id=\"left\">{}</p>\
-<p>{}: <strong id=\"devices\">{devices} / {max}</strong></p></div>\
+<p>{}: <strong id=\"devices\">{devices} / {max}</strong></p>{data}</div>\
 <div class=\"card\">{}</div><p class=\"muted\">{}</p>",
         esc(t.online),
         esc(t.time_left),

@@ -237,6 +237,7 @@ impl<G: Gate> Portal<G> {
             a.seconds_left,
             a.devices,
             a.max_devices,
+            a.bytes_left,
         )
     }
 
