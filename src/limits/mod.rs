@@ -73,6 +73,13 @@ pub fn burst_bytes(rate_bytes: u32) -> u32 {
     (rate_bytes / 50).max(2 * 1514)
 }
 
+/// The length (in packets) of a shaped device's queue: about 200 ms at its rate in full
+/// frames, at least 16 (TCP needs room to grow its window), at most 100 (a NIC's txqueuelen
+/// tenth): a longer queue only adds seconds of delay at low rates.
+pub fn queue_packets(rate_bytes: u32) -> u32 {
+    (rate_bytes / 5 / 1514).clamp(16, 100)
+}
+
 /// HTB's time unit ("psched ticks", 64 ns) needed to send `bytes` at `rate_bytes` per second.
 pub fn xmit_ticks(rate_bytes: u32, bytes: u32) -> u32 {
     let ns = u64::from(bytes) * 1_000_000_000 / u64::from(rate_bytes.max(1));
@@ -197,6 +204,13 @@ mod tests {
         assert_eq!(burst_bytes(250_000), 5000);
         assert_eq!(burst_bytes(64_000), 3028);
         assert_eq!(burst_bytes(12_500_000), 250_000);
+    }
+
+    #[test]
+    fn queues_hold_about_200ms() {
+        assert_eq!(queue_packets(250_000), 33);
+        assert_eq!(queue_packets(64_000), 16);
+        assert_eq!(queue_packets(125_000_000), 100);
     }
 
     #[test]

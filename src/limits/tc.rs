@@ -22,9 +22,6 @@ use crate::nl;
 
 /// The ifb device that carries the guests' upload through its shaper.
 pub const IFB: &str = "wifipos-up";
-/// pfifo length of each device's queue, in packets (about the default txqueuelen of a NIC
-/// divided by ten: enough for TCP at these rates without seconds of queueing).
-const LEAF_PACKETS: u32 = 100;
 /// Unclassified (unlimited) packets HTB queues directly; a bridge has txqueuelen 0, for which
 /// HTB would otherwise allow only 2 packets and drop the rest.
 const DIRECT_QLEN: u32 = 1000;
@@ -203,8 +200,8 @@ pub fn del_class(ifindex: u32, minor: u16) -> Vec<u8> {
     nl::message(RTM_DELTCLASS, flags_plain(), 1, &b)
 }
 
-/// `tc qdisc add dev IF parent 1:N handle N: pfifo limit 100`.
-pub fn new_leaf(ifindex: u32, minor: u16) -> Vec<u8> {
+/// `tc qdisc add dev IF parent 1:N handle N: pfifo limit P`, P from [`super::queue_packets`].
+pub fn new_leaf(ifindex: u32, minor: u16, kbit: u32) -> Vec<u8> {
     let mut b = tcmsg(
         ifindex,
         u32::from(minor) << 16,
@@ -212,7 +209,11 @@ pub fn new_leaf(ifindex: u32, minor: u16) -> Vec<u8> {
         0,
     );
     nl::push_attr(&mut b, TCA_KIND, b"pfifo\0");
-    nl::push_attr(&mut b, TCA_OPTIONS, &LEAF_PACKETS.to_ne_bytes());
+    nl::push_attr(
+        &mut b,
+        TCA_OPTIONS,
+        &super::queue_packets(kbit_to_bytes(kbit)).to_ne_bytes(),
+    );
     nl::message(RTM_NEWQDISC, flags_create(), 1, &b)
 }
 
@@ -395,7 +396,7 @@ impl Built {
         match (old.down_kbit, new.down_kbit) {
             (None, Some(k)) => {
                 send(sock, "add a download speed limit", &set_class(g, c, k))?;
-                send(sock, "add a download queue", &new_leaf(g, c))?;
+                send(sock, "add a download queue", &new_leaf(g, c, k))?;
                 let filter = new_filter(g, HTB_ROOT, c, mac, Field::Dst, Then::Class(c));
                 send(sock, "add a download speed limit filter", &filter)?;
             }
@@ -416,7 +417,7 @@ impl Built {
         match (old.up_kbit, new.up_kbit) {
             (None, Some(k)) => {
                 send(sock, "add an upload speed limit", &set_class(f, c, k))?;
-                send(sock, "add an upload queue", &new_leaf(f, c))?;
+                send(sock, "add an upload queue", &new_leaf(f, c, k))?;
                 let filter = new_filter(f, HTB_ROOT, c, mac, Field::Src, Then::Class(c));
                 send(sock, "add an upload speed limit filter", &filter)?;
                 let redirect = new_filter(
