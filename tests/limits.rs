@@ -109,8 +109,8 @@ fn limits_hold_both_ways_without_slowing_other_phones() {
         let mut best = 0.0f64;
         for _ in 0..3 {
             let solo = measure(&lab, "client2", 5202, 3, down);
-            let slow = iperf(&lab, "client", 5201, 6, down);
-            let fast = measure(&lab, "client2", 5202, 6, down);
+            let slow = iperf(&lab, "client", 5201, 5, down);
+            let fast = measure(&lab, "client2", 5202, 5, down);
             let slow = kbit(slow).expect("limited phone's iperf3");
             eprintln!(
                 "{way}: limited {slow:.0} kbit/s (limit {target}), unlimited {fast:.0} kbit/s \
@@ -170,6 +170,15 @@ fn limits_hold_both_ways_without_slowing_other_phones() {
     let out = lab.run("router", "tc", &["qdisc", "del", "dev", "br-guest", "root"]);
     assert!(out.status.success());
     assert!(!lim.intact().unwrap(), "intact after tc qdisc del");
+    lim.install("br-guest", &[(mac, limited)]).unwrap();
+    assert!(lim.intact().unwrap());
+    let out = lab.run(
+        "router",
+        "tc",
+        &["filter", "del", "dev", "br-guest", "ingress", "pref", "1"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(!lim.intact().unwrap(), "intact without the upload redirect");
     lim.install("br-guest", &[(mac, limited)]).unwrap();
     assert!(lim.intact().unwrap());
     let out = lab.run("router", "ip", &["link", "del", "wifipos-up"]);

@@ -35,6 +35,7 @@ const RTM_NEWTCLASS: u16 = 40;
 const RTM_DELTCLASS: u16 = 41;
 const RTM_NEWTFILTER: u16 = 44;
 const RTM_DELTFILTER: u16 = 45;
+const RTM_GETTFILTER: u16 = 46;
 const NLM_F_REPLACE: u16 = 0x100;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
@@ -324,6 +325,23 @@ fn qdiscs(sock: &mnl::Socket) -> io::Result<Vec<(u32, u32, u32, String)>> {
     Ok(out)
 }
 
+/// The handles of the filters attached at `parent` of interface `ifindex`.
+fn filters(sock: &mnl::Socket, ifindex: u32, parent: u32) -> io::Result<Vec<u32>> {
+    let req = nl::message(
+        RTM_GETTFILTER,
+        nl::NLM_F_REQUEST | nl::NLM_F_DUMP,
+        1,
+        &tcmsg(ifindex, 0, parent, 0),
+    );
+    let mut out = Vec::new();
+    nl::dump(sock, &req, |kind, body| {
+        if kind == RTM_NEWTFILTER && body.len() >= 20 {
+            out.push(u32::from_ne_bytes([body[8], body[9], body[10], body[11]]));
+        }
+    })?;
+    Ok(out)
+}
+
 /// What an install built.
 #[derive(Debug)]
 struct Built {
@@ -523,14 +541,29 @@ impl Limiter for TcLimiter {
         let mut ok = has(b.guest_ix, HTB_ROOT, TC_H_ROOT, "htb")
             && has(b.ifb_ix, HTB_ROOT, TC_H_ROOT, "htb")
             && has(b.guest_ix, CLSACT_HANDLE, TC_H_CLSACT, "clsact");
-        // Each limited way of each device has its leaf queue (gone if its class was deleted).
+        if !ok {
+            return Ok(false);
+        }
+        // Each limited way of each device has its leaf queue (gone if its class was deleted)
+        // and its filters.
+        let listed = |ix, parent| {
+            filters(&sock, ix, parent).map_err(|source| LimitError::Kernel {
+                op: "list the speed limit filters",
+                source,
+            })
+        };
+        let down_filters = listed(b.guest_ix, HTB_ROOT)?;
+        let redirects = listed(b.guest_ix, TC_H_INGRESS_PARENT)?;
+        let up_filters = listed(b.ifb_ix, HTB_ROOT)?;
         for (mac, r) in &b.rates {
             let Some(c) = b.classes.get(mac) else {
                 return Ok(false);
             };
             let leaf = |ix| has(ix, u32::from(c) << 16, HTB_ROOT | u32::from(c), "pfifo");
-            ok &= r.down_kbit.is_none() || leaf(b.guest_ix);
-            ok &= r.up_kbit.is_none() || leaf(b.ifb_ix);
+            let node = U32_TABLE | u32::from(c);
+            ok &= r.down_kbit.is_none() || (leaf(b.guest_ix) && down_filters.contains(&node));
+            ok &= r.up_kbit.is_none()
+                || (leaf(b.ifb_ix) && redirects.contains(&node) && up_filters.contains(&node));
         }
         Ok(ok)
     }
