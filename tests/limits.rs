@@ -3,7 +3,8 @@
 //! iperf3 (TCP, JSON output) measures through the router: the limited phone within ±15 % of
 //! its limits both ways while a second, unlimited phone at the same time keeps ≥ 90 % of what
 //! it gets alone (measured in this test, with the limiter installed); removing the limit gives
-//! the speed back; `intact()` notices the shaper being deleted and survives `nft flush ruleset`
+//! the speed back and leaves no class or filter behind; a second device (download only, over
+//! IPv6) gets its own class; `intact()` notices the shaper being deleted and survives `nft flush ruleset`
 //! (shaping does not live in nftables).
 //!
 //! Needs root (namespaces, tc) and iperf3; skips loudly elsewhere and fails under `CI=true`.
@@ -151,10 +152,47 @@ fn limits_hold_both_ways_without_slowing_other_phones() {
     let classes = String::from_utf8_lossy(&classes.stdout).into_owned();
     assert!(classes.contains("rate 4Mbit"), "{classes}");
 
-    // Removing the limit gives the speed back, both ways.
+    // A second device gets its own classes; a download-only limit redirects none of its upload.
+    let other: Mac = "02:00:00:00:00:12".parse().unwrap();
+    let down_only = Rates {
+        down_kbit: Some(1000),
+        up_kbit: None,
+    };
+    lim.set(&[(other, down_only)]).unwrap();
+    assert!(lim.intact().unwrap());
+    let count = |dev: &str, what: &str, needle: &str| {
+        let mut args = vec![what, "show", "dev", dev];
+        if what == "filter" {
+            args.push("ingress");
+        }
+        let out = lab.run("router", "tc", &args);
+        String::from_utf8_lossy(&out.stdout).matches(needle).count()
+    };
+    assert_eq!(count("br-guest", "class", "class htb"), 2);
+    assert_eq!(count("wifipos-up", "class", "class htb"), 1);
+    assert_eq!(count("br-guest", "filter", "mirred"), 1);
+    // An IPv6 download is limited too (the filters match MACs, not addresses).
+    let v6 = rate(|| {
+        let mut c = lab.cmd("client3", "iperf3");
+        c.args(["-c", "fd99::2", "-p", "5203", "-t", "3", "-R", "-J"]);
+        c.stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    });
+    eprintln!("second device, 1000 kbit/s down over IPv6: {v6:.0} kbit/s");
+    assert!(
+        (v6 - 1000.0).abs() <= 150.0,
+        "IPv6 download at {v6:.0} kbit/s"
+    );
+    lim.set(&[(other, Rates::default())]).unwrap();
+
+    // Removing the limit gives the speed back, both ways, and leaves nothing behind.
     lim.set(&[(mac, Rates::default())]).unwrap();
     let classes = lab.run("router", "tc", &["class", "show", "dev", "br-guest"]);
     assert!(classes.stdout.is_empty(), "{classes:?}");
+    assert_eq!(count("wifipos-up", "class", "class htb"), 0);
+    assert_eq!(count("br-guest", "filter", "mirred"), 0);
     let down = measure(&lab, "client", 5203, 2, true);
     let up = measure(&lab, "client", 5203, 2, false);
     eprintln!("limit removed: down {down:.0} kbit/s, up {up:.0} kbit/s");
