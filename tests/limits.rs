@@ -228,3 +228,49 @@ fn limits_hold_both_ways_without_slowing_other_phones() {
     eprintln!("reinstalled: down {down:.0} kbit/s");
     assert!((down - f64::from(DOWN)).abs() <= 0.15 * f64::from(DOWN));
 }
+
+/// By hand (`cargo test --all-features --test limits -- --ignored --nocapture`): how long
+/// installing many limited devices takes, and what their filters (a linear u32 list) cost an
+/// unlimited phone. Prints numbers for BENCHMARKS.md; asserts only that it works.
+#[test]
+#[ignore]
+fn many_devices_cost() {
+    if !have_iperf3() {
+        return;
+    }
+    let Some(lab) = common::lab::up("limn") else {
+        return;
+    };
+    let out = lab.run("upstream", "iperf3", &["-s", "-D", "-p", "5202"]);
+    assert!(out.status.success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    lab.enter_router();
+    let r = Rates {
+        down_kbit: Some(2000),
+        up_kbit: Some(512),
+    };
+    let mut lim = TcLimiter::new();
+    for n in [0usize, 1000, 0, 1000] {
+        let devices: Vec<(Mac, Rates)> = (0..n)
+            .map(|i| (Mac([6, 0, 0, 0, (i >> 8) as u8, i as u8]), r))
+            .collect();
+        let t = std::time::Instant::now();
+        lim.install("br-guest", &devices).unwrap();
+        let install = t.elapsed();
+        let t = std::time::Instant::now();
+        assert!(lim.intact().unwrap());
+        let check = t.elapsed();
+        let down = measure(&lab, "client2", 5202, 4, true);
+        let up = measure(&lab, "client2", 5202, 4, false);
+        eprintln!(
+            "{n} limited devices: install {install:?}, intact {check:?}; unlimited phone \
+             down {:.0} Mbit/s, up {:.0} Mbit/s",
+            down / 1000.0,
+            up / 1000.0
+        );
+    }
+    let t = std::time::Instant::now();
+    lim.set(&[(Mac([6, 0, 0, 0, 0, 7]), Rates::default())])
+        .unwrap();
+    eprintln!("one removal among 1000: {:?}", t.elapsed());
+}
