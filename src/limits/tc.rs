@@ -5,7 +5,8 @@
 //! Unclassified packets (every unlimited device) bypass the classes (HTB's direct queue).
 //! Upload: the guest interface's `clsact` ingress redirects (mirred) the packets of each
 //! upload-limited source MAC to the ifb device [`IFB`], whose HTB root shapes them the same
-//! way; unlimited devices are not redirected at all.
+//! way; unlimited devices are not redirected at all. Every u32 filter list hashes on the
+//! MAC's last byte first (256 buckets), so a packet meets a few filters, not one per device.
 //!
 //! Owns: the message bytes (pure, unit-tested) and the [`TcLimiter`] state (which device has
 //! which class). Holds no socket between calls: each operation opens one, so it works from
@@ -64,8 +65,15 @@ const TC_H_CLSACT: u32 = 0xFFFF_FFF1;
 const TC_H_INGRESS_PARENT: u32 = 0xFFFF_FFF2;
 const CLSACT_HANDLE: u32 = 0xFFFF_0000;
 const HTB_ROOT: u32 = 0x0001_0000;
-/// u32's first hash table (`800:`): a filter's handle is this plus its node number.
-const U32_TABLE: u32 = 0x8000_0000;
+/// u32's root table (`800:`): holds only [`LINK_NODE`], which hashes on the MAC's last byte
+/// into [`HASH_TABLE`] (`1:`, 256 buckets), where each device's filter sits. A packet is
+/// compared with the filters of one bucket, not with every limited device.
+const U32_ROOT: u32 = 0x8000_0000;
+const LINK_NODE: u32 = U32_ROOT | 1;
+const HASH_TABLE: u32 = 0x0010_0000;
+const TCA_U32_HASH: u16 = 2;
+const TCA_U32_LINK: u16 = 3;
+const TCA_U32_DIVISOR: u16 = 4;
 const ETH_P_ALL: u16 = 3;
 const FILTER_PRIO: u32 = 1;
 
@@ -246,12 +254,53 @@ pub fn mac_selector(mac: Mac, field: Field, terminal: bool) -> Vec<u8> {
     s
 }
 
-fn filter_head(ifindex: u32, parent: u32, node: u16) -> Vec<u8> {
+fn filter_head(ifindex: u32, parent: u32, handle: u32) -> Vec<u8> {
     let info = (FILTER_PRIO << 16) | u32::from(ETH_P_ALL.to_be());
-    tcmsg(ifindex, U32_TABLE | u32::from(node), parent, info)
+    tcmsg(ifindex, handle, parent, info)
 }
 
-/// `tc filter add dev IF parent P prio 1 handle 800::N u32 match ether {dst|src} MAC` then
+/// The bucket of [`HASH_TABLE`] a MAC's filters go in (`1:HH:`).
+fn bucket(mac: Mac) -> u32 {
+    HASH_TABLE | (u32::from(mac.0[5]) << 12)
+}
+
+/// A device's filter handle: its bucket and its class number as node (`1:HH:N`).
+pub fn filter_handle(mac: Mac, node: u16) -> u32 {
+    bucket(mac) | u32::from(node)
+}
+
+/// The hash table and the root filter that hashes into it on the last byte of the MAC
+/// field: `tc filter add ... handle 1: u32 divisor 256`, then `... handle 800::1 u32 match
+/// u32 0 0 hashkey mask M at O link 1:`.
+pub fn new_hash(ifindex: u32, parent: u32, field: Field) -> [Vec<u8>; 2] {
+    let mut t = filter_head(ifindex, parent, HASH_TABLE);
+    nl::push_attr(&mut t, TCA_KIND, b"u32\0");
+    nest(&mut t, TCA_OPTIONS, |o| {
+        nl::push_attr(o, TCA_U32_DIVISOR, &256u32.to_ne_bytes())
+    });
+    // The last MAC byte within an aligned 32-bit word: dst byte -9 is the low byte of the
+    // word at -12, src byte -3 the second byte of the word at -4.
+    let (hmask, hoff): ([u8; 4], i16) = match field {
+        Field::Dst => ([0, 0, 0, 0xff], -12),
+        Field::Src => ([0, 0xff, 0, 0], -4),
+    };
+    let mut sel = vec![0, 0, 1, 0, 0, 0, 0, 0, 0, 0];
+    sel.extend_from_slice(&hoff.to_ne_bytes());
+    sel.extend_from_slice(&hmask);
+    sel.extend_from_slice(&[0; 16]); // one key matching everything
+    let mut l = filter_head(ifindex, parent, LINK_NODE);
+    nl::push_attr(&mut l, TCA_KIND, b"u32\0");
+    nest(&mut l, TCA_OPTIONS, |o| {
+        nl::push_attr(o, TCA_U32_SEL, &sel);
+        nl::push_attr(o, TCA_U32_LINK, &HASH_TABLE.to_ne_bytes());
+    });
+    [
+        nl::message(RTM_NEWTFILTER, flags_create(), 1, &t),
+        nl::message(RTM_NEWTFILTER, flags_create(), 1, &l),
+    ]
+}
+
+/// `tc filter add dev IF parent P prio 1 handle 1:HH:N u32 ht 1:HH: match ether {dst|src} MAC` then
 /// `flowid 1:C` or `action mirred egress redirect dev IFB`.
 pub fn new_filter(
     ifindex: u32,
@@ -261,9 +310,10 @@ pub fn new_filter(
     field: Field,
     then: Then,
 ) -> Vec<u8> {
-    let mut b = filter_head(ifindex, parent, node);
+    let mut b = filter_head(ifindex, parent, filter_handle(mac, node));
     nl::push_attr(&mut b, TCA_KIND, b"u32\0");
     nest(&mut b, TCA_OPTIONS, |o| {
+        nl::push_attr(o, TCA_U32_HASH, &bucket(mac).to_ne_bytes());
         nl::push_attr(o, TCA_U32_SEL, &mac_selector(mac, field, true));
         match then {
             Then::Class(minor) => nl::push_attr(
@@ -294,9 +344,9 @@ pub fn new_filter(
     nl::message(RTM_NEWTFILTER, flags_create(), 1, &b)
 }
 
-/// `tc filter del dev IF parent P prio 1 handle 800::N u32`.
-pub fn del_filter(ifindex: u32, parent: u32, node: u16) -> Vec<u8> {
-    let mut b = filter_head(ifindex, parent, node);
+/// `tc filter del dev IF parent P prio 1 handle 1:HH:N u32`.
+pub fn del_filter(ifindex: u32, parent: u32, node: u16, mac: Mac) -> Vec<u8> {
+    let mut b = filter_head(ifindex, parent, filter_handle(mac, node));
     nl::push_attr(&mut b, TCA_KIND, b"u32\0");
     nl::message(RTM_DELTFILTER, flags_plain(), 1, &b)
 }
@@ -425,7 +475,7 @@ impl Built {
                 send_gone_ok(
                     sock,
                     "remove a download filter",
-                    &del_filter(g, HTB_ROOT, c),
+                    &del_filter(g, HTB_ROOT, c, mac),
                 )?;
                 send_gone_ok(sock, "remove a download speed limit", &del_class(g, c))?;
             }
@@ -456,9 +506,13 @@ impl Built {
                 send(sock, "change an upload speed limit", &set_class(f, c, k))?;
             }
             (Some(_), None) => {
-                let redirect = del_filter(g, TC_H_INGRESS_PARENT, c);
+                let redirect = del_filter(g, TC_H_INGRESS_PARENT, c, mac);
                 send_gone_ok(sock, "remove an upload redirect", &redirect)?;
-                send_gone_ok(sock, "remove an upload filter", &del_filter(f, HTB_ROOT, c))?;
+                send_gone_ok(
+                    sock,
+                    "remove an upload filter",
+                    &del_filter(f, HTB_ROOT, c, mac),
+                )?;
                 send_gone_ok(sock, "remove an upload speed limit", &del_class(f, c))?;
             }
             _ => {}
@@ -498,6 +552,15 @@ impl Limiter for TcLimiter {
         send(&sock, "add the download shaper", &new_htb_root(guest_ix))?;
         send(&sock, "add the upload shaper", &new_htb_root(ifb_ix))?;
         send(&sock, "add the upload redirect hook", &new_clsact(guest_ix))?;
+        for (ix, parent, field) in [
+            (guest_ix, HTB_ROOT, Field::Dst),
+            (guest_ix, TC_H_INGRESS_PARENT, Field::Src),
+            (ifb_ix, HTB_ROOT, Field::Src),
+        ] {
+            for msg in new_hash(ix, parent, field) {
+                send(&sock, "add the speed limit lookup table", &msg)?;
+            }
+        }
         let mut built = Built {
             guest: guest_iface.to_owned(),
             guest_ix,
@@ -555,12 +618,15 @@ impl Limiter for TcLimiter {
         let down_filters = listed(b.guest_ix, HTB_ROOT)?;
         let redirects = listed(b.guest_ix, TC_H_INGRESS_PARENT)?;
         let up_filters = listed(b.ifb_ix, HTB_ROOT)?;
+        for list in [&down_filters, &redirects, &up_filters] {
+            ok &= list.contains(&LINK_NODE);
+        }
         for (mac, r) in &b.rates {
             let Some(c) = b.classes.get(mac) else {
                 return Ok(false);
             };
             let leaf = |ix| has(ix, u32::from(c) << 16, HTB_ROOT | u32::from(c), "pfifo");
-            let node = U32_TABLE | u32::from(c);
+            let node = filter_handle(*mac, c);
             ok &= r.down_kbit.is_none() || (leaf(b.guest_ix) && down_filters.contains(&node));
             ok &= r.up_kbit.is_none()
                 || (leaf(b.ifb_ix) && redirects.contains(&node) && up_filters.contains(&node));
@@ -638,12 +704,12 @@ mod tests {
     }
 
     #[test]
-    fn filter_handles_live_in_table_800() {
-        let m = del_filter(3, TC_H_INGRESS_PARENT, 9);
+    fn filter_handles_are_the_last_mac_byte_bucket_and_class() {
+        let m = del_filter(3, TC_H_INGRESS_PARENT, 9, Mac([2, 0, 0, 0, 0, 0xab]));
         let body = &m[16..];
         assert_eq!(
             u32::from_ne_bytes(body[8..12].try_into().unwrap()),
-            0x8000_0009
+            0x001a_b009
         );
         assert_eq!(
             u32::from_ne_bytes(body[12..16].try_into().unwrap()),
