@@ -188,6 +188,7 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
     let mut sessions = Sessions::new(store, firewall, keyring, cfg);
     if !opts.dev {
         sessions.conns = Box::new(conntrack::Kernel::new(&guest_iface));
+        sessions.limiter = Box::new(crate::limits::TcLimiter::new());
     }
     let now = wall_now();
     let restored = sessions::restore_at_start(&mut sessions, now)?;
@@ -399,6 +400,7 @@ async fn keep_in_sync(
             },
             Err(e) => eprintln!("wifiposd: firewall check failed: {e}"),
         }
+        s.check_speed_limits(now);
     }
 }
 

@@ -6,12 +6,14 @@
 //! Needs root, network namespaces and iperf3 (scripts/setup installs it); under `CI=true` a
 //! missing piece fails the test.
 
+#[path = "common/cafe.rs"]
+mod cafe;
 mod common;
 
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::cafe::Cafe;
+use cafe::Cafe;
 
 const PHONE: &str = "02:00:00:00:00:10";
 

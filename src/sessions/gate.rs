@@ -60,6 +60,7 @@ impl Gate for Sessions {
                 return Err(RedeemError::Internal(e.to_string()));
             }
         }
+        self.update_speed_limits(&[mac], now);
         Ok(Access {
             seconds_left: (r.grant.ends_at - now).max(0) as u64,
             devices: r.grant.devices,
@@ -213,7 +214,7 @@ mod tests {
 
     #[test]
     fn known_limits_are_granted_and_kept_and_informational_entries_pass() {
-        use voucher::{Ext, Limits, Rejection};
+        use voucher::{Ext, Limits};
         let dir = tempfile::tempdir().unwrap();
         let key = SigningKey::from_bytes(&[9; 32]);
         let now = CLOCK_SANE_AFTER + 100;

@@ -17,6 +17,7 @@
 //! of which imports `sessions`, `admin`, `control` or `daemon`.
 
 mod gate;
+mod speed;
 pub mod usage;
 
 use std::time::Duration;
@@ -27,6 +28,7 @@ use crate::ends::Ends;
 use crate::fdb;
 use crate::firewall::{Firewall, FirewallError, Ruleset};
 use crate::keys::Keyring;
+use crate::limits::{Limiter, MemoryLimiter};
 use crate::mac::Mac;
 use crate::neigh;
 use crate::policy::{Clock, FirewallAction, MacRule};
@@ -58,11 +60,15 @@ pub struct Sessions {
     pub ends: Ends,
     /// Traffic counted by the kernel and not saved yet.
     pub meter: usage::Meter,
+    /// The kernel's per-device speed limits (see `speed`).
+    pub limiter: Box<dyn Limiter>,
+    /// The limiter is set up on the guest interface (only once a device was limited).
+    pub shaping: bool,
 }
 
 impl Sessions {
-    /// Sessions without connection tracking (tests, `--dev`); set [`Sessions::conns`] for the
-    /// kernel's.
+    /// Sessions without connection tracking nor speed limits in the kernel (tests, `--dev`);
+    /// set [`Sessions::conns`] and [`Sessions::limiter`] for the kernel's.
     pub fn new(
         store: Store,
         firewall: Box<dyn Firewall>,
@@ -77,6 +83,8 @@ impl Sessions {
             conns: Box::new(conntrack::Off),
             ends: Ends::new(),
             meter: usage::Meter::default(),
+            limiter: Box::new(MemoryLimiter::default()),
+            shaping: false,
         }
     }
 
@@ -127,6 +135,7 @@ impl Sessions {
             eprintln!("wifiposd: cannot take devices whose time is up out of the firewall: {e}");
         }
         self.end_connections(&ended, "time is up");
+        self.update_speed_limits(&ended, now);
         ended.len()
     }
 
@@ -179,6 +188,7 @@ impl Sessions {
         self.firewall.install(&rules, &allowed)?;
         self.meter.counters_restarted();
         self.ends.reset(&active);
+        self.install_speed_limits(now);
         Ok(allowed.len())
     }
 
@@ -236,6 +246,8 @@ impl Sessions {
         self.firewall.remove(&remove)?;
         self.firewall.allow(&allow)?;
         self.end_connections(&remove, "access taken away");
+        let changed: Vec<Mac> = last.keys().copied().collect();
+        self.update_speed_limits(&changed, now);
         Ok(())
     }
 }
@@ -373,6 +385,10 @@ pub fn reconfigure(s: &mut Sessions, new: Config, now: i64) -> String {
         Ok(0) => {}
         Ok(n) => problems.push(format!("{n} vouchers revoked from the config")),
         Err(e) => problems.push(format!("revocations: {e}")),
+    }
+    if !rebuild {
+        // The venue's default speeds may have changed.
+        s.install_speed_limits(now);
     }
     let kept = s.store.active_sessions(now).map_or(0, |a| a.len());
     format!(
