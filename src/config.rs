@@ -110,6 +110,13 @@ pub struct Config {
     /// `option keep_event_days`: events (the log of redemptions, refusals, …) are deleted after
     /// this many days.
     pub keep_event_days: u32,
+    /// `option device_idle_replace`: minutes without traffic after which a device on a full
+    /// voucher gives its place to a new one (a phone back with a new private MAC); 0 = never.
+    pub device_idle_replace_min: u32,
+    /// `option default_down_kbit` / `default_up_kbit`: each paid device's speed limit when its
+    /// voucher carries none; empty = unlimited.
+    pub default_down_kbit: Option<u32>,
+    pub default_up_kbit: Option<u32>,
     /// `option log_level`.
     pub log_level: LogLevel,
     /// `list revoked`: vouchers refused even if validly signed.
@@ -192,6 +199,9 @@ impl Default for Config {
             attempts_per_minute: 10,
             keep_days: 90,
             keep_event_days: 90,
+            device_idle_replace_min: 10,
+            default_down_kbit: None,
+            default_up_kbit: None,
             log_level: LogLevel::Info,
             revoked: Vec::new(),
             control_socket: DEFAULT_CONTROL_SOCKET.into(),
@@ -390,7 +400,7 @@ pub fn load(path: &Path) -> Result<Report, LoadError> {
 }
 
 /// Every option of `config wifipos`.
-pub const KNOWN: [&str; 21] = [
+pub const KNOWN: [&str; 24] = [
     "guest_iface",
     "portal_address",
     "portal_port",
@@ -405,6 +415,9 @@ pub const KNOWN: [&str; 21] = [
     "attempts_per_minute",
     "keep_days",
     "keep_event_days",
+    "device_idle_replace",
+    "default_down_kbit",
+    "default_up_kbit",
     "log_level",
     "revoked",
     "control_socket",
@@ -687,6 +700,23 @@ impl Validator<'_> {
             "keep_event_days" => {
                 if let Some(n) = self.number(opt, 1, 3650) {
                     self.cfg.keep_event_days = n as u32;
+                }
+            }
+            "device_idle_replace" => {
+                if let Some(n) = self.number(opt, 0, 1440) {
+                    self.cfg.device_idle_replace_min = n as u32;
+                }
+            }
+            "default_down_kbit" | "default_up_kbit" => {
+                let rate = match self.one(opt) {
+                    Some(item) if item.0.trim().is_empty() => None,
+                    Some(_) => self.number(opt, 64, 10_000_000).map(|n| n as u32),
+                    None => None,
+                };
+                if opt.name == "default_down_kbit" {
+                    self.cfg.default_down_kbit = rate;
+                } else {
+                    self.cfg.default_up_kbit = rate;
                 }
             }
             other => {

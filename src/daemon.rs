@@ -188,6 +188,7 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
     let mut sessions = Sessions::new(store, firewall, keyring, cfg);
     if !opts.dev {
         sessions.conns = Box::new(conntrack::Kernel::new(&guest_iface));
+        sessions.limiter = Box::new(crate::limits::TcLimiter::new());
     }
     let now = wall_now();
     let restored = sessions::restore_at_start(&mut sessions, now)?;
@@ -283,6 +284,13 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
                     _ = admin => {},
                 }
                 keeper.abort();
+                // Accounting since the last save, so a clean stop loses none of it.
+                let now = wall_now();
+                let mut s = sessions.borrow_mut();
+                s.read_usage(now);
+                if let Err(e) = s.save_usage(now) {
+                    eprintln!("wifiposd: cannot save the traffic counters: {e}");
+                }
             })
             .await;
         Ok(())
@@ -290,7 +298,8 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
 }
 
 /// Every second: rebuild the table if someone removed it; after a wall-clock jump, re-program
-/// remaining times; once a day, prune old rows. On SIGHUP: re-read the config and apply it
+/// remaining times; once a day, prune old rows. Between: read the traffic counters (see
+/// `sessions::usage`). On SIGHUP: re-read the config and apply it
 /// without dropping anyone.
 async fn keep_in_sync(
     sessions: Rc<RefCell<Sessions>>,
@@ -304,6 +313,8 @@ async fn keep_in_sync(
     // Old rows go once a day (the first tick included), so the file on flash stays small.
     let mut pruned: Option<Instant> = None;
     let mut clones = crate::fdb::CloneWatch::default();
+    // The traffic counters: read at once, then as `meter_round` says.
+    let mut meter_at = tokio::time::Instant::now();
     loop {
         let hangup = async {
             match hup.as_mut() {
@@ -321,15 +332,20 @@ async fn keep_in_sync(
                 None => std::future::pending::<()>().await,
             }
         };
-        let (reloading, ending) = tokio::select! {
-            _ = tick.tick() => (false, false),
-            _ = hangup => (true, false),
-            _ = end => (false, true),
+        let (reloading, ending, metering) = tokio::select! {
+            _ = tick.tick() => (false, false, false),
+            _ = hangup => (true, false, false),
+            _ = end => (false, true, false),
+            _ = tokio::time::sleep_until(meter_at) => (false, false, true),
         };
         let now = wall_now();
         let mut s = sessions.borrow_mut();
         if ending {
             s.end_due(now);
+            continue;
+        }
+        if metering {
+            meter_at = tokio::time::Instant::now() + s.meter_round(now);
             continue;
         }
         if reloading {
@@ -384,6 +400,7 @@ async fn keep_in_sync(
             },
             Err(e) => eprintln!("wifiposd: firewall check failed: {e}"),
         }
+        s.check_speed_limits(now);
     }
 }
 

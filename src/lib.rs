@@ -41,6 +41,8 @@ pub mod firewall;
 #[cfg(feature = "router")]
 pub mod ifaddr;
 #[cfg(feature = "router")]
+pub mod limits;
+#[cfg(feature = "router")]
 pub mod neigh;
 #[cfg(feature = "router")]
 pub mod nl;

@@ -32,6 +32,8 @@ pub struct VoucherState {
     /// `None` until first redeemed.
     pub ends_at: Option<i64>,
     pub revoked: bool,
+    /// Its data allowance was used up (access ended for all its devices).
+    pub data_used_up: bool,
     /// The devices already on the voucher.
     pub devices: Vec<Mac>,
 }
@@ -53,6 +55,9 @@ pub struct Grant {
 pub fn redeem(v: &Voucher, st: &VoucherState, mac: Mac, clock: Clock) -> Result<Grant, Rejection> {
     if st.revoked {
         return Err(Rejection::Revoked);
+    }
+    if st.data_used_up {
+        return Err(Rejection::DataUsedUp);
     }
     let (ends_at, first_use) = match st.ends_at {
         None => {
@@ -83,6 +88,20 @@ pub fn redeem(v: &Voucher, st: &VoucherState, mac: Mac, clock: Clock) -> Result<
         new_device: !known,
         devices: (st.devices.len() + usize::from(!known)) as u8,
     })
+}
+
+/// Which device of a full voucher gives its place to a new one: the one idle longest, if no
+/// traffic was seen from it for at least `idle_s` seconds (`0` = never replace). `devices`
+/// holds each device and when it was last active (traffic, or joining the voucher).
+pub fn idle_to_replace(devices: &[(Mac, i64)], now: i64, idle_s: i64) -> Option<Mac> {
+    if idle_s <= 0 {
+        return None;
+    }
+    devices
+        .iter()
+        .filter(|(_, active)| now - active >= idle_s)
+        .min_by_key(|(m, active)| (*active, *m))
+        .map(|(m, _)| *m)
 }
 
 /// How long a device may stay in the firewall: until the latest end among its live vouchers.
@@ -269,6 +288,33 @@ mod tests {
     }
 
     #[test]
+    fn a_voucher_whose_data_is_used_up_is_refused_even_to_its_own_devices() {
+        let st = VoucherState {
+            ends_at: Some(12_000),
+            devices: vec![mac(1)],
+            data_used_up: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            redeem(&voucher(3, 0), &st, mac(1), T),
+            Err(Rejection::DataUsedUp)
+        );
+        assert_eq!(
+            redeem(&voucher(3, 0), &st, mac(2), T),
+            Err(Rejection::DataUsedUp)
+        );
+    }
+
+    #[test]
+    fn the_device_idle_longest_is_replaced_only_after_the_idle_time() {
+        let devs = [(mac(1), 1_000), (mac(2), 400), (mac(3), 700)];
+        assert_eq!(idle_to_replace(&devs, 1_000, 600), Some(mac(2)));
+        assert_eq!(idle_to_replace(&devs, 999, 600), None);
+        assert_eq!(idle_to_replace(&devs, 1_000, 0), None, "0 = never");
+        assert_eq!(idle_to_replace(&[], 1_000, 600), None);
+    }
+
+    #[test]
     fn exactly_at_the_end_the_time_is_up() {
         let st = VoucherState {
             ends_at: Some(T.now),
@@ -422,6 +468,7 @@ mod tests {
         let st = VoucherState {
             ends_at: Some(1),
             revoked: true,
+            data_used_up: true,
             devices: vec![mac(1)],
         };
         assert_eq!(

@@ -127,3 +127,40 @@ mod tests {
         }
     }
 }
+
+/// Bytes for people: `812 B`, `1.4 MB`, `2.31 GB` (powers of 1 000, as phones show them).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["kB", "MB", "GB", "TB"];
+    if n < 1_000 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1_000.0;
+    let mut i = 0;
+    while v >= 1_000.0 && i + 1 < UNITS.len() {
+        v /= 1_000.0;
+        i += 1;
+    }
+    if v >= 100.0 {
+        format!("{v:.0} {}", UNITS[i])
+    } else if v >= 10.0 {
+        format!("{v:.1} {}", UNITS[i])
+    } else {
+        format!("{v:.2} {}", UNITS[i])
+    }
+}
+
+#[cfg(test)]
+mod human_tests {
+    use super::human_bytes;
+
+    #[test]
+    fn bytes_read_as_phones_show_them() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1_000), "1.00 kB");
+        assert_eq!(human_bytes(1_400_000), "1.40 MB");
+        assert_eq!(human_bytes(52_428_800), "52.4 MB");
+        assert_eq!(human_bytes(2_310_000_000), "2.31 GB");
+        assert_eq!(human_bytes(u64::MAX), "18446744 TB");
+    }
+}

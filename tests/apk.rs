@@ -13,11 +13,13 @@ use pkgkit::*;
 use std::path::Path;
 use std::process::Command;
 
-const DEPENDS: [&str; 4] = [
+const DEPENDS: [&str; 6] = [
     "libc",
     "kmod-nft-core",
     "kmod-nft-nat",
     "kmod-nf-conntrack-netlink",
+    "kmod-sched-core",
+    "kmod-ifb",
 ];
 const NOT_OURS: [&str; 6] = [
     "scripts.log",
@@ -157,7 +159,7 @@ fn apk_installs_upgrades_keeping_the_edited_config_and_deletes() {
         "wifipos-0.1.0-r1 description:",
         "A captive portal that verifies Ed25519-signed QR vouchers",
         "wifipos-0.1.0-r1 webpage:\nhttps://github.com/wifipos/wifipos",
-        "wifipos-0.1.0-r1 depends on:\nkmod-nf-conntrack-netlink\nkmod-nft-core\nkmod-nft-nat\nlibc\n",
+        "wifipos-0.1.0-r1 depends on:\nkmod-ifb\nkmod-nf-conntrack-netlink\nkmod-nft-core\nkmod-nft-nat\nkmod-sched-core\nlibc\n",
         "wifipos-0.1.0-r1 license:\nApache-2.0 MIT",
         "\nusr/sbin/wifiposd\n",
         "\netc/config/wifipos\n",

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Every dependency but wifipos: luci-app-wifipos's, then wifipos's own.
-const STUBS: [&str; 8] = [
+const STUBS: [&str; 10] = [
     "libc",
     "luci-base",
     "ucode",
@@ -26,6 +26,8 @@ const STUBS: [&str; 8] = [
     "kmod-nft-core",
     "kmod-nft-nat",
     "kmod-nf-conntrack-netlink",
+    "kmod-sched-core",
+    "kmod-ifb",
 ];
 const LUCI_DEPENDS: &str = "libc, luci-base, wifipos, ucode, ucode-mod-fs, ucode-mod-struct";
 

@@ -14,11 +14,13 @@ use pkgkit::*;
 use std::path::Path;
 use std::process::Command;
 
-const DEPENDS: [&str; 4] = [
+const DEPENDS: [&str; 6] = [
     "libc",
     "kmod-nft-core",
     "kmod-nft-nat",
     "kmod-nf-conntrack-netlink",
+    "kmod-sched-core",
+    "kmod-ifb",
 ];
 /// Files of the offline root that are not the package's.
 const NOT_OURS: [&str; 5] = [

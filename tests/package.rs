@@ -137,7 +137,7 @@ fn the_ipk_has_opkgs_layout_fields_conffiles_and_modes() {
     // A static binary links no shared library: libc (every OpenWrt package has it) and the
     // kernel modules only.
     assert!(
-        control.contains("Depends: libc, kmod-nft-core, kmod-nft-nat, kmod-nf-conntrack-netlink\n"),
+        control.contains("Depends: libc, kmod-nft-core, kmod-nft-nat, kmod-nf-conntrack-netlink, kmod-sched-core, kmod-ifb\n"),
         "{control}"
     );
     let size: u64 = control

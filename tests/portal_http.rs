@@ -46,6 +46,7 @@ impl Gate for Scripted {
             seconds_left: 3600,
             devices: self.macs.len() as u8,
             max_devices: 2,
+            bytes_left: Some(1_400_000),
         })
     }
 }
@@ -189,6 +190,11 @@ fn redemption_by_form_and_link_reaches_the_gate_and_answers_success_or_refusal()
     assert_eq!(status, 200);
     assert!(text.contains("application/captive+json"));
     assert!(text.contains("\"captive\":false") && text.contains("\"seconds-remaining\":3600"));
+    let api: serde_json::Value = serde_json::from_str(&text[text.find("\r\n\r\n").unwrap() + 4..])
+        .unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(api["bytes-remaining"], 1_400_000, "RFC 8908's data left");
+    let (_, page) = get(srv.addr, &srv.addr.to_string(), "/");
+    assert!(page.contains("id=\"data-left\">1.40 MB<"), "{page}");
 }
 
 #[test]

@@ -75,8 +75,9 @@ lib_package() {
 }
 
 # The kernel side, whatever the binary links: nf_tables with sets, timeouts and reject, the
-# redirect to the portal, and ctnetlink (the daemon deletes a device's conntrack entries).
-KMOD_DEPENDS=(kmod-nft-core kmod-nft-nat kmod-nf-conntrack-netlink)
+# redirect to the portal, ctnetlink (the daemon deletes a device's conntrack entries), and
+# traffic shaping for speed limits (HTB, u32, mirred: kmod-sched-core; the upload side: kmod-ifb).
+KMOD_DEPENDS=(kmod-nft-core kmod-nft-nat kmod-nf-conntrack-netlink kmod-sched-core kmod-ifb)
 
 # check_binary BINARY ARCH: refuses what OpenWrt on ARCH cannot run; on success sets DEPENDS
 # (an array of package names: libc first, then the libraries it links, then KMOD_DEPENDS) and

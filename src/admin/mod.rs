@@ -189,6 +189,16 @@ pub fn handle(
     req: &Request,
     now: i64,
 ) -> Result<serde_json::Value, AdminError> {
+    if matches!(
+        req,
+        Request::Status | Request::Sessions | Request::Vouchers { .. }
+    ) {
+        // Show usage up to this moment, not up to the last save.
+        s.read_usage(now);
+        if let Err(e) = s.save_usage(now) {
+            eprintln!("wifiposd: cannot save the traffic counters: {e}");
+        }
+    }
     match req {
         Request::Status => json(status(s, uptime_s, now)),
         Request::Sessions => json(sessions(s, now)),

@@ -4,6 +4,7 @@
 use super::{Done, SessionLine, Status, Vouchers};
 use crate::duration::{format as human, utc_date};
 use crate::store::Event;
+use crate::units::human_bytes;
 
 pub fn status(s: &Status) -> String {
     let t = &s.last_24h;
@@ -88,11 +89,32 @@ pub fn sessions(list: &[SessionLine]) -> String {
                 utc_date(l.session.ends_at),
                 human(l.remaining_s.max(0) as u64),
                 l.kernel_s.map_or("MISSING".into(), human),
+                format!(
+                    "{} / {}",
+                    human_bytes(l.session.down_bytes),
+                    human_bytes(l.session.up_bytes)
+                ),
+                l.session.data_cap.map_or("-".into(), |cap| {
+                    format!(
+                        "{} of {}",
+                        human_bytes(l.session.voucher_used_bytes),
+                        human_bytes(cap)
+                    )
+                }),
             ]
         })
         .collect();
     let mut out = table(
-        &["DEVICE", "VOUCHER", "SALE", "ENDS", "LEFT", "IN KERNEL"],
+        &[
+            "DEVICE",
+            "VOUCHER",
+            "SALE",
+            "ENDS",
+            "LEFT",
+            "IN KERNEL",
+            "DOWN / UP",
+            "VOUCHER DATA",
+        ],
         rows,
     );
     out.push_str(&format!("{} device(s)\n", list.len()));
@@ -109,6 +131,7 @@ pub fn vouchers(v: &Vouchers) -> String {
         .map(|x| {
             let state = match (x.revoked_at, x.ends_at) {
                 (Some(_), _) => "revoked".to_owned(),
+                (None, _) if x.data_used_up_at.is_some() => "data used up".to_owned(),
                 (None, None) => "not used".to_owned(),
                 (None, Some(e)) if e > v.now => format!("{} left", human((e - v.now) as u64)),
                 (None, Some(_)) => "ended".to_owned(),
@@ -120,6 +143,11 @@ pub fn vouchers(v: &Vouchers) -> String {
                 x.first_redeemed_at.map_or("-".into(), utc_date),
                 state,
                 format!("{}/{}", x.devices.len(), x.max_devices),
+                match x.data_cap {
+                    Some(cap) => format!("{} of {}", human_bytes(x.used_bytes), human_bytes(cap)),
+                    None => human_bytes(x.used_bytes),
+                },
+                rates(x.down_kbit, x.up_kbit),
                 x.devices
                     .iter()
                     .map(|m| m.to_string())
@@ -136,10 +164,29 @@ pub fn vouchers(v: &Vouchers) -> String {
             "FIRST USED",
             "STATE",
             "USED",
+            "DATA",
+            "SPEED",
             "DEVICES",
         ],
         rows,
     )
+}
+
+/// Speed limits as `2 Mbit/s down, 512 kbit/s up`, or `-`.
+fn rates(down: Option<u32>, up: Option<u32>) -> String {
+    let r = |k: u32| {
+        if k >= 1_000 && k % 1_000 == 0 {
+            format!("{} Mbit/s", k / 1_000)
+        } else {
+            format!("{k} kbit/s")
+        }
+    };
+    match (down, up) {
+        (None, None) => "-".into(),
+        (Some(d), None) => format!("{} down", r(d)),
+        (None, Some(u)) => format!("{} up", r(u)),
+        (Some(d), Some(u)) => format!("{} down, {} up", r(d), r(u)),
+    }
 }
 
 pub fn events(list: &[Event]) -> String {

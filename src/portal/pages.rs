@@ -75,6 +75,7 @@ struct Texts {
     online: &'static str,
     time_left: &'static str,
     devices: &'static str,
+    data_left: &'static str,
     not_online: &'static str,
     try_again: &'static str,
     another: &'static str,
@@ -90,6 +91,7 @@ struct Texts {
     r_revoked: &'static str,
     r_deadline: &'static str,
     r_expired: &'static str,
+    r_data_used_up: &'static str,
     r_limit: &'static str,
     r_unsupported_limit: &'static str,
     r_photo: &'static str,
@@ -109,6 +111,7 @@ const EN: Texts = Texts {
     online: "You are online",
     time_left: "Time left",
     devices: "Devices on this voucher",
+    data_left: "Data left (all devices of this voucher)",
     not_online: "Not connected",
     try_again: "Try another voucher",
     another: "Add another voucher",
@@ -124,6 +127,7 @@ const EN: Texts = Texts {
     r_revoked: "This voucher has been cancelled.",
     r_deadline: "This voucher had to be used for the first time before",
     r_expired: "This voucher's time is used up.",
+    r_data_used_up: "This voucher's data allowance is used up. Please ask staff for a new voucher.",
     r_limit: "This voucher is already in use on its maximum number of devices",
     r_unsupported_limit: "This voucher carries a data or speed limit that needs newer router software. Please ask staff for a voucher without limits.",
     r_photo: "No voucher code could be read from the photo. Try a sharper photo in good light, or type the code.",
@@ -143,6 +147,7 @@ const DE: Texts = Texts {
     online: "Sie sind online",
     time_left: "Verbleibende Zeit",
     devices: "Geräte mit diesem Gutschein",
+    data_left: "Verbleibendes Datenvolumen (alle Geräte dieses Gutscheins)",
     not_online: "Nicht verbunden",
     try_again: "Anderen Gutschein versuchen",
     another: "Weiteren Gutschein hinzufügen",
@@ -158,6 +163,7 @@ const DE: Texts = Texts {
     r_revoked: "Dieser Gutschein wurde storniert.",
     r_deadline: "Dieser Gutschein musste zum ersten Mal benutzt werden vor",
     r_expired: "Die Zeit dieses Gutscheins ist abgelaufen.",
+    r_data_used_up: "Das Datenvolumen dieses Gutscheins ist aufgebraucht. Bitte fragen Sie das Personal nach einem neuen Gutschein.",
     r_limit: "Dieser Gutschein wird bereits auf der Höchstzahl an Geräten benutzt",
     r_unsupported_limit: "Dieser Gutschein enthält eine Daten- oder Geschwindigkeitsgrenze, für die der Router neuere Software braucht. Bitte fragen Sie das Personal nach einem Gutschein ohne Grenzen.",
     r_photo: "Auf dem Foto wurde kein Gutschein erkannt. Versuchen Sie ein schärferes Foto oder geben Sie den Code ein.",
@@ -177,6 +183,7 @@ const ES: Texts = Texts {
     online: "Está conectado",
     time_left: "Tiempo restante",
     devices: "Dispositivos con este bono",
+    data_left: "Datos restantes (todos los dispositivos de este bono)",
     not_online: "No conectado",
     try_again: "Probar otro bono",
     another: "Añadir otro bono",
@@ -192,6 +199,7 @@ const ES: Texts = Texts {
     r_revoked: "Este bono ha sido anulado.",
     r_deadline: "Este bono debía usarse por primera vez antes de",
     r_expired: "El tiempo de este bono se ha agotado.",
+    r_data_used_up: "Los datos de este bono se han agotado. Pida al personal un bono nuevo.",
     r_limit: "Este bono ya se usa en el número máximo de dispositivos",
     r_unsupported_limit: "Este bono tiene un límite de datos o de velocidad que necesita un software más nuevo en el router. Pida al personal un bono sin límites.",
     r_photo: "No se pudo leer ningún código en la foto. Pruebe con una foto más nítida o escriba el código.",
@@ -317,11 +325,25 @@ pub fn portal(lang: Lang, venue: &str, notice: Option<&str>) -> String {
 }
 
 /// What a customer sees once online, and on every later visit.
-pub fn success(lang: Lang, venue: &str, seconds_left: u64, devices: u8, max: u8) -> String {
+pub fn success(
+    lang: Lang,
+    venue: &str,
+    seconds_left: u64,
+    devices: u8,
+    max: u8,
+    bytes_left: Option<u64>,
+) -> String {
     let t = lang.t();
+    let data = bytes_left.map_or(String::new(), |b| {
+        format!(
+            "<p>{}: <strong id=\"data-left\">{}</strong></p>",
+            esc(t.data_left),
+            esc(&crate::units::human_bytes(b))
+        )
+    });
     let body = format!(
         "<h1>{}</h1><div class=\"card ok\" id=\"online\"><p>{}</p><p class=\"big\" id=\"left\">{}</p>\
-<p>{}: <strong id=\"devices\">{devices} / {max}</strong></p></div>\
+<p>{}: <strong id=\"devices\">{devices} / {max}</strong></p>{data}</div>\
 <div class=\"card\">{}</div><p class=\"muted\">{}</p>",
         esc(t.online),
         esc(t.time_left),
@@ -386,6 +408,7 @@ fn reason_text(lang: Lang, r: &Rejection) -> String {
             duration::utc_date(i64::from(*redeem_by))
         ),
         Rejection::Expired { .. } => t.r_expired.into(),
+        Rejection::DataUsedUp => t.r_data_used_up.into(),
         Rejection::DeviceLimit { max_devices } => format!(
             "{} ({max_devices}). {}",
             t.r_limit,

@@ -21,6 +21,8 @@ pub struct Access {
     pub seconds_left: u64,
     pub devices: u8,
     pub max_devices: u8,
+    /// Bytes the voucher may still move, all its devices together (`None`: no data cap).
+    pub bytes_left: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,6 +237,7 @@ impl<G: Gate> Portal<G> {
             a.seconds_left,
             a.devices,
             a.max_devices,
+            a.bytes_left,
         )
     }
 
@@ -365,8 +368,11 @@ impl<G: Gate> Portal<G> {
         let access = req.mac.and_then(|m| self.gate.access(m, req.now));
         let body = match access {
             Some(a) => format!(
-                "{{\"captive\":false,\"user-portal-url\":\"{}/\",\"seconds-remaining\":{},\"can-extend-session\":false}}",
-                self.cfg.portal_url, a.seconds_left
+                "{{\"captive\":false,\"user-portal-url\":\"{}/\",\"seconds-remaining\":{},{}\"can-extend-session\":false}}",
+                self.cfg.portal_url,
+                a.seconds_left,
+                a.bytes_left
+                    .map_or(String::new(), |b| format!("\"bytes-remaining\":{b},"))
             ),
             None => format!(
                 "{{\"captive\":true,\"user-portal-url\":\"{}/\"}}",

@@ -17,6 +17,8 @@
 //! of which imports `sessions`, `admin`, `control` or `daemon`.
 
 mod gate;
+mod speed;
+pub mod usage;
 
 use std::time::Duration;
 
@@ -26,6 +28,7 @@ use crate::ends::Ends;
 use crate::fdb;
 use crate::firewall::{Firewall, FirewallError, Ruleset};
 use crate::keys::Keyring;
+use crate::limits::{Limiter, MemoryLimiter};
 use crate::mac::Mac;
 use crate::neigh;
 use crate::policy::{Clock, FirewallAction, MacRule};
@@ -55,11 +58,17 @@ pub struct Sessions {
     pub conns: Box<dyn Connections>,
     /// When each paid device's access ends.
     pub ends: Ends,
+    /// Traffic counted by the kernel and not saved yet.
+    pub meter: usage::Meter,
+    /// The kernel's per-device speed limits (see `speed`).
+    pub limiter: Box<dyn Limiter>,
+    /// The limiter is set up on the guest interface (only once a device was limited).
+    pub shaping: bool,
 }
 
 impl Sessions {
-    /// Sessions without connection tracking (tests, `--dev`); set [`Sessions::conns`] for the
-    /// kernel's.
+    /// Sessions without connection tracking nor speed limits in the kernel (tests, `--dev`);
+    /// set [`Sessions::conns`] and [`Sessions::limiter`] for the kernel's.
     pub fn new(
         store: Store,
         firewall: Box<dyn Firewall>,
@@ -73,6 +82,9 @@ impl Sessions {
             cfg,
             conns: Box::new(conntrack::Off),
             ends: Ends::new(),
+            meter: usage::Meter::default(),
+            limiter: Box::new(MemoryLimiter::default()),
+            shaping: false,
         }
     }
 
@@ -115,10 +127,15 @@ impl Sessions {
         }
         // The kernel's own timeout may run up to a second later (whole seconds, set at the
         // redemption): take the devices out now, so their connections cannot start again.
+        // Their counters go with them: read them first.
+        if !ended.is_empty() {
+            self.read_usage(now);
+        }
         if let Err(e) = self.firewall.remove(&ended) {
             eprintln!("wifiposd: cannot take devices whose time is up out of the firewall: {e}");
         }
         self.end_connections(&ended, "time is up");
+        self.update_speed_limits(&ended, now);
         ended.len()
     }
 
@@ -166,8 +183,12 @@ impl Sessions {
             .iter()
             .map(|(m, until)| (*m, Duration::from_secs((until - now).max(1) as u64)))
             .collect();
+        // A rebuild starts every counter again: take what the old table counted first.
+        self.read_usage(now);
         self.firewall.install(&rules, &allowed)?;
+        self.meter.counters_restarted();
         self.ends.reset(&active);
+        self.install_speed_limits(now);
         Ok(allowed.len())
     }
 
@@ -218,9 +239,15 @@ impl Sessions {
                 }
             }
         }
+        if !remove.is_empty() {
+            // Their counters go with them: read them first.
+            self.read_usage(now);
+        }
         self.firewall.remove(&remove)?;
         self.firewall.allow(&allow)?;
         self.end_connections(&remove, "access taken away");
+        let changed: Vec<Mac> = last.keys().copied().collect();
+        self.update_speed_limits(&changed, now);
         Ok(())
     }
 }
@@ -358,6 +385,10 @@ pub fn reconfigure(s: &mut Sessions, new: Config, now: i64) -> String {
         Ok(0) => {}
         Ok(n) => problems.push(format!("{n} vouchers revoked from the config")),
         Err(e) => problems.push(format!("revocations: {e}")),
+    }
+    if !rebuild {
+        // The venue's default speeds may have changed.
+        s.install_speed_limits(now);
     }
     let kept = s.store.active_sessions(now).map_or(0, |a| a.len());
     format!(

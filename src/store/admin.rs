@@ -73,7 +73,8 @@ impl Store {
     pub fn sessions(&self, now: i64) -> Result<Vec<Session>, StoreError> {
         // SQLite takes the bare columns from the row holding MAX(ends_at).
         let mut stmt = self.conn.prepare_cached(
-            "SELECT d.mac, v.key_id, v.serial, v.purchase_ref, MAX(v.ends_at), d.first_seen
+            "SELECT d.mac, v.key_id, v.serial, v.purchase_ref, MAX(v.ends_at), d.first_seen,
+                    d.up_bytes, d.down_bytes, v.data_cap, v.used_bytes
              FROM devices d JOIN vouchers v USING (key_id, serial)
              WHERE v.revoked_at IS NULL AND v.ends_at > ?1
                AND d.mac NOT IN (SELECT mac FROM mac_rules WHERE rule = 'blocked')
@@ -89,6 +90,10 @@ impl Store {
                     purchase_ref: r.get(3)?,
                     ends_at: r.get(4)?,
                     first_seen: r.get(5)?,
+                    up_bytes: r.get::<_, i64>(6)?.max(0) as u64,
+                    down_bytes: r.get::<_, i64>(7)?.max(0) as u64,
+                    data_cap: r.get::<_, Option<i64>>(8)?.map(|c| c.max(0) as u64),
+                    voucher_used_bytes: r.get::<_, i64>(9)?.max(0) as u64,
                 },
             ))
         })?;
@@ -144,7 +149,8 @@ impl Store {
     ) -> Result<Vec<VoucherSummary>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT key_id, serial, purchase_ref, duration_s, max_devices, first_redeemed_at,
-                    ends_at, revoked_at
+                    ends_at, revoked_at, used_bytes, data_cap, down_kbit, up_kbit,
+                    data_used_up_at
              FROM vouchers WHERE {condition}"
         ))?;
         let mut out = stmt
@@ -159,6 +165,11 @@ impl Store {
                     ends_at: r.get(6)?,
                     revoked_at: r.get(7)?,
                     devices: Vec::new(),
+                    used_bytes: r.get::<_, i64>(8)?.max(0) as u64,
+                    data_cap: r.get::<_, Option<i64>>(9)?.map(|c| c.max(0) as u64),
+                    down_kbit: r.get(10)?,
+                    up_kbit: r.get(11)?,
+                    data_used_up_at: r.get(12)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;

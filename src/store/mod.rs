@@ -28,9 +28,12 @@ use crate::voucher::{Rejection, Voucher};
 mod admin;
 mod events;
 mod redeem;
+mod usage;
+
+pub use usage::{Capped, Delta};
 
 /// The newest schema this build knows.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Event kinds besides refusals (which use [`Rejection::code`]).
 pub const EV_REDEEMED: &str = "redeemed";
@@ -46,10 +49,15 @@ pub const EV_UNDONE: &str = "redemption_undone";
 pub const EV_CONFLICT: &str = "address_conflict";
 /// One MAC seen on two ports of the guest bridge at once (a clone of a device).
 pub const EV_CLONE: &str = "mac_clone";
+/// A voucher's data allowance ran out: access ended for all its devices.
+pub const EV_DATA_USED_UP: &str = "data_used_up";
+/// A device idle for `device_idle_replace` minutes gave its place on a full voucher to a new
+/// one (a phone back with a new private MAC address).
+pub const EV_REPLACED: &str = "device_replaced";
 
 /// Every refusal code, for counting refusals in the event log.
 const REFUSAL_KINDS: &str = "'malformed', 'unknown_key', 'bad_signature', 'out_of_range', \
-     'revoked', 'deadline_passed', 'expired', 'device_limit', 'unsupported_limit'";
+     'revoked', 'deadline_passed', 'expired', 'device_limit', 'unsupported_limit', 'data_used_up'";
 
 /// The schema of version 1, kept verbatim: migrations run in order from a file's version.
 pub const SCHEMA_V1: &str = "CREATE TABLE vouchers (
@@ -110,7 +118,20 @@ const SCHEMA_V3: &str = "ALTER TABLE events ADD COLUMN count INTEGER NOT NULL DE
      ALTER TABLE events ADD COLUMN minute INTEGER;
      CREATE INDEX events_tally ON events (minute, kind, mac) WHERE minute IS NOT NULL;";
 
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+/// Version 4: usage and limits. A voucher keeps the limits it carries (data cap in bytes,
+/// speed limits in kbit/s), the bytes all its devices used together (replaced devices
+/// included) and when its data ran out; each device its own bytes each way and when the
+/// kernel's counters last saw it move.
+pub const SCHEMA_V4: &str = "ALTER TABLE vouchers ADD COLUMN data_cap INTEGER;
+     ALTER TABLE vouchers ADD COLUMN down_kbit INTEGER;
+     ALTER TABLE vouchers ADD COLUMN up_kbit INTEGER;
+     ALTER TABLE vouchers ADD COLUMN used_bytes INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE vouchers ADD COLUMN data_used_up_at INTEGER;
+     ALTER TABLE devices ADD COLUMN up_bytes INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE devices ADD COLUMN down_bytes INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE devices ADD COLUMN last_active INTEGER;";
+
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
 
 /// Tallied rows (refusals, address conflicts) kept at most: a ring, the oldest go first. About
 /// 150 bytes each with the index, so the tallies stay under ~1.5 MB whatever guests do.
@@ -260,6 +281,17 @@ pub struct Session {
     pub ends_at: i64,
     /// When the device joined that voucher.
     pub first_seen: i64,
+    /// Bytes this device moved on that voucher, as last saved (every minute).
+    #[serde(default)]
+    pub up_bytes: u64,
+    #[serde(default)]
+    pub down_bytes: u64,
+    /// The voucher's data cap in bytes, all its devices together (`None`: no cap).
+    #[serde(default)]
+    pub data_cap: Option<u64>,
+    /// Bytes all the voucher's devices used, as last saved.
+    #[serde(default)]
+    pub voucher_used_bytes: u64,
 }
 
 /// A voucher as the admin sees it.
@@ -276,6 +308,19 @@ pub struct VoucherSummary {
     pub revoked_at: Option<i64>,
     /// Its devices, first come first.
     pub devices: Vec<Mac>,
+    /// Bytes all its devices used (devices that were replaced included), as last saved.
+    #[serde(default)]
+    pub used_bytes: u64,
+    /// Its data cap in bytes and speed limits in kbit/s, if it carries them.
+    #[serde(default)]
+    pub data_cap: Option<u64>,
+    #[serde(default)]
+    pub down_kbit: Option<u32>,
+    #[serde(default)]
+    pub up_kbit: Option<u32>,
+    /// When its data allowance ran out.
+    #[serde(default)]
+    pub data_used_up_at: Option<i64>,
 }
 
 /// The session store: one SQLite connection. Open one per thread or process; SQLite's locks

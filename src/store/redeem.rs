@@ -24,16 +24,20 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         log_expiries(&tx, now)?;
-        let row: Option<(Option<i64>, Option<i64>)> = tx
+        let row: Option<(Option<i64>, Option<i64>, Option<i64>)> = tx
             .prepare_cached(
-                "SELECT ends_at, revoked_at FROM vouchers WHERE key_id = ?1 AND serial = ?2",
+                "SELECT ends_at, revoked_at, data_used_up_at FROM vouchers
+                 WHERE key_id = ?1 AND serial = ?2",
             )?
-            .query_row(params![key, serial], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(params![key, serial], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .optional()?;
         let devices = devices_of(&tx, &key, serial)?;
         let state = VoucherState {
             ends_at: row.and_then(|r| r.0),
             revoked: row.is_some_and(|r| r.1.is_some()),
+            data_used_up: row.is_some_and(|r| r.2.is_some()),
             devices,
         };
         let who = Some((key.as_str(), serial));
@@ -48,11 +52,13 @@ impl Store {
         if outcome.first_use {
             tx.prepare_cached(
                 "INSERT INTO vouchers (key_id, serial, first_redeemed_at, ends_at, duration_s,
-                    max_devices, purchase_ref, redeem_by, clock_trusted)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                    max_devices, purchase_ref, redeem_by, clock_trusted, data_cap, down_kbit,
+                    up_kbit)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                  ON CONFLICT (key_id, serial) DO UPDATE SET first_redeemed_at = ?3, ends_at = ?4,
                     duration_s = ?5, max_devices = ?6, purchase_ref = ?7, redeem_by = ?8,
-                    clock_trusted = ?9, expiry_logged = 0",
+                    clock_trusted = ?9, expiry_logged = 0, data_cap = ?10, down_kbit = ?11,
+                    up_kbit = ?12",
             )?
             .execute(params![
                 key,
@@ -63,7 +69,10 @@ impl Store {
                 v.max_devices,
                 v.purchase_ref,
                 v.redeem_by,
-                clock.trusted
+                clock.trusted,
+                v.limits().data_cap_mib.map(|m| i64::from(m) << 20),
+                v.limits().down_kbit,
+                v.limits().up_kbit
             ])?;
         }
         tx.prepare_cached(

@@ -143,6 +143,9 @@ pub enum Rejection {
     Expired { ended_at: i64 },
     #[error("this voucher is already in use on {max_devices} device(s), its limit")]
     DeviceLimit { max_devices: u8 },
+    /// The voucher's data allowance (all its devices together) is used up.
+    #[error("this voucher's data allowance is used up")]
+    DataUsedUp,
 }
 
 impl Rejection {
@@ -158,6 +161,7 @@ impl Rejection {
             Rejection::DeadlinePassed { .. } => "deadline_passed",
             Rejection::Expired { .. } => "expired",
             Rejection::DeviceLimit { .. } => "device_limit",
+            Rejection::DataUsedUp => "data_used_up",
         }
     }
 }
