@@ -87,14 +87,15 @@ async function open(page, name, selector) {
   await page.waitForLoadState('networkidle');
 }
 
-// The row of the titled table under `root` that holds `text`: its cells' text by column title.
+// The row of the titled table under `root` that holds `text`: its cells' text as shown (lines
+// apart) by column title.
 function row(page, root, text) {
   return page.evaluate(([root, text]) => {
     const table = [...document.querySelectorAll(`${root} table`)].find((t) => t.querySelector('tr.table-titles'));
     const titles = [...table.querySelectorAll('tr.table-titles th')].map((h) => h.textContent.trim());
     const tr = [...table.querySelectorAll('tr')].find((r) => !r.classList.contains('table-titles') && r.textContent.includes(text));
     if (!tr) return null;
-    const cells = [...tr.querySelectorAll('td')].map((c) => c.textContent.trim());
+    const cells = [...tr.querySelectorAll('td')].map((c) => c.innerText.trim());
     return Object.fromEntries(titles.map((t, i) => [t, cells[i]]));
   }, [root, text]);
 }
@@ -183,16 +184,17 @@ test('Devices: data down / up per device, and a capped voucher\'s data of its ca
   const capped = await row(page, '#wifipos-devices', env('CAPPED_MAC'));
   assert.ok(capped, 'the capped phone is listed');
   // It downloaded 1 MiB (iperf3 through the router) and sent little more than TCP's ACKs.
-  const [down, up] = capped['Data (down / up)'].split(' / ');
+  const [mine, voucher] = capped['Data (down / up)'].split('\n');
+  const [down, up] = mine.split(' / ');
   assert.ok(mb(down) >= 1.0 && mb(down) < 2, `down ${down}`);
   assert.ok(mb(up) > 0 && mb(up) < 0.5, `up ${up}`);
-  // Its voucher: all its devices (one here) of the cap, 500 MB as sold (477 MiB).
-  const m = /^(.+) of 500 MB$/.exec(capped['Voucher data']);
-  assert.ok(m, capped['Voucher data']);
-  assert.ok(mb(m[1]) >= mb(down) && mb(m[1]) < 2, capped['Voucher data']);
+  // Below it, its voucher: all its devices (one here) of the cap, 500 MB as sold (477 MiB).
+  const m = /^Voucher: (.+) of 500 MB$/.exec(voucher);
+  assert.ok(m, voucher);
+  assert.ok(mb(m[1]) >= mb(down) && mb(m[1]) < 2, voucher);
   // A voucher without a cap: the device's own data only.
   const keep = await row(page, '#wifipos-devices', env('KEEP_MAC'));
-  assert.equal(keep['Voucher data'], '-');
+  assert.ok(!keep['Data (down / up)'].includes('\n'), keep['Data (down / up)']);
   const [kd, ku] = keep['Data (down / up)'].split(' / ');
   assert.ok(mb(kd) < 1 && mb(ku) < 1, keep['Data (down / up)']);
   // wifipos.bytes prints what the daemon's human_bytes prints, digit for digit.
@@ -254,7 +256,7 @@ test('Vouchers: recent vouchers and a pasted code looked up', async () => {
   assert.equal(u['State'], 'data used up');
   const [used, cap] = u['Data'].split(' of ');
   assert.equal(cap, '1.05 MB', '1 MiB');
-  assert.ok(mb(used) >= mb(cap) && mb(used) < 5, u['Data']);
+  assert.ok(mb(used) >= mb(cap), u['Data']);
   assert.equal(u['Speed'], '-');
   const k = await row(page, '#wifipos-vouchers', 'SALE-K');
   assert.ok(mb(k['Data']) < 1, k['Data']);

@@ -154,6 +154,17 @@ return baseclass.extend({
 		return '-';
 	},
 
+	// `text` with each amount ("1.40 MB", "512 kbit/s") kept on one line, for narrow cells.
+	amounts: function(text) {
+		var re = /\d+(?:\.\d+)? (?:B|kB|MB|GB|TB|kbit\/s|Mbit\/s)/g, out = [], at = 0, m;
+		while ((m = re.exec(text)) != null) {
+			out.push(text.slice(at, m.index), E('span', { 'style': 'white-space:nowrap' }, [ m[0] ]));
+			at = m.index + m[0].length;
+		}
+		out.push(text.slice(at));
+		return E('span', {}, out);
+	},
+
 	left: function(s) {
 		if (s == null)
 			return '-';

@@ -32,8 +32,12 @@ return view.extend({
 				wifipos.time(s.ends_at),
 				wifipos.left(s.remaining_s),
 				s.kernel_s != null ? wifipos.left(s.kernel_s) : _('not in the kernel'),
-				'%s / %s'.format(wifipos.bytes(s.down_bytes || 0), wifipos.bytes(s.up_bytes || 0)),
-				s.data_cap != null ? wifipos.data(s.voucher_used_bytes || 0, s.data_cap) : '-',
+				E('div', {}, [
+					wifipos.amounts('%s / %s'.format(wifipos.bytes(s.down_bytes || 0), wifipos.bytes(s.up_bytes || 0))),
+					s.data_cap == null ? '' : E('div', { 'title': _('What all devices of this voucher used of its data cap') }, [
+						E('small', {}, [ wifipos.amounts(_('Voucher: %s').format(wifipos.data(s.voucher_used_bytes || 0, s.data_cap))) ])
+					])
+				]),
 				E('div', { 'class': 'wifipos-actions', 'data-mac': s.mac }, [
 					E('button', { 'class': 'btn cbi-button', 'data-action': 'kick', 'disabled': ro,
 						'click': self.act(_('Kick device'),
@@ -81,7 +85,7 @@ return view.extend({
 				_('Data is what each device downloaded and uploaded on its voucher; a voucher with a data cap shows what all its devices used of it.') ]),
 			E('div', { 'class': 'cbi-section' }, [
 				wifipos.table([ _('MAC address'), _('Voucher'), _('Sale'), _('Ends'), _('Time left'),
-					_('In the kernel'), _('Data (down / up)'), _('Voucher data'), _('Actions') ], rows,
+					_('In the kernel'), _('Data (down / up)'), _('Actions') ], rows,
 					_('No device has time left.'))
 			]),
 			E('div', { 'class': 'cbi-section' }, [

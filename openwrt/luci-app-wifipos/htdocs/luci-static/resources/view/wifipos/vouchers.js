@@ -31,8 +31,8 @@ return view.extend({
 			[ _('Devices'), '%d / %d: %s'.format(v.devices.length, v.max_devices, v.devices.join(', ') || '-') ],
 			[ _('First used'), wifipos.time(v.first_redeemed_at) ],
 			[ _('Ends'), wifipos.time(v.ends_at) ],
-			[ _('Data'), wifipos.data(v.used_bytes || 0, v.data_cap) ],
-			[ _('Speed'), wifipos.speed(v.down_kbit, v.up_kbit) ],
+			[ _('Data'), wifipos.amounts(wifipos.data(v.used_bytes || 0, v.data_cap)) ],
+			[ _('Speed'), wifipos.amounts(wifipos.speed(v.down_kbit, v.up_kbit)) ],
 			[ _('State'), this.state(v, now) ]
 		].map(function(r) {
 			return E('tr', { 'class': 'tr' }, [ E('td', { 'class': 'td left', 'width': '33%' }, [ r[0] ]), E('td', { 'class': 'td left' }, [ r[1] ]) ]);
@@ -53,8 +53,8 @@ return view.extend({
 				'%d / %d'.format(v.devices.length, v.max_devices),
 				E('span', {}, v.devices.map(function(m) { return E('code', {}, [ m, ' ' ]); })),
 				wifipos.time(v.first_redeemed_at),
-				wifipos.data(v.used_bytes || 0, v.data_cap),
-				wifipos.speed(v.down_kbit, v.up_kbit),
+				wifipos.amounts(wifipos.data(v.used_bytes || 0, v.data_cap)),
+				wifipos.amounts(wifipos.speed(v.down_kbit, v.up_kbit)),
 				self.state(v, res.now),
 				v.revoked_at ? '' : E('button', { 'class': 'btn cbi-button-negative', 'data-action': 'revoke', 'disabled': ro,
 					'data-voucher': v.voucher, 'click': function() {
