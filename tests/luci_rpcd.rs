@@ -644,7 +644,8 @@ fn malicious_arguments_get_a_json_error_and_run_nothing() {
 
 /// The LuCI pages in Debian's Chromium (`tests/luci/`, driven by node and playwright-core):
 /// LuCI's real JavaScript from `../shared/upstream`, the real plugin against this daemon, the
-/// real `uci` on a config directory the daemon reads. Screenshots go to `test-artifacts/luci-*.png`
+/// real `uci` on a config directory the daemon reads. Usage (issue 16) is real traffic: iperf3
+/// downloads counted by the daemon from the kernel's counters. Screenshots go to `test-artifacts/luci-*.png`
 /// (`docs/` with `UPDATE_SCREENSHOTS=1`).
 #[test]
 fn luci_pages_in_chromium_revoke_a_phone_and_save_a_venue() {
