@@ -354,6 +354,11 @@ fn every_method_against_the_running_daemon() {
         assert_eq!(row["voucher"], want.as_str(), "{row}");
         assert!(row["serial"].is_string(), "{row}");
         assert!(row["remaining_s"].as_i64().unwrap() > 3500, "{row}");
+        // Usage as numbers the pages format (v1 vouchers: no cap).
+        for k in ["up_bytes", "down_bytes", "voucher_used_bytes"] {
+            assert!(row[k].is_u64(), "{k}: {row}");
+        }
+        assert_eq!(row["data_cap"], Value::Null, "{row}");
     }
 
     // vouchers, with a limit.
@@ -365,6 +370,12 @@ fn every_method_against_the_running_daemon() {
         .map(|r| r["voucher"].as_str().unwrap())
         .collect();
     assert_eq!(listed.len(), 2, "{v}");
+    for row in v["vouchers"].as_array().unwrap() {
+        assert!(row["used_bytes"].is_u64(), "{row}");
+        for k in ["data_cap", "down_kbit", "up_kbit", "data_used_up_at"] {
+            assert_eq!(row[k], Value::Null, "{k}: {row}");
+        }
+    }
     assert!(listed.contains(&id(&shared).as_str()) && listed.contains(&id(&single).as_str()));
     assert_eq!(
         rpcd.ok("vouchers", json!({"limit": 1}))["vouchers"]
