@@ -57,9 +57,10 @@ function sha256(bytes) {
 
 // v with p decimals, a tie rounded to the even digit as Rust's format! does, so these pages and
 // `wifiposd sessions` print the same digits (toFixed alone rounds a tie up: 1.125 -> 1.13).
-// v >= 1 has at most 52 binary fraction digits, so toFixed(60) is its exact decimal value.
+// For 1 <= v < 1e21 and p <= 2, a double that is not a tie differs from one by more than
+// 1e-19, so 20 digits (the most every browser's toFixed gives) tell a tie apart.
 function fixed(v, p) {
-	var exact = v.toFixed(60), dot = exact.indexOf('.');
+	var exact = v.toFixed(20), dot = exact.indexOf('.');
 	var kept = exact.slice(0, p ? dot + 1 + p : dot), rest = exact.slice(dot + 1 + p);
 	if (/^50*$/.test(rest) && /[02468]$/.test(kept))
 		return kept;
