@@ -4,8 +4,8 @@
 'require ui';
 
 // Shared by the wifipos views: the calls to the rpcd plugin luci.wifipos, formatting of times,
-// data amounts and speeds, confirmations, and trusted-key checks (base64 Ed25519 public key, key id = the first 4 bytes
-// of its SHA-256, as `wifipos keygen` prints it).
+// data amounts and speeds, confirmations, and trusted-key checks (base64 Ed25519 public key,
+// key id = the first 4 bytes of its SHA-256, as `wifipos keygen` prints it).
 
 function call(method, params) {
 	return rpc.declare({ object: 'luci.wifipos', method: method, params: params || [] });
