@@ -187,6 +187,41 @@ fn online(cafe: &Cafe, phone: &str) -> bool {
     })
 }
 
+/// Downloads up to `bytes` (iperf3's `-n`, such as `1M`) from the upstream as a phone, at most
+/// `secs` seconds at up to 50 Mbit/s; cut off by a data cap, iperf3 just stops.
+fn download(cafe: &Cafe, phone: &str, bytes: Option<&str>, secs: u32) {
+    let server = cafe
+        .lab
+        .run("upstream", "iperf3", &["-s", "-D", "-1", "-p", "5201"]);
+    assert!(
+        server.status.success(),
+        "iperf3 is needed (scripts/setup installs it): {}",
+        String::from_utf8_lossy(&server.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let t = secs.to_string();
+    let mut args = vec!["-c", "10.99.0.2", "-p", "5201", "-R", "-b", "50M"];
+    args.extend(["--connect-timeout", "2000"]);
+    match bytes {
+        Some(n) => args.extend(["-n", n]),
+        None => args.extend(["-t", &t]),
+    }
+    let out = cafe
+        .lab
+        .cmd(phone, "timeout")
+        .arg((secs + 5).to_string())
+        .arg("iperf3")
+        .args(&args)
+        .output()
+        .unwrap();
+    eprintln!(
+        "{phone}: iperf3 {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let t = std::time::Instant::now();
     while t.elapsed() < limit {
@@ -319,6 +354,11 @@ fn every_method_against_the_running_daemon() {
         assert_eq!(row["voucher"], want.as_str(), "{row}");
         assert!(row["serial"].is_string(), "{row}");
         assert!(row["remaining_s"].as_i64().unwrap() > 3500, "{row}");
+        // Usage as numbers the pages format (v1 vouchers: no cap).
+        for k in ["up_bytes", "down_bytes", "voucher_used_bytes"] {
+            assert!(row[k].is_u64(), "{k}: {row}");
+        }
+        assert_eq!(row["data_cap"], Value::Null, "{row}");
     }
 
     // vouchers, with a limit.
@@ -330,6 +370,12 @@ fn every_method_against_the_running_daemon() {
         .map(|r| r["voucher"].as_str().unwrap())
         .collect();
     assert_eq!(listed.len(), 2, "{v}");
+    for row in v["vouchers"].as_array().unwrap() {
+        assert!(row["used_bytes"].is_u64(), "{row}");
+        for k in ["data_cap", "down_kbit", "up_kbit", "data_used_up_at"] {
+            assert_eq!(row[k], Value::Null, "{k}: {row}");
+        }
+    }
     assert!(listed.contains(&id(&shared).as_str()) && listed.contains(&id(&single).as_str()));
     assert_eq!(
         rpcd.ok("vouchers", json!({"limit": 1}))["vouchers"]
@@ -609,7 +655,8 @@ fn malicious_arguments_get_a_json_error_and_run_nothing() {
 
 /// The LuCI pages in Debian's Chromium (`tests/luci/`, driven by node and playwright-core):
 /// LuCI's real JavaScript from `../shared/upstream`, the real plugin against this daemon, the
-/// real `uci` on a config directory the daemon reads. Screenshots go to `test-artifacts/luci-*.png`
+/// real `uci` on a config directory the daemon reads. Usage (issue 16) is real traffic: iperf3
+/// downloads counted by the daemon from the kernel's counters. Screenshots go to `test-artifacts/luci-*.png`
 /// (`docs/` with `UPDATE_SCREENSHOTS=1`).
 #[test]
 fn luci_pages_in_chromium_revoke_a_phone_and_save_a_venue() {
@@ -670,6 +717,60 @@ fn luci_pages_in_chromium_revoke_a_phone_and_save_a_venue() {
     let etc = cafe.path("etc");
     fake_etc::write_etc(&cafe, &etc, fake_etc::FIREWALL);
     let rpcd = Rpcd::new(&tools, cafe.dir.path(), confdir.join("wifipos")).in_router(&cafe, &etc);
+
+    // Usage (issue 16): a v2 voucher with a 500 MB cap and speed limits, used for 1 MiB; and
+    // a 1 MiB voucher whose data runs out.
+    let capped = cafe.issue(&[
+        "--duration",
+        "1h",
+        "--ref",
+        "SALE-C",
+        "--data-cap",
+        "500MB",
+        "--down",
+        "2Mbit",
+        "--up",
+        "512kbit",
+    ]);
+    redeem(&cafe, "client3", capped["url"].as_str().unwrap());
+    download(&cafe, "client3", Some("1M"), 15);
+    let used_up = cafe.issue(&["--duration", "1h", "--ref", "SALE-U", "--data-cap", "1MiB"]);
+    redeem(&cafe, "client4", used_up["url"].as_str().unwrap());
+    download(&cafe, "client4", Some("3M"), 8);
+    let up = wait_for(Duration::from_secs(20), || {
+        rpcd.ok("vouchers", json!({}))["vouchers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["purchase_ref"] == "SALE-U" && v["data_used_up_at"].is_i64())
+    });
+    assert!(
+        up,
+        "the 1 MiB voucher was not used up (does this daemon read the kernel's traffic counters?): {}\n{}",
+        rpcd.ok("vouchers", json!({})),
+        cafe.log()
+    );
+    // The pages' byte format against the daemon's (src/units.rs), ties and unit edges included.
+    let cases: Vec<(u64, String)> = [
+        0u64,
+        812,
+        999,
+        1_000,
+        1_125,
+        10_250,
+        100_500,
+        999_499,
+        999_999,
+        1_400_000,
+        52_428_800,
+        500_170_752,
+        2_310_000_000,
+        1_099_511_627_776,
+        9_007_199_254_740_992,
+    ]
+    .into_iter()
+    .map(|n| (n, wifipos::units::human_bytes(n)))
+    .collect();
     let key = cafe
         .trusted
         .split('\'')
@@ -705,6 +806,9 @@ fn luci_pages_in_chromium_revoke_a_phone_and_save_a_venue() {
         .env("KEEP_NS", &phones[1].ns)
         .env("KEEP_MAC", &phones[1].mac)
         .env("KEEP_TOKEN", keep["token"].as_str().unwrap())
+        .env("CAPPED_MAC", &phones[2].mac)
+        .env("CAPPED_URL", capped["url"].as_str().unwrap())
+        .env("BYTES_CASES", serde_json::to_string(&cases).unwrap())
         .env("KEY_ID", keep["key_id"].as_str().unwrap())
         .env("TRUSTED_KEY", &key)
         .env("SCREENSHOTS", &docs)
@@ -727,7 +831,7 @@ fn luci_pages_in_chromium_revoke_a_phone_and_save_a_venue() {
     // What the browser did is in the daemon: the phone's voucher revoked, the venue reloaded.
     let s = rpcd.ok("status", json!({}));
     assert_eq!(s["venue"], "Kaffeehaus Nord", "{s}");
-    assert_eq!(s["sessions"], 1, "{s}");
+    assert_eq!(s["sessions"], 2, "the kept and the capped phone: {s}");
     drop(daemon);
 }
 

@@ -2,7 +2,10 @@
 // by ./server.mjs, which runs the real rpcd plugin against the lab's wifiposd and the real `uci`.
 // Run by tests/luci_rpcd.rs (lab, daemon, vouchers, config directory); it passes, besides the
 // server's variables: ROUTER_NS, REVOKE_NS/REVOKE_MAC (a paid phone to revoke), KEEP_NS/KEEP_MAC
-// /KEEP_TOKEN (a paid phone that must stay online), KEY_ID (the till key's id), SCREENSHOTS.
+// /KEEP_TOKEN (a paid phone that must stay online), CAPPED_MAC/CAPPED_URL (a phone on a voucher
+// with a 500 MB cap, 2 Mbit/s down and 512 kbit/s up, that downloaded 1 MiB; SALE-C), a voucher
+// whose 1 MiB ran out (SALE-U), BYTES_CASES (JSON [bytes, src/units.rs human_bytes] pairs),
+// KEY_ID (the till key's id), SCREENSHOTS.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -84,6 +87,26 @@ async function open(page, name, selector) {
   await page.waitForLoadState('networkidle');
 }
 
+// The row of the titled table under `root` that holds `text`: its cells' text as shown (lines
+// apart) by column title.
+function row(page, root, text) {
+  return page.evaluate(([root, text]) => {
+    const table = [...document.querySelectorAll(`${root} table`)].find((t) => t.querySelector('tr.table-titles'));
+    const titles = [...table.querySelectorAll('tr.table-titles th')].map((h) => h.textContent.trim());
+    const tr = [...table.querySelectorAll('tr')].find((r) => !r.classList.contains('table-titles') && r.textContent.includes(text));
+    if (!tr) return null;
+    const cells = [...tr.querySelectorAll('td')].map((c) => c.innerText.trim());
+    return Object.fromEntries(titles.map((t, i) => [t, cells[i]]));
+  }, [root, text]);
+}
+
+// "812 B", "1.40 MB", "2.31 GB" in MB.
+function mb(text) {
+  const m = /^(\d+(?:\.\d+)?) (B|kB|MB|GB|TB)$/.exec(text);
+  assert.ok(m, `not an amount of bytes: ${text}`);
+  return Number(m[1]) * { B: 1e-6, kB: 1e-3, MB: 1, GB: 1e3, TB: 1e6 }[m[2]];
+}
+
 const shot = (page, name) => page.screenshot({ path: `${env('SCREENSHOTS')}/luci-${name}.png`, fullPage: true });
 
 test('a wrong password gets no session, and no page without one', async () => {
@@ -101,8 +124,9 @@ test('overview shows devices online, sales, the key id, firewall and clock', asy
   const page = await login('root');
   await open(page, 'overview', '#wifipos-overview');
   const text = await page.textContent('#wifipos-overview');
-  assert.match(text, /Devices online now\s*2/);
-  assert.match(text, /Vouchers sold today\s*2/);
+  // client, client2 and the capped client3; client4's voucher ran out of data.
+  assert.match(text, /Devices online now\s*3/);
+  assert.match(text, /Vouchers sold today\s*4/);
   assert.match(text, new RegExp(`Trusted till keys\\s*${env('KEY_ID')}`));
   assert.match(text, /Firewall table\s*intact/);
   assert.match(text, /Clock\s*synchronised/);
@@ -119,7 +143,10 @@ test('overview shows devices online, sales, the key id, firewall and clock', asy
 });
 
 test('the pages in German and Spanish, from the po files through LuCI\'s own _()', async () => {
-  for (const [lang, online, tab, devices] of [['de', 'Geräte jetzt online', 'Übersicht', 'Geräte'], ['es', 'Dispositivos en línea ahora', 'Resumen', 'Dispositivos']]) {
+  for (const [lang, online, tab, devices, data, speed, usedUp] of [
+    ['de', 'Geräte jetzt online', 'Übersicht', 'Geräte', 'Daten (Download / Upload)', '2 Mbit/s Download, 512 kbit/s Upload', 'Datenvolumen aufgebraucht'],
+    ['es', 'Dispositivos en línea ahora', 'Resumen', 'Dispositivos', 'Datos (bajada / subida)', '2 Mbit/s de bajada, 512 kbit/s de subida', 'datos agotados'],
+  ]) {
     const page = await login('root');
     await page.context().addCookies([{ name: 'luci_lang', value: lang, url: base }]);
     await open(page, 'overview', '#wifipos-overview');
@@ -127,6 +154,11 @@ test('the pages in German and Spanish, from the po files through LuCI\'s own _()
     assert.ok((await page.textContent('#tabmenu')).includes(tab), lang);
     await open(page, 'devices', '#wifipos-devices');
     assert.ok((await page.textContent('#wifipos-devices h2')).includes(devices), lang);
+    assert.ok((await page.textContent('#wifipos-devices table')).includes(data), lang);
+    await open(page, 'vouchers', '#wifipos-vouchers');
+    const t = await page.textContent('#wifipos-vouchers');
+    assert.ok(t.includes(speed), `${lang}: ${speed}`);
+    assert.ok(t.includes(usedUp), `${lang}: ${usedUp}`);
   }
 });
 
@@ -144,6 +176,33 @@ test('a read-only login cannot kick: buttons disabled, and the ACL refuses the c
   assert.ok(!log.some((l) => l.method === 'kick'), 'the plugin never ran kick');
   // Reading works.
   assert.ok((await page.textContent('#wifipos-devices table')).includes(env('KEEP_MAC')));
+});
+
+test('Devices: data down / up per device, and a capped voucher\'s data of its cap', async () => {
+  const page = await login('root');
+  await open(page, 'devices', '#wifipos-devices');
+  const capped = await row(page, '#wifipos-devices', env('CAPPED_MAC'));
+  assert.ok(capped, 'the capped phone is listed');
+  // It downloaded 1 MiB (iperf3 through the router) and sent little more than TCP's ACKs.
+  const [mine, voucher] = capped['Data (down / up)'].split('\n');
+  const [down, up] = mine.split(' / ');
+  assert.ok(mb(down) >= 1.0 && mb(down) < 2, `down ${down}`);
+  assert.ok(mb(up) > 0 && mb(up) < 0.5, `up ${up}`);
+  // Below it, its voucher: all its devices (one here) of the cap, 500 MB as sold (477 MiB).
+  const m = /^Voucher: (.+) of 500 MB$/.exec(voucher);
+  assert.ok(m, voucher);
+  assert.ok(mb(m[1]) >= mb(down) && mb(m[1]) < 2, voucher);
+  // A voucher without a cap: the device's own data only.
+  const keep = await row(page, '#wifipos-devices', env('KEEP_MAC'));
+  assert.ok(!keep['Data (down / up)'].includes('\n'), keep['Data (down / up)']);
+  const [kd, ku] = keep['Data (down / up)'].split(' / ');
+  assert.ok(mb(kd) < 1 && mb(ku) < 1, keep['Data (down / up)']);
+  // wifipos.bytes prints what the daemon's human_bytes prints, digit for digit.
+  const cases = JSON.parse(env('BYTES_CASES'));
+  assert.ok(cases.length > 10);
+  const got = await page.evaluate((ns) => L.require('wifipos').then((w) => ns.map((n) => w.bytes(n))),
+    cases.map((c) => c[0]));
+  assert.deepEqual(got, cases.map((c) => c[1]));
 });
 
 test('Devices: revoking a paid phone takes it out of the kernel and its traffic stops', async () => {
@@ -186,12 +245,36 @@ test('Vouchers: recent vouchers and a pasted code looked up', async () => {
   const t = await page.textContent('#wifipos-vouchers');
   assert.match(t, /SALE-K/);
   assert.match(t, /revoked/);
+  // Data and speed: the capped voucher with its limits, the one whose data ran out, and one
+  // without limits.
+  const c = await row(page, '#wifipos-vouchers', 'SALE-C');
+  assert.match(c['Data'], /^\S+ MB of 500 MB$/);
+  assert.ok(mb(c['Data'].split(' of ')[0]) >= 1.0);
+  assert.equal(c['Speed'], '2 Mbit/s down, 512 kbit/s up');
+  assert.match(c['State'], /^in use, .+ left$/);
+  const u = await row(page, '#wifipos-vouchers', 'SALE-U');
+  assert.equal(u['State'], 'data used up');
+  const [used, cap] = u['Data'].split(' of ');
+  assert.equal(cap, '1.05 MB', '1 MiB');
+  assert.ok(mb(used) >= mb(cap), u['Data']);
+  assert.equal(u['Speed'], '-');
+  const k = await row(page, '#wifipos-vouchers', 'SALE-K');
+  assert.ok(mb(k['Data']) < 1, k['Data']);
+  assert.equal(k['Speed'], '-');
   await page.fill('#wifipos-code', `  ${env('KEEP_TOKEN')}  `);
   await page.click('button[data-action=lookup]');
   await page.waitForSelector('#wifipos-found');
   const found = await page.textContent('#wifipos-found');
   assert.match(found, /SALE-K/);
   assert.ok(found.includes(env('KEEP_MAC')), found);
+  // The capped voucher's link: its data of the cap and its speeds.
+  await page.fill('#wifipos-code', env('CAPPED_URL'));
+  await page.click('button[data-action=lookup]');
+  await until('the capped voucher', async () => /SALE-C/.test(await page.textContent('#wifipos-found').catch(() => '')));
+  const capped = await page.textContent('#wifipos-found');
+  assert.match(capped, /Data\s*\S+ MB of 500 MB/);
+  assert.match(capped, /Speed\s*2 Mbit\/s down, 512 kbit\/s up/);
+  assert.ok(capped.includes(env('CAPPED_MAC')), capped);
   await shot(page, 'vouchers');
 });
 
@@ -201,6 +284,7 @@ test('Events: the log with a time filter', async () => {
   let t = await page.textContent('#wifipos-events');
   assert.match(t, /redeemed/);
   assert.match(t, /voucher_revoked/);
+  assert.match(t, /data_used_up/);
   await page.selectOption('#wifipos-since', 'custom');
   await page.fill('#wifipos-since-custom', '9999-12-31');
   await page.click('button[data-action=show]');

@@ -4,8 +4,8 @@
 'require ui';
 
 // Shared by the wifipos views: the calls to the rpcd plugin luci.wifipos, formatting of times,
-// confirmations, and trusted-key checks (base64 Ed25519 public key, key id = the first 4 bytes
-// of its SHA-256, as `wifipos keygen` prints it).
+// data amounts and speeds, confirmations, and trusted-key checks (base64 Ed25519 public key,
+// key id = the first 4 bytes of its SHA-256, as `wifipos keygen` prints it).
 
 function call(method, params) {
 	return rpc.declare({ object: 'luci.wifipos', method: method, params: params || [] });
@@ -55,6 +55,25 @@ function sha256(bytes) {
 	return out;
 }
 
+// v with p decimals, a tie rounded to the even digit as Rust's format! does, so these pages and
+// `wifiposd sessions` print the same digits (toFixed alone rounds a tie up: 1.125 -> 1.13).
+// For 1 <= v < 1e21 and p <= 2, a double that is not a tie differs from one by more than
+// 1e-19, so 20 digits (the most every browser's toFixed gives) tell a tie apart.
+function fixed(v, p) {
+	var exact = v.toFixed(20), dot = exact.indexOf('.');
+	var kept = exact.slice(0, p ? dot + 1 + p : dot), rest = exact.slice(dot + 1 + p);
+	if (/^50*$/.test(rest) && /[02468]$/.test(kept))
+		return kept;
+	return v.toFixed(p);
+}
+
+// A speed limit in kbit/s as the till sold it: whole Mbit/s as such, else kbit/s.
+function rate(kbit) {
+	if (kbit >= 1000 && kbit % 1000 == 0)
+		return '%d Mbit/s'.format(kbit / 1000);
+	return '%d kbit/s'.format(kbit);
+}
+
 return baseclass.extend({
 	status: call('status'),
 	sessions: call('sessions'),
@@ -101,6 +120,50 @@ return baseclass.extend({
 		var d = new Date(t * 1000), p = function(n) { return (n < 10 ? '0' : '') + n; };
 		return '%d-%s-%s %s:%s'.format(d.getFullYear(), p(d.getMonth() + 1), p(d.getDate()),
 			p(d.getHours()), p(d.getMinutes()));
+	},
+
+	// Bytes as phones show them, in powers of 1000 with three digits: 812 B, 1.40 MB, 52.4 MB,
+	// 2.31 GB (the rule of src/units.rs human_bytes).
+	bytes: function(n) {
+		if (n == null)
+			return '-';
+		if (n < 1000)
+			return '%d B'.format(n);
+		var units = [ 'kB', 'MB', 'GB', 'TB' ], v = n / 1000, i = 0;
+		while (v >= 1000 && i + 1 < units.length) {
+			v /= 1000;
+			i++;
+		}
+		return fixed(v, v >= 100 ? 0 : (v >= 10 ? 1 : 2)) + ' ' + units[i];
+	},
+
+	// Used of the data cap, or just used when there is no cap.
+	data: function(used, cap) {
+		if (cap == null)
+			return this.bytes(used);
+		return _('%s of %s').format(this.bytes(used), this.bytes(cap));
+	},
+
+	// A voucher's speed limits (kbit/s, null: none): "2 Mbit/s down, 512 kbit/s up" or "-".
+	speed: function(down, up) {
+		if (down != null && up != null)
+			return _('%s down, %s up').format(rate(down), rate(up));
+		if (down != null)
+			return _('%s down').format(rate(down));
+		if (up != null)
+			return _('%s up').format(rate(up));
+		return '-';
+	},
+
+	// `text` with each amount ("1.40 MB", "512 kbit/s") kept on one line, for narrow cells.
+	amounts: function(text) {
+		var re = /\d+(?:\.\d+)? (?:B|kB|MB|GB|TB|kbit\/s|Mbit\/s)/g, out = [], at = 0, m;
+		while ((m = re.exec(text)) != null) {
+			out.push(text.slice(at, m.index), E('span', { 'style': 'white-space:nowrap' }, [ m[0] ]));
+			at = m.index + m[0].length;
+		}
+		out.push(text.slice(at));
+		return E('span', {}, out);
 	},
 
 	left: function(s) {

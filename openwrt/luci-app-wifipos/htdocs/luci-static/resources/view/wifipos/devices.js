@@ -3,8 +3,9 @@
 'require ui';
 'require wifipos';
 
-// Devices: each device with time left (voucher, sale reference, end, time left) and the
-// actions kick, extend, revoke, trust, block, each confirmed first; trust or block any MAC.
+// Devices: each device with time left (voucher, sale reference, end, time left, data it moved,
+// its voucher's data of the cap) and the actions kick, extend, revoke, trust, block, each
+// confirmed first; trust or block any MAC.
 
 return view.extend({
 	load: function() {
@@ -31,6 +32,12 @@ return view.extend({
 				wifipos.time(s.ends_at),
 				wifipos.left(s.remaining_s),
 				s.kernel_s != null ? wifipos.left(s.kernel_s) : _('not in the kernel'),
+				E('div', {}, [
+					wifipos.amounts('%s / %s'.format(wifipos.bytes(s.down_bytes || 0), wifipos.bytes(s.up_bytes || 0))),
+					s.data_cap == null ? '' : E('div', { 'title': _('What all devices of this voucher used of its data cap') }, [
+						E('small', {}, [ wifipos.amounts(_('Voucher: %s').format(wifipos.data(s.voucher_used_bytes || 0, s.data_cap))) ])
+					])
+				]),
 				E('div', { 'class': 'wifipos-actions', 'data-mac': s.mac }, [
 					E('button', { 'class': 'btn cbi-button', 'data-action': 'kick', 'disabled': ro,
 						'click': self.act(_('Kick device'),
@@ -74,10 +81,12 @@ return view.extend({
 
 		return E('div', { 'class': 'cbi-map', 'id': 'wifipos-devices' }, [
 			E('h2', {}, [ _('Devices') ]),
-			E('div', { 'class': 'cbi-map-descr' }, [ _('Devices with time left. Time left in the kernel is what the firewall enforces, even if the daemon stops.') ]),
+			E('div', { 'class': 'cbi-map-descr' }, [ _('Devices with time left. Time left in the kernel is what the firewall enforces, even if the daemon stops.'), ' ',
+				_('Data is what each device downloaded and uploaded on its voucher; a voucher with a data cap shows what all its devices used of it.') ]),
 			E('div', { 'class': 'cbi-section' }, [
 				wifipos.table([ _('MAC address'), _('Voucher'), _('Sale'), _('Ends'), _('Time left'),
-					_('In the kernel'), _('Actions') ], rows, _('No device has time left.'))
+					_('In the kernel'), _('Data (down / up)'), _('Actions') ], rows,
+					_('No device has time left.'))
 			]),
 			E('div', { 'class': 'cbi-section' }, [
 				E('h3', {}, [ _('Staff and unwanted devices') ]),

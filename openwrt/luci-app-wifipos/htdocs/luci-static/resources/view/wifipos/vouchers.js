@@ -3,8 +3,8 @@
 'require dom';
 'require wifipos';
 
-// Vouchers: the most recently used vouchers with their devices, revoke, and a look-up of a
-// pasted voucher code or link.
+// Vouchers: the most recently used vouchers with their devices, data used (of the cap), speed
+// limits, revoke, and a look-up of a pasted voucher code or link.
 
 return view.extend({
 	load: function() {
@@ -14,6 +14,8 @@ return view.extend({
 	state: function(v, now) {
 		if (v.revoked_at)
 			return _('revoked %s').format(wifipos.time(v.revoked_at));
+		if (v.data_used_up_at)
+			return _('data used up');
 		if (!v.first_redeemed_at)
 			return _('not used');
 		if (v.ends_at <= now)
@@ -29,6 +31,8 @@ return view.extend({
 			[ _('Devices'), '%d / %d: %s'.format(v.devices.length, v.max_devices, v.devices.join(', ') || '-') ],
 			[ _('First used'), wifipos.time(v.first_redeemed_at) ],
 			[ _('Ends'), wifipos.time(v.ends_at) ],
+			[ _('Data'), wifipos.amounts(wifipos.data(v.used_bytes || 0, v.data_cap)) ],
+			[ _('Speed'), wifipos.amounts(wifipos.speed(v.down_kbit, v.up_kbit)) ],
 			[ _('State'), this.state(v, now) ]
 		].map(function(r) {
 			return E('tr', { 'class': 'tr' }, [ E('td', { 'class': 'td left', 'width': '33%' }, [ r[0] ]), E('td', { 'class': 'td left' }, [ r[1] ]) ]);
@@ -49,6 +53,8 @@ return view.extend({
 				'%d / %d'.format(v.devices.length, v.max_devices),
 				E('span', {}, v.devices.map(function(m) { return E('code', {}, [ m, ' ' ]); })),
 				wifipos.time(v.first_redeemed_at),
+				wifipos.amounts(wifipos.data(v.used_bytes || 0, v.data_cap)),
+				wifipos.amounts(wifipos.speed(v.down_kbit, v.up_kbit)),
 				self.state(v, res.now),
 				v.revoked_at ? '' : E('button', { 'class': 'btn cbi-button-negative', 'data-action': 'revoke', 'disabled': ro,
 					'data-voucher': v.voucher, 'click': function() {
@@ -81,7 +87,7 @@ return view.extend({
 			E('div', { 'class': 'cbi-section' }, [
 				E('h3', {}, [ _('Recently used') ]),
 				wifipos.table([ _('Voucher'), _('Sale'), _('Paid time'), _('Devices'), _('MAC addresses'),
-					_('First used'), _('State'), '' ], rows, _('No voucher has been used yet.'))
+					_('First used'), _('Data'), _('Speed'), _('State'), '' ], rows, _('No voucher has been used yet.'))
 			])
 		]);
 	},
