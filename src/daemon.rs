@@ -315,6 +315,7 @@ async fn keep_in_sync(
     let mut clones = crate::fdb::CloneWatch::default();
     // The traffic counters: read at once, then as `meter_round` says.
     let mut meter_at = tokio::time::Instant::now();
+    let meter_wake = sessions.borrow().meter.wake.clone();
     loop {
         let hangup = async {
             match hup.as_mut() {
@@ -337,6 +338,7 @@ async fn keep_in_sync(
             _ = hangup => (true, false, false),
             _ = end => (false, true, false),
             _ = tokio::time::sleep_until(meter_at) => (false, false, true),
+            _ = meter_wake.notified() => (false, false, true),
         };
         let now = wall_now();
         let mut s = sessions.borrow_mut();

@@ -26,8 +26,8 @@ fn json(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
-/// Bytes the phone's interface received and sent.
-fn phone_bytes(cafe: &Cafe, phone: &str) -> u64 {
+/// Bytes the phone's interface received.
+fn phone_rx(cafe: &Cafe, phone: &str) -> u64 {
     let v: serde_json::Value = serde_json::from_slice(
         &cafe
             .lab
@@ -35,8 +35,7 @@ fn phone_bytes(cafe: &Cafe, phone: &str) -> u64 {
             .stdout,
     )
     .unwrap();
-    let s = &v[0]["stats64"];
-    s["rx"]["bytes"].as_u64().unwrap() + s["tx"]["bytes"].as_u64().unwrap()
+    v[0]["stats64"]["rx"]["bytes"].as_u64().unwrap()
 }
 
 /// An iperf3 server on the upstream (stopped with the lab).
@@ -92,10 +91,11 @@ fn a_data_cap_ends_access_for_both_phones_near_the_cap_across_a_restart() {
     let cap = 8u64 << 20;
     assert_eq!(redeem(&cafe, "client", url).0, 200);
     assert_eq!(redeem(&cafe, "client2", url).0, 200);
-    let (b1, b2) = (phone_bytes(&cafe, "client"), phone_bytes(&cafe, "client2"));
+    let (b1, b2) = (phone_rx(&cafe, "client"), phone_rx(&cafe, "client2"));
 
     // Phone 1 takes 3 MB, then the daemon restarts (a clean stop saves the count).
     download(&cafe, "client", 50, 10, Some("3M"));
+    let rx1 = phone_rx(&cafe, "client") - b1;
     let row = voucher_row(&cafe);
     let first = row["used_bytes"].as_u64().unwrap();
     assert!(first >= 3 << 20, "{row}");
@@ -105,7 +105,11 @@ fn a_data_cap_ends_access_for_both_phones_near_the_cap_across_a_restart() {
     let _daemon = cafe.start();
     let kept = voucher_row(&cafe)["used_bytes"].as_u64().unwrap();
     eprintln!("before the restart {first} bytes counted, after it {kept} kept");
-    assert_eq!(kept, first, "the admin view had saved it");
+    // The new daemon counted only the portal's answer to the start check since.
+    assert!(
+        kept >= first && kept - first < 64 << 10,
+        "the admin view had saved it: {first} then {kept}"
+    );
 
     // Phone 2 downloads at 50 Mbit/s until the cap cuts it off.
     let t = Instant::now();
@@ -126,15 +130,29 @@ fn a_data_cap_ends_access_for_both_phones_near_the_cap_across_a_restart() {
     assert_eq!(cafe.lab.internet("client2", false), 0);
     let (_, page) = redeem(&cafe, "client", url);
     assert!(page.contains("data allowance is used up"), "{page}");
-    // The counts match what the phones' interfaces moved (they also carry the portal's pages,
-    // ARP and NDP, which the router counts too when they cross it).
-    let seen = phone_bytes(&cafe, "client") - b1 + phone_bytes(&cafe, "client2") - b2;
-    let diff = (seen as f64 - used as f64).abs() / seen as f64;
+    // Phone 1's download, which ended by itself, matches what its interface received (frames,
+    // as the router counts them at the guest interface's egress; they include the portal's
+    // answers). Phone 2's was cut: frames in flight reach it uncounted.
+    let db = rusqlite::Connection::open(cafe.path("wifipos.db")).unwrap();
+    let bytes = |mac: &str| -> (i64, i64) {
+        db.query_row(
+            "SELECT down_bytes, up_bytes FROM devices WHERE mac = ?1",
+            [mac],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    };
+    let (down1, up1) = bytes(PHONE);
+    let (down2, up2) = bytes("02:00:00:00:00:11");
+    let diff = (rx1 as f64 - down1 as f64).abs() / rx1 as f64;
     eprintln!(
-        "phones' interfaces: {seen} bytes; router's counters: {used}; {:.2} % apart",
-        diff * 100.0
+        "phone 1 received {rx1} bytes, the router counted {down1} ({:.2} % apart); \
+         phone 2 received {} (cut off mid-stream), {down2} counted",
+        diff * 100.0,
+        phone_rx(&cafe, "client2") - b2
     );
-    assert!(diff < 0.02, "{seen} vs {used}");
+    assert!(diff < 0.02, "{rx1} vs {down1}");
+    assert_eq!((down1 + up1 + down2 + up2) as u64, used);
     assert!(cafe.log().contains("used its"), "{}", cafe.log());
 }
 
@@ -149,17 +167,25 @@ fn a_phone_back_with_a_new_mac_takes_the_place_of_its_idle_self() {
     assert_eq!(cafe.lab.internet("client", false), 204);
     let paid_at = Instant::now();
 
-    // The phone forgets the network and comes back with a new private MAC.
+    // The phone forgets the network and comes back with a new private MAC, and so a new
+    // DHCP lease (the old address stays vouched for by the old MAC for 90 s: the same address
+    // from a new MAC at once would be refused as a neighbour-table forgery).
     let new_mac = "02:00:00:00:0a:10";
-    let set = |mac: &str| {
-        let o = cafe.lab.run(
-            "client",
-            "ip",
-            &["link", "set", "dev", "eth0", "address", mac],
+    for args in [
+        vec!["link", "set", "dev", "eth0", "address", new_mac],
+        vec!["addr", "flush", "dev", "eth0"],
+        vec!["addr", "add", "10.20.0.40/24", "dev", "eth0"],
+        vec!["-6", "addr", "add", "fd20::40/64", "dev", "eth0", "nodad"],
+        vec!["route", "replace", "default", "via", "10.20.0.1"],
+        vec!["-6", "route", "replace", "default", "via", "fd20::1"],
+    ] {
+        let o = cafe.lab.run("client", "ip", &args);
+        assert!(
+            o.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
         );
-        assert!(o.status.success());
-    };
-    set(new_mac);
+    }
     let (_, page) = redeem(&cafe, "client", url);
     assert!(
         page.contains("already in use"),

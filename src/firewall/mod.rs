@@ -137,11 +137,7 @@ pub trait Firewall {
     fn check(&mut self) -> Result<TableHealth, FirewallError>;
     /// Bytes and packets per counted device (those added by allow/install and not yet removed),
     /// sorted by MAC. Counters restart from zero when the table is rebuilt.
-    ///
-    /// (The default, for firewalls that count nothing, lists nothing.)
-    fn usage(&mut self) -> Result<Vec<(Mac, Usage)>, FirewallError> {
-        Ok(Vec::new())
-    }
+    fn usage(&mut self) -> Result<Vec<(Mac, Usage)>, FirewallError>;
     /// Whether downloads are counted: false where the kernel has no netdev egress hook (before
     /// 5.16, e.g. OpenWrt 23.05) or refused the chain on the guest interface; uploads are
     /// counted all the same, and download counters stay zero.

@@ -61,6 +61,10 @@ impl Gate for Sessions {
             }
         }
         self.update_speed_limits(&[mac], now);
+        if v.limits().data_cap_mib.is_some() {
+            // Its traffic counts from now: watch the counters closely at once.
+            self.meter.wake.notify_one();
+        }
         Ok(Access {
             seconds_left: (r.grant.ends_at - now).max(0) as u64,
             devices: r.grant.devices,
@@ -169,6 +173,9 @@ mod tests {
             Err(refused())
         }
         fn check(&mut self) -> Result<TableHealth, FirewallError> {
+            Err(refused())
+        }
+        fn usage(&mut self) -> Result<Vec<(Mac, crate::firewall::Usage)>, FirewallError> {
             Err(refused())
         }
     }

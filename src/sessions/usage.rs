@@ -35,6 +35,11 @@ pub struct Meter {
     saved_at: i64,
     /// The time between the last two reads, to estimate how fast a voucher nears its cap.
     interval: Duration,
+    /// This daemon built the table its counters are in. Until then counters are not read: a
+    /// table left by a previous daemon holds bytes that daemon already saved.
+    own_table: bool,
+    /// Wakes the daemon's meter timer at once (a capped voucher was just redeemed).
+    pub wake: std::rc::Rc<tokio::sync::Notify>,
 }
 
 impl Meter {
@@ -70,6 +75,7 @@ impl Meter {
     /// The table was rebuilt: every counter starts again from zero.
     pub fn counters_restarted(&mut self) {
         self.last.clear();
+        self.own_table = true;
     }
 
     /// Bytes not saved yet for these devices.
@@ -107,6 +113,9 @@ impl Sessions {
     /// the next read).
     /// Returns the bytes each device moved since the last read.
     pub fn read_usage(&mut self, now: i64) -> HashMap<Mac, u64> {
+        if !self.meter.own_table {
+            return HashMap::new();
+        }
         match self.firewall.usage() {
             Ok(read) => self.meter.fold(&read, now),
             Err(e) => {
