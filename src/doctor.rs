@@ -833,6 +833,9 @@ config rule\n\toption name 'Allow-DNS-Guest'\n\toption src 'guest'\n\toption des
             keys: vec![],
             last_24h: Default::default(),
             clones: vec![],
+            traffic: (0, 0),
+            counts_downloads: true,
+            speed_limited: 0,
         }
     }
 

@@ -137,6 +137,15 @@ pub struct Status {
     /// MACs seen on two guest bridge ports at once in the last 24 hours ("MAC: ports").
     #[serde(default)]
     pub clones: Vec<String>,
+    /// Bytes moved by the devices with time left, on their current vouchers (down, up).
+    #[serde(default)]
+    pub traffic: (u64, u64),
+    /// The kernel counts downloads too (false before kernel 5.16: no netdev egress hook).
+    #[serde(default)]
+    pub counts_downloads: bool,
+    /// Devices held to a speed limit by the kernel's shaper.
+    #[serde(default)]
+    pub speed_limited: usize,
 }
 
 /// A line of `sessions`.
@@ -237,6 +246,7 @@ fn status(s: &mut Sessions, uptime_s: u64, now: i64) -> Result<Status, AdminErro
     };
     let allowed = s.firewall.list_allowed().map(|a| a.len()).unwrap_or(0);
     let (trusted, blocked) = sessions::mac_sets(&s.cfg, &s.store.rules().map_err(internal)?);
+    let live = s.store.sessions(now).map_err(internal)?;
     let cfg = &s.cfg;
     Ok(Status {
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -258,6 +268,14 @@ fn status(s: &mut Sessions, uptime_s: u64, now: i64) -> Result<Status, AdminErro
             .totals_between(now - 86_400, now + 1)
             .map_err(internal)?,
         clones: s.store.recent_clones(now - 86_400).map_err(internal)?,
+        traffic: live
+            .iter()
+            .fold((0, 0), |(d, u), l| (d + l.down_bytes, u + l.up_bytes)),
+        counts_downloads: s.firewall.counts_downloads(),
+        speed_limited: live
+            .iter()
+            .filter(|l| !s.rates_for(l.mac).is_unlimited())
+            .count(),
     })
 }
 

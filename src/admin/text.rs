@@ -45,6 +45,17 @@ pub fn status(s: &Status) -> String {
         t.redemptions,
         t.refusals,
     );
+    out.push_str(&format!(
+        "Traffic of devices with time left: {} down, {} up{}; {} device(s) speed-limited\n",
+        human_bytes(s.traffic.0),
+        human_bytes(s.traffic.1),
+        if s.counts_downloads {
+            ""
+        } else {
+            " (DOWNLOADS NOT COUNTED: the kernel has no netdev egress hook, needs 5.16 or later)"
+        },
+        s.speed_limited
+    ));
     for c in &s.clones {
         out.push_str(&format!(
             "CLONE: {c} (one MAC on two bridge ports: `wifiposd block MAC` to shut it out)\n"
