@@ -494,10 +494,17 @@ fn thousands_of_bad_vouchers_are_each_refused_for_their_reason_and_nobody_gets_o
             Some("out_of_range"),
         );
     }
-    // Version 2, signed by the till: any limit (this router does not enforce them yet) and an
-    // unknown enforceable type are "unsupported limit"; a limit outside its range is out of
-    // range; broken blocks are malformed; v2 under the v1 prefix and v1 under the v2 prefix are
-    // bad signatures; single-bit flips of a v2 voucher never get through.
+    // Version 2, signed by the till: known limits beside an entry of an unknown enforceable type
+    // (0x04-0x7f) are "unsupported limit" (never granted as if the unknown limit were absent); a
+    // limit outside its range is out of range; broken blocks are malformed; v2 under the v1
+    // prefix and v1 under the v2 prefix are bad signatures; single-bit flips of a v2 voucher
+    // never get through.
+    let sign_v2 = |key: &SigningKey, body: &[u8]| {
+        let msg = [SIGNING_PREFIX_V2.as_slice(), body].concat();
+        let mut raw = body.to_vec();
+        raw.extend_from_slice(&key.sign(&msg).to_bytes());
+        raw
+    };
     for i in 0..60usize {
         let mut v = voucher(tid, &mut rng, now, "V2");
         let mut limits = Limits::default();
@@ -507,6 +514,10 @@ fn thousands_of_bad_vouchers_are_each_refused_for_their_reason_and_nobody_gets_o
             _ => limits.up_kbit = Some(rng.range(64, 10_000_000) as u32),
         }
         let mut ext = Ext::with_limits(limits);
+        ext.other.push(OtherEntry {
+            kind: rng.range(0x04, 0x7f) as u8,
+            value: b"new".to_vec(),
+        });
         if i % 4 == 0 {
             ext.other.push(OtherEntry {
                 kind: 0x80 + (i as u8),
@@ -514,18 +525,12 @@ fn thousands_of_bad_vouchers_are_each_refused_for_their_reason_and_nobody_gets_o
             });
         }
         v.ext = Some(ext);
-        c.token(
+        c.raw(
             "v2_limit",
-            v.sign(&till).unwrap(),
+            &sign_v2(&till, &v.body()),
             Some("unsupported_limit"),
         );
     }
-    let sign_v2 = |key: &SigningKey, body: &[u8]| {
-        let msg = [SIGNING_PREFIX_V2.as_slice(), body].concat();
-        let mut raw = body.to_vec();
-        raw.extend_from_slice(&key.sign(&msg).to_bytes());
-        raw
-    };
     for i in 0..40usize {
         let mut v = voucher(tid, &mut rng, now, "X");
         v.ext = Some(Ext::default());
