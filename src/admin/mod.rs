@@ -146,6 +146,9 @@ pub struct Status {
     /// Devices held to a speed limit by the kernel's shaper.
     #[serde(default)]
     pub speed_limited: usize,
+    /// RADIUS accounting: the server and the records waiting for it (`None`: off).
+    #[serde(default)]
+    pub radius: Option<(String, i64)>,
 }
 
 /// A line of `sessions`.
@@ -276,6 +279,12 @@ fn status(s: &mut Sessions, uptime_s: u64, now: i64) -> Result<Status, AdminErro
             .iter()
             .filter(|l| !s.rates_for(l.mac).is_unlimited())
             .count(),
+        radius: match cfg.radius() {
+            Some((server, _)) => {
+                Some((server.to_string(), s.store.outbox_len().map_err(internal)?))
+            }
+            None => None,
+        },
     })
 }
 

@@ -56,6 +56,11 @@ pub fn status(s: &Status) -> String {
         },
         s.speed_limited
     ));
+    if let Some((server, waiting)) = &s.radius {
+        out.push_str(&format!(
+            "RADIUS accounting to {server}: {waiting} record(s) waiting in the outbox\n"
+        ));
+    }
     for c in &s.clones {
         out.push_str(&format!(
             "CLONE: {c} (one MAC on two bridge ports: `wifiposd block MAC` to shut it out)\n"

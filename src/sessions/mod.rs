@@ -17,6 +17,7 @@
 //! of which imports `sessions`, `admin`, `control` or `daemon`.
 
 mod gate;
+pub mod radius;
 mod speed;
 pub mod usage;
 
@@ -64,6 +65,8 @@ pub struct Sessions {
     pub limiter: Box<dyn Limiter>,
     /// The limiter is set up on the guest interface (only once a device was limited).
     pub shaping: bool,
+    /// Wakes the RADIUS sender: a record was queued.
+    pub radius_wake: std::rc::Rc<tokio::sync::Notify>,
 }
 
 impl Sessions {
@@ -85,6 +88,7 @@ impl Sessions {
             meter: usage::Meter::default(),
             limiter: Box::new(MemoryLimiter::default()),
             shaping: false,
+            radius_wake: Default::default(),
         }
     }
 
@@ -135,6 +139,7 @@ impl Sessions {
             eprintln!("wifiposd: cannot take devices whose time is up out of the firewall: {e}");
         }
         self.end_connections(&ended, "time is up");
+        self.account_stop(&ended, crate::radius::TerminateCause::SessionTimeout, now);
         self.update_speed_limits(&ended, now);
         ended.len()
     }
@@ -247,6 +252,8 @@ impl Sessions {
         self.firewall.allow(&allow)?;
         self.end_connections(&remove, "access taken away");
         let changed: Vec<Mac> = last.keys().copied().collect();
+        // Revoked or kicked (other ends report their cause before they get here).
+        self.account_stop(&changed, crate::radius::TerminateCause::AdminReset, now);
         self.update_speed_limits(&changed, now);
         Ok(())
     }

@@ -1,0 +1,8 @@
+//! RADIUS accounting (RFC 2866) to a central server such as FreeRADIUS: the packets
+//! (`packet`, pure) and the task that delivers the store's outbox (`sender`). What is queued
+//! and when is `sessions::radius`; the outbox itself is `store::outbox`.
+
+pub mod packet;
+pub mod sender;
+
+pub use packet::{Record, StatusType, TerminateCause};
