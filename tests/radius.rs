@@ -1,0 +1,659 @@
+//! RADIUS accounting against a real FreeRADIUS (Debian's `freeradius`, started by the test on
+//! a loopback port with the smallest config that accepts accounting and writes it with the
+//! `detail` module). The sessions are driven directly (in-memory firewall, real store, the
+//! daemon's own sender task): Start/Interim/Stop arrive with the right attributes; records
+//! made while the server is down, across a restart of the daemon, arrive exactly once; a
+//! retransmission (a small UDP proxy drops the first sends) has a new Identifier and a larger
+//! Acct-Delay-Time. Under CI=true a missing freeradius fails the test.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use wifipos::config::Config;
+use wifipos::firewall::MemoryFirewall;
+use wifipos::keys::{KeyId, Keyring};
+use wifipos::mac::Mac;
+use wifipos::portal::Gate;
+use wifipos::radius::sender::{self, Timing};
+use wifipos::sessions::Sessions;
+use wifipos::store::{AcctChange, Delta, Store, MAX_OUTBOX_ROWS};
+
+const SECRET: &str = "testing123";
+
+fn have_freeradius() -> bool {
+    let ok = Command::new("freeradius")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("freeradius (Debian packages freeradius and freeradius-utils, installed by scripts/setup) is required under CI=true");
+        }
+        eprintln!("SKIPPED: freeradius is missing (apt-get install freeradius freeradius-utils)");
+    }
+    ok
+}
+
+/// A FreeRADIUS accounting server on 127.0.0.1:`port`, writing to `dir/detail`.
+struct Radius {
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+    /// Starts so far (each writes its own log, radiusd-N.log).
+    starts: usize,
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Radius {
+    fn new(dir: &Path) -> Radius {
+        let port = free_udp_port();
+        let d = dir.display();
+        // The smallest config that works: one client (loopback, our secret), one accounting
+        // listener, the detail module. Dictionaries come from the package.
+        let conf = format!(
+            "prefix = /usr\nexec_prefix = /usr\nsysconfdir = /etc\nlocalstatedir = /var\n\
+             sbindir = /usr/sbin\nlogdir = {d}\nraddbdir = {d}\nradacctdir = {d}\n\
+             name = freeradius\nconfdir = {d}\nrun_dir = {d}\ndb_dir = {d}\n\
+             libdir = /usr/lib/freeradius\npidfile = {d}/radiusd.pid\n\
+             max_request_time = 30\ncleanup_delay = 5\nmax_requests = 1024\n\
+             hostname_lookups = no\nlog {{\n destination = stdout\n}}\n\
+             security {{\n allow_core_dumps = no\n max_attributes = 200\n reject_delay = 0\n status_server = no\n}}\n\
+             client router {{\n ipaddr = 127.0.0.1\n secret = {SECRET}\n}}\n\
+             modules {{\n detail {{\n  filename = {d}/detail\n  header = \"%t\"\n  permissions = 0600\n  locking = no\n  log_packet_header = yes\n }}\n}}\n\
+             server default {{\n listen {{\n  type = acct\n  ipaddr = 127.0.0.1\n  port = {port}\n }}\n preacct {{\n }}\n accounting {{\n  detail\n }}\n}}\n"
+        );
+        std::fs::write(dir.join("radiusd.conf"), conf).unwrap();
+        Radius {
+            dir: dir.to_owned(),
+            port,
+            child: None,
+            starts: 0,
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn start(&mut self) {
+        self.starts += 1;
+        let path = self.dir.join(format!("radiusd-{}.log", self.starts));
+        let log = std::fs::File::create(&path).unwrap();
+        let child = Command::new("freeradius")
+            .args(["-X", "-d"])
+            .arg(&self.dir)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("freeradius starts");
+        self.child = Some(child);
+        // Ready when it says so.
+        let t = Instant::now();
+        loop {
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            if log.contains("Ready to process requests") {
+                break;
+            }
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("freeradius exited ({st}):\n{log}");
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "freeradius not ready:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The records in the detail file: attribute → value (quotes removed).
+    fn detail(&self) -> Vec<HashMap<String, String>> {
+        let text = std::fs::read_to_string(self.dir.join("detail")).unwrap_or_default();
+        text.split("\n\n")
+            .filter(|r| !r.trim().is_empty())
+            .map(|r| {
+                r.lines()
+                    .skip(1)
+                    .filter_map(|l| l.trim().split_once(" = "))
+                    .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+impl Drop for Radius {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One request as the proxy saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    id: u8,
+    authenticator: Vec<u8>,
+    session_id: String,
+    status: u32,
+    delay: u32,
+    dropped: bool,
+}
+
+/// A UDP relay between the sender and the server that records every request and drops the
+/// next `drop` ones (a lost packet, to see the retransmission).
+struct Proxy {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    drop: Arc<AtomicUsize>,
+}
+
+fn parse_request(p: &[u8]) -> Option<Seen> {
+    if p.len() < 20 || p[0] != 4 {
+        return None;
+    }
+    let mut seen = Seen {
+        id: p[1],
+        authenticator: p[4..20].to_vec(),
+        session_id: String::new(),
+        status: 0,
+        delay: 0,
+        dropped: false,
+    };
+    let mut a = &p[20..];
+    while a.len() >= 2 && a[1] >= 2 && a[1] as usize <= a.len() {
+        let (t, v) = (a[0], &a[2..a[1] as usize]);
+        let n = |v: &[u8]| u32::from_be_bytes(v.try_into().unwrap_or([0; 4]));
+        match t {
+            40 => seen.status = n(v),
+            41 => seen.delay = n(v),
+            44 => seen.session_id = String::from_utf8_lossy(v).into_owned(),
+            _ => {}
+        }
+        a = &a[a[1] as usize..];
+    }
+    Some(seen)
+}
+
+impl Proxy {
+    fn new(server: SocketAddr) -> Proxy {
+        let front = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let back = UdpSocket::bind("127.0.0.1:0").unwrap();
+        back.connect(server).unwrap();
+        let addr = front.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let drop = Arc::new(AtomicUsize::new(0));
+        let client = Arc::new(Mutex::new(None::<SocketAddr>));
+        {
+            let (front, back) = (front.try_clone().unwrap(), back.try_clone().unwrap());
+            let (seen, drop, client) = (seen.clone(), drop.clone(), client.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok((n, from)) = front.recv_from(&mut buf) {
+                    *client.lock().unwrap() = Some(from);
+                    let Some(mut s) = parse_request(&buf[..n]) else {
+                        continue;
+                    };
+                    s.dropped = drop
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| d.checked_sub(1))
+                        .is_ok();
+                    let dropped = s.dropped;
+                    seen.lock().unwrap().push(s);
+                    if !dropped {
+                        let _ = back.send(&buf[..n]);
+                    }
+                }
+            });
+        }
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                // Errors (the server is down: ICMP port unreachable) are not the end.
+                if let Ok(n) = back.recv(&mut buf) {
+                    if let Some(c) = *client.lock().unwrap() {
+                        let _ = front.send_to(&buf[..n], c);
+                    }
+                } else {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        });
+        Proxy { addr, seen, drop }
+    }
+}
+
+fn wall_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn key() -> SigningKey {
+    SigningKey::from_bytes(&[7; 32])
+}
+
+fn token(key: &SigningKey, serial: u64, max_devices: u8, now: i64) -> String {
+    wifipos::voucher::Voucher {
+        key_id: KeyId::of(&key.verifying_key()),
+        serial,
+        issued_at: now as u32,
+        redeem_by: 0,
+        duration_s: 3600,
+        max_devices,
+        purchase_ref: String::new(),
+        ext: None,
+    }
+    .sign(key)
+    .unwrap()
+}
+
+fn sessions(db: &Path, server: SocketAddr) -> Sessions {
+    let cfg = Config {
+        venue: "Cafe Nord".into(),
+        radius_server: Some(server),
+        radius_secret: SECRET.into(),
+        radius_interim_s: 60,
+        ..Config::default()
+    };
+    let mut s = Sessions::new(
+        Store::open(db).unwrap(),
+        Box::new(MemoryFirewall::new()),
+        Keyring::new([key().verifying_key()]),
+        cfg,
+    );
+    s.restore(wall_now()).unwrap();
+    s
+}
+
+fn mac(n: u8) -> Mac {
+    Mac([2, 0, 0, 0, 0, n])
+}
+
+/// Runs the daemon's sender for `s` until `done` or `limit`; returns whether `done` came.
+fn run_sender(
+    s: &Rc<RefCell<Sessions>>,
+    timing: Timing,
+    limit: Duration,
+    done: impl Fn(&Sessions) -> bool,
+) -> bool {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async {
+        let task = tokio::task::spawn_local(sender::run(s.clone(), timing));
+        let t = Instant::now();
+        let ok = loop {
+            if done(&s.borrow()) {
+                break true;
+            }
+            if t.elapsed() > limit {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        task.abort();
+        ok
+    })
+}
+
+fn empty(s: &Sessions) -> bool {
+    s.store.outbox_len().unwrap() == 0
+}
+
+fn fast() -> Timing {
+    Timing {
+        first: Duration::from_millis(1000),
+        max: Duration::from_millis(2000),
+        idle: Duration::from_millis(50),
+    }
+}
+
+#[test]
+fn start_interim_and_stop_reach_freeradius_with_their_attributes() {
+    if !have_freeradius() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut radius = Radius::new(dir.path());
+    radius.start();
+    let t = wall_now();
+    let s = Rc::new(RefCell::new(sessions(
+        &dir.path().join("w.db"),
+        radius.addr(),
+    )));
+    let (a, b) = (mac(0x0a), mac(0x0b));
+    let kid = KeyId::of(&key().verifying_key());
+    {
+        let mut s = s.borrow_mut();
+        let tok = token(&key(), 41, 2, t);
+        s.redeem(&tok, a, t).unwrap();
+        s.redeem(&tok, b, t).unwrap();
+        // a uploaded 5 000 000 000 bytes (over 2^32: one gigaword) and downloaded 123 456.
+        s.store
+            .add_usage(&[Delta {
+                mac: a,
+                up: 5_000_000_000,
+                down: 123_456,
+                active_at: Some(t + 30),
+            }])
+            .unwrap();
+        assert_eq!(s.account_interims(t + 30), 0, "not due yet");
+        assert_eq!(s.account_interims(t + 60), 2);
+        // b kicked by the venue, a's hour runs out.
+        let kick = s.store.kick(kid, 41, b, t + 70).unwrap().unwrap();
+        s.apply(&[kick], t + 70).unwrap();
+        assert_eq!(s.end_due(t + 3600), 1);
+        assert_eq!(s.store.outbox_len().unwrap(), 6);
+        assert_eq!(s.store.acct_sessions(None).unwrap().len(), 0);
+    }
+    let started = Instant::now();
+    assert!(run_sender(
+        &s,
+        Timing::default(),
+        Duration::from_secs(10),
+        empty
+    ));
+    println!(
+        "6 records delivered in {} ms",
+        started.elapsed().as_millis()
+    );
+    let recs = radius.detail();
+    assert_eq!(recs.len(), 6, "{recs:#?}");
+    let get = |r: &HashMap<String, String>, k: &str| r.get(k).cloned().unwrap_or_default();
+    let of = |m: &str, status: &str| {
+        recs.iter()
+            .find(|r| get(r, "Calling-Station-Id") == m && get(r, "Acct-Status-Type") == status)
+            .unwrap_or_else(|| panic!("no {status} of {m} in {recs:#?}"))
+    };
+    let user = format!("{kid}:41");
+    for m in ["02-00-00-00-00-0A", "02-00-00-00-00-0B"] {
+        for st in ["Start", "Interim-Update", "Stop"] {
+            let r = of(m, st);
+            assert_eq!(get(r, "User-Name"), user);
+            assert_eq!(get(r, "NAS-Identifier"), "Cafe Nord");
+            assert_eq!(get(r, "Called-Station-Id"), "Cafe Nord");
+            assert_eq!(get(r, "NAS-Port-Type"), "Wireless-802.11");
+            assert!(r.contains_key("Event-Timestamp"), "{r:?}");
+            assert!(r.contains_key("Acct-Delay-Time"), "{r:?}");
+            assert_eq!(
+                get(r, "Acct-Session-Id"),
+                get(of(m, "Start"), "Acct-Session-Id"),
+                "one session id per device session"
+            );
+        }
+    }
+    assert_ne!(
+        get(of("02-00-00-00-00-0A", "Start"), "Acct-Session-Id"),
+        get(of("02-00-00-00-00-0B", "Start"), "Acct-Session-Id")
+    );
+    let ia = of("02-00-00-00-00-0A", "Interim-Update");
+    assert_eq!(get(ia, "Acct-Session-Time"), "60");
+    assert_eq!(
+        get(ia, "Acct-Input-Octets"),
+        (5_000_000_000u64 & 0xffff_ffff).to_string()
+    );
+    assert_eq!(get(ia, "Acct-Input-Gigawords"), "1");
+    assert_eq!(get(ia, "Acct-Output-Octets"), "123456");
+    assert_eq!(get(ia, "Acct-Output-Gigawords"), "0");
+    let sa = of("02-00-00-00-00-0A", "Stop");
+    assert_eq!(get(sa, "Acct-Terminate-Cause"), "Session-Timeout");
+    assert_eq!(get(sa, "Acct-Session-Time"), "3600");
+    assert_eq!(get(sa, "Acct-Input-Gigawords"), "1");
+    let sb = of("02-00-00-00-00-0B", "Stop");
+    assert_eq!(get(sb, "Acct-Terminate-Cause"), "Admin-Reset");
+    assert_eq!(get(sb, "Acct-Session-Time"), "70");
+    assert!(!of("02-00-00-00-00-0A", "Start").contains_key("Acct-Session-Time"));
+}
+
+/// The key a detail record is unique by.
+fn record_key(r: &HashMap<String, String>) -> (String, String, String) {
+    (
+        r.get("Acct-Session-Id").cloned().unwrap_or_default(),
+        r.get("Acct-Status-Type").cloned().unwrap_or_default(),
+        r.get("Event-Timestamp").cloned().unwrap_or_default(),
+    )
+}
+
+#[test]
+fn records_made_while_the_server_is_down_arrive_once_after_a_restart_and_retransmissions_change_id_and_delay(
+) {
+    if !have_freeradius() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("w.db");
+    let mut radius = Radius::new(dir.path());
+    radius.start();
+    let proxy = Proxy::new(radius.addr());
+    let t = wall_now();
+    let tok = |serial| token(&key(), serial, 3, t);
+
+    // 1. A lost packet: the first two sends of a Start are dropped.
+    let s = Rc::new(RefCell::new(sessions(&db, proxy.addr)));
+    proxy.drop.store(2, Ordering::SeqCst);
+    s.borrow_mut().redeem(&tok(1), mac(1), t).unwrap();
+    let started = Instant::now();
+    assert!(run_sender(&s, fast(), Duration::from_secs(10), empty));
+    let took = started.elapsed();
+    let sends: Vec<Seen> = proxy.seen.lock().unwrap().clone();
+    println!("one Start, two sends lost: {sends:?}, delivered after {took:?}");
+    assert_eq!(sends.len(), 3);
+    assert_eq!(
+        sends.iter().map(|x| x.dropped).collect::<Vec<_>>(),
+        [true, true, false]
+    );
+    assert!(sends
+        .iter()
+        .all(|x| x.status == 1 && x.session_id == sends[0].session_id));
+    for w in sends.windows(2) {
+        assert_ne!(w[0].id, w[1].id, "a retransmission gets a new Identifier");
+        assert!(
+            w[1].delay > w[0].delay,
+            "and a larger Acct-Delay-Time: {sends:?}"
+        );
+        assert_ne!(w[0].authenticator, w[1].authenticator);
+    }
+    // The waits double: 1 s, then 2 s.
+    assert!(took >= Duration::from_millis(2900), "{took:?}");
+    assert_eq!(radius.detail().len(), 1);
+
+    // 2. The server goes away; devices come, report and leave.
+    radius.stop();
+    let t2 = wall_now();
+    {
+        let mut s = s.borrow_mut();
+        s.redeem(&tok(2), mac(2), t2).unwrap();
+        s.redeem(&tok(2), mac(3), t2).unwrap();
+        s.redeem(&tok(3), mac(4), t2).unwrap();
+        assert_eq!(s.account_interims(t + 70), 4, "four interims");
+        let kid = KeyId::of(&key().verifying_key());
+        let actions = s.store.revoke(kid, 3, t + 80).unwrap();
+        s.apply(&actions, t + 80).unwrap();
+    }
+    let made = 3 + 4 + 1;
+    assert_eq!(s.borrow().store.outbox_len().unwrap(), made);
+    // The sender tries for 4 s: nothing is acknowledged.
+    assert!(!run_sender(&s, fast(), Duration::from_secs(4), empty));
+    let oldest = s.borrow().store.outbox_oldest().unwrap().unwrap();
+    assert!(oldest.tries >= 2, "{oldest:?}");
+    assert_eq!(s.borrow().store.outbox_len().unwrap(), made);
+    let sends_while_down = proxy.seen.lock().unwrap().len() - 3;
+    // The daemon restarts (a new store and sessions on the same file), and a device's time
+    // ends while the server is still away.
+    drop(s);
+    let s = Rc::new(RefCell::new(sessions(&db, proxy.addr)));
+    assert_eq!(s.borrow().store.outbox_len().unwrap(), made);
+    let stops = s.borrow_mut().account_interims(t + 3600 + 10);
+    assert_eq!(
+        stops, 3,
+        "three sessions ended (time up) while nobody looked"
+    );
+    let made = made + 3;
+    // The server comes back.
+    radius.start();
+    let started = Instant::now();
+    assert!(run_sender(&s, fast(), Duration::from_secs(30), empty));
+    println!(
+        "{made} records held across a restart ({sends_while_down} sends while the server was down) delivered in {} ms",
+        started.elapsed().as_millis()
+    );
+    let recs = radius.detail();
+    assert_eq!(recs.len(), 1 + made as usize, "{recs:#?}");
+    let mut keys: Vec<_> = recs.iter().map(record_key).collect();
+    keys.sort();
+    let n = keys.len();
+    keys.dedup();
+    assert_eq!(keys.len(), n, "no record twice");
+    // The Starts made when the server went away waited at least the 4 s of tries.
+    let late: Vec<u32> = recs
+        .iter()
+        .filter(|r| r.get("Acct-Status-Type").map(String::as_str) == Some("Start"))
+        .skip(1)
+        .map(|r| r["Acct-Delay-Time"].parse().unwrap())
+        .collect();
+    println!("Acct-Delay-Time of the Starts held: {late:?}");
+    assert_eq!(late.len(), 3);
+    assert!(late.iter().all(|d| *d >= 4), "{late:?}");
+    let revoked: Vec<_> = recs
+        .iter()
+        .filter(|r| r.get("Acct-Terminate-Cause").map(String::as_str) == Some("Admin-Reset"))
+        .collect();
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(
+        revoked[0].get("Calling-Station-Id").map(String::as_str),
+        Some("02-00-00-00-00-04")
+    );
+}
+
+#[test]
+fn a_wrong_secret_is_not_taken_for_an_acknowledgement() {
+    if !have_freeradius() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut radius = Radius::new(dir.path());
+    radius.start();
+    let t = wall_now();
+    let mut cfg_s = sessions(&dir.path().join("w.db"), radius.addr());
+    cfg_s.cfg.radius_secret = "not-the-secret".into();
+    let s = Rc::new(RefCell::new(cfg_s));
+    s.borrow_mut()
+        .redeem(&token(&key(), 9, 1, t), mac(9), t)
+        .unwrap();
+    assert!(!run_sender(&s, fast(), Duration::from_secs(2), empty));
+    assert_eq!(s.borrow().store.outbox_len().unwrap(), 1, "kept for later");
+    assert!(radius.detail().is_empty());
+    // With the right secret it goes.
+    s.borrow_mut().cfg.radius_secret = SECRET.into();
+    assert!(run_sender(&s, fast(), Duration::from_secs(10), empty));
+    assert_eq!(radius.detail().len(), 1);
+}
+
+#[test]
+fn the_outbox_drops_the_oldest_interims_first_never_start_or_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("w.db")).unwrap();
+    let m = mac(1);
+    let change = |i: u64| AcctChange::Interim {
+        key_id: "00000000".into(),
+        serial: i,
+        mac: m,
+        up_bytes: 0,
+        down_bytes: 0,
+    };
+    let start = AcctChange::Start {
+        key_id: "00000000".into(),
+        serial: 0,
+        mac: m,
+        session_id: "s".into(),
+    };
+    let mut rows = vec![(start, 1, vec![1u8])];
+    rows.extend((0..MAX_OUTBOX_ROWS as u64).map(|i| (change(i), 3, vec![3u8, i as u8])));
+    assert_eq!(
+        store.acct_write(&rows, 100).unwrap(),
+        1,
+        "one interim dropped"
+    );
+    assert_eq!(store.outbox_len().unwrap(), MAX_OUTBOX_ROWS);
+    let oldest = store.outbox_oldest().unwrap().unwrap();
+    assert_eq!(
+        (oldest.kind, oldest.attributes.clone()),
+        (1, vec![1]),
+        "the Start stays"
+    );
+    // Full of Stops: every one is kept, the interims give way.
+    let stops: Vec<_> = (0..50)
+        .map(|i| {
+            (
+                AcctChange::Stop {
+                    key_id: "00000000".into(),
+                    serial: i,
+                    mac: m,
+                },
+                2,
+                vec![2u8],
+            )
+        })
+        .collect();
+    assert_eq!(store.acct_write(&stops, 101).unwrap(), 50);
+    assert_eq!(store.outbox_len().unwrap(), MAX_OUTBOX_ROWS);
+    store.outbox_done(oldest.id).unwrap();
+    let next = store.outbox_oldest().unwrap().unwrap();
+    assert_eq!(next.kind, 3);
+    assert_eq!(
+        next.attributes,
+        vec![3u8, 51],
+        "interims 0..=50 were dropped, oldest first"
+    );
+}
+
+#[test]
+fn a_schema_4_database_migrates_to_5_with_its_sessions() {
+    // The previous release's v3 file, brought to v4 exactly as that release did (SCHEMA_V4).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    std::fs::copy("tests/fixtures/store/v3-release-748118e.sqlite", &path).unwrap();
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(wifipos::store::SCHEMA_V4).unwrap();
+        c.execute_batch(
+            "UPDATE devices SET up_bytes = 1000, down_bytes = 2000; PRAGMA user_version = 4;",
+        )
+        .unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.schema_version().unwrap(), 5);
+    assert_eq!(wifipos::store::SCHEMA_VERSION, 5);
+    assert!(s.integrity_ok().unwrap());
+    assert_eq!(s.outbox_len().unwrap(), 0);
+    assert!(s.acct_sessions(None).unwrap().is_empty());
+    let live = s.sessions(1_796_200_300).unwrap();
+    assert_eq!(live.len(), 2);
+    assert!(live
+        .iter()
+        .all(|l| (l.up_bytes, l.down_bytes) == (1000, 2000)));
+}
