@@ -4,11 +4,19 @@
 //! daemon's own sender task): Start/Interim/Stop arrive with the right attributes; records
 //! made while the server is down, across a restart of the daemon, arrive exactly once; a
 //! retransmission (a small UDP proxy drops the first sends) has a new Identifier and a larger
-//! Acct-Delay-Time. Under CI=true a missing freeradius fails the test.
+//! Acct-Delay-Time. And the daemon itself in the lab (`tests/common/cafe.rs`, needs root and
+//! namespaces), with FreeRADIUS in the upstream namespace: a phone's Start, an outage, a kick,
+//! a `kill -9` and restart, then the server back: Start and Stop in the detail file once each,
+//! the Stop's octets equal to the voucher's count, the outbox size in `wifiposd status`.
+//! Under CI=true a missing freeradius (or namespaces) fails the test.
+
+#[path = "common/cafe.rs"]
+mod cafe;
+mod common;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
@@ -42,10 +50,14 @@ fn have_freeradius() -> bool {
     ok
 }
 
-/// A FreeRADIUS accounting server on 127.0.0.1:`port`, writing to `dir/detail`.
+/// A FreeRADIUS accounting server on `listen`:`port` (in a lab namespace, or here),
+/// writing to `dir/detail`.
 struct Radius {
     dir: PathBuf,
+    listen: IpAddr,
     port: u16,
+    /// `ip netns exec NS` first.
+    netns: Option<String>,
     child: Option<Child>,
     /// Starts so far (each writes its own log, radiusd-N.log).
     starts: usize,
@@ -61,7 +73,12 @@ fn free_udp_port() -> u16 {
 
 impl Radius {
     fn new(dir: &Path) -> Radius {
-        let port = free_udp_port();
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        Radius::at(dir, lo, free_udp_port(), lo, None)
+    }
+
+    /// A server on `listen:port` for the client (the router) at `client`.
+    fn at(dir: &Path, listen: IpAddr, port: u16, client: IpAddr, netns: Option<String>) -> Radius {
         let d = dir.display();
         // The smallest config that works: one client (loopback, our secret), one accounting
         // listener, the detail module. Dictionaries come from the package.
@@ -73,28 +90,39 @@ impl Radius {
              max_request_time = 30\ncleanup_delay = 5\nmax_requests = 1024\n\
              hostname_lookups = no\nlog {{\n destination = stdout\n}}\n\
              security {{\n allow_core_dumps = no\n max_attributes = 200\n reject_delay = 0\n status_server = no\n}}\n\
-             client router {{\n ipaddr = 127.0.0.1\n secret = {SECRET}\n}}\n\
+             client router {{\n ipaddr = {client}\n secret = {SECRET}\n}}\n\
              modules {{\n detail {{\n  filename = {d}/detail\n  header = \"%t\"\n  permissions = 0600\n  locking = no\n  log_packet_header = yes\n }}\n}}\n\
-             server default {{\n listen {{\n  type = acct\n  ipaddr = 127.0.0.1\n  port = {port}\n }}\n preacct {{\n }}\n accounting {{\n  detail\n }}\n}}\n"
+             server default {{\n listen {{\n  type = acct\n  ipaddr = {listen}\n  port = {port}\n }}\n preacct {{\n }}\n accounting {{\n  detail\n }}\n}}\n"
         );
         std::fs::write(dir.join("radiusd.conf"), conf).unwrap();
         Radius {
             dir: dir.to_owned(),
+            listen,
             port,
+            netns,
             child: None,
             starts: 0,
         }
     }
 
     fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        SocketAddr::new(self.listen, self.port)
     }
 
     fn start(&mut self) {
         self.starts += 1;
         let path = self.dir.join(format!("radiusd-{}.log", self.starts));
         let log = std::fs::File::create(&path).unwrap();
-        let child = Command::new("freeradius")
+        let mut cmd = match &self.netns {
+            // `ip netns exec` execs freeradius: killing the child kills the server.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "freeradius"]);
+                c
+            }
+            None => Command::new("freeradius"),
+        };
+        let child = cmd
             .args(["-X", "-d"])
             .arg(&self.dir)
             .stdout(log.try_clone().unwrap())
@@ -363,6 +391,15 @@ fn start_interim_and_stop_reach_freeradius_with_their_attributes() {
             .unwrap();
         assert_eq!(s.account_interims(t + 30), 0, "not due yet");
         assert_eq!(s.account_interims(t + 60), 2);
+        // b's bytes after its interim: only its device row has them when it is kicked.
+        s.store
+            .add_usage(&[Delta {
+                mac: b,
+                up: 777,
+                down: 888,
+                active_at: Some(t + 65),
+            }])
+            .unwrap();
         // b kicked by the venue, a's hour runs out.
         let kick = s.store.kick(kid, 41, b, t + 70).unwrap().unwrap();
         s.apply(&[kick], t + 70).unwrap();
@@ -426,6 +463,11 @@ fn start_interim_and_stop_reach_freeradius_with_their_attributes() {
     let sb = of("02-00-00-00-00-0B", "Stop");
     assert_eq!(get(sb, "Acct-Terminate-Cause"), "Admin-Reset");
     assert_eq!(get(sb, "Acct-Session-Time"), "70");
+    assert_eq!(
+        (get(sb, "Acct-Input-Octets"), get(sb, "Acct-Output-Octets")),
+        ("777".into(), "888".into()),
+        "the kicked device's final counts"
+    );
     assert!(!of("02-00-00-00-00-0A", "Start").contains_key("Acct-Session-Time"));
 }
 
@@ -656,4 +698,115 @@ fn a_schema_4_database_migrates_to_5_with_its_sessions() {
     assert!(live
         .iter()
         .all(|l| (l.up_bytes, l.down_bytes) == (1000, 2000)));
+}
+
+/// The status line about RADIUS: the records waiting, or `None` without the line.
+fn waiting(cafe: &cafe::Cafe) -> Option<u64> {
+    let o = cafe.admin(&["status"]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("RADIUS accounting to"))?;
+    line.split(": ").nth(1)?.split(' ').next()?.parse().ok()
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < limit,
+            "{what} did not happen within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_daemon_reports_to_freeradius_upstream_across_an_outage_and_a_restart() {
+    if !have_freeradius() {
+        return;
+    }
+    let Some(cafe) = cafe::Cafe::open("rd") else {
+        return;
+    };
+    let rdir = cafe.path("radius");
+    std::fs::create_dir_all(&rdir).unwrap();
+    let mut radius = Radius::at(
+        &rdir,
+        IpAddr::from([10, 99, 0, 2]),
+        1813,
+        IpAddr::from([10, 99, 0, 1]),
+        Some(format!("{}-upstream", cafe.lab.name)),
+    );
+    radius.start();
+    cafe.write_config(&format!(
+        "\toption radius_server '10.99.0.2'\n\toption radius_secret '{SECRET}'\n\toption radius_nas_id 'cafe-test'\n"
+    ));
+    let mut daemon = cafe.start();
+    let v = cafe.issue(&["--duration", "1h", "--devices", "1"]);
+    assert_eq!(
+        cafe.lab.curl("client", &[v["url"].as_str().unwrap()]).0,
+        200
+    );
+    wait_for("the Start", Duration::from_secs(10), || {
+        radius.detail().len() == 1
+    });
+    let start = &radius.detail()[0];
+    assert_eq!(start["Acct-Status-Type"], "Start");
+    assert_eq!(start["Calling-Station-Id"], "02-00-00-00-00-10");
+    assert_eq!(start["NAS-Identifier"], "cafe-test");
+    assert_eq!(start["Packet-Src-IP-Address"], "10.99.0.1");
+    wait_for("an empty outbox", Duration::from_secs(5), || {
+        waiting(&cafe) == Some(0)
+    });
+    // Some traffic for the counters (saved at the Stop).
+    for _ in 0..5 {
+        assert_eq!(cafe.lab.internet("client", false), 204);
+    }
+
+    // The server goes away; the phone is kicked; the daemon is killed and started again.
+    radius.stop();
+    let o = cafe.admin(&["kick", "02:00:00:00:00:10"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    wait_for("the Stop queued", Duration::from_secs(5), || {
+        waiting(&cafe) == Some(1)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(waiting(&cafe), Some(1), "not acknowledged by anyone");
+    daemon.kill9();
+    drop(daemon);
+    let _daemon = cafe.start();
+    assert_eq!(waiting(&cafe), Some(1), "kept across the restart");
+    let used: u64 = {
+        let o = cafe.admin(&["vouchers", "--json"]);
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        j["vouchers"][0]["used_bytes"].as_u64().unwrap()
+    };
+    assert!(used > 0);
+
+    // The server comes back: the Stop arrives, once.
+    radius.start();
+    let t = Instant::now();
+    wait_for("the Stop delivered", Duration::from_secs(40), || {
+        waiting(&cafe) == Some(0)
+    });
+    println!(
+        "Stop delivered {:?} after the server came back",
+        t.elapsed()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let recs = radius.detail();
+    assert_eq!(recs.len(), 2, "{recs:#?}\n{}", cafe.log());
+    let stop = &recs[1];
+    assert_eq!(stop["Acct-Status-Type"], "Stop");
+    assert_eq!(stop["Acct-Terminate-Cause"], "Admin-Reset");
+    assert_eq!(stop["Acct-Session-Id"], start["Acct-Session-Id"]);
+    let octets: u64 = ["Acct-Input-Octets", "Acct-Output-Octets"]
+        .iter()
+        .map(|k| stop[*k].parse::<u64>().unwrap())
+        .sum();
+    println!("Stop: {octets} octets; the voucher counted {used} bytes");
+    assert_eq!(octets, used, "the Stop reports the device's counters");
+    let delay: u64 = stop["Acct-Delay-Time"].parse().unwrap();
+    assert!(delay >= 3, "{stop:?}");
 }

@@ -403,6 +403,12 @@ fn kick(s: &mut Sessions, mac: Mac, now: i64) -> Result<Done, AdminError> {
             "{mac} is not on any voucher with time left; nothing to free"
         )));
     }
+    // Its traffic since the last save counts to its vouchers (and its RADIUS Stop): save it
+    // while the device is still on them.
+    s.read_usage(now);
+    if let Err(e) = s.save_usage(now) {
+        eprintln!("wifiposd: cannot save the traffic counters: {e}");
+    }
     let mut actions = Vec::new();
     for &(k, n) in &live {
         actions.extend(s.store.kick(k, n, mac, now).map_err(internal)?);

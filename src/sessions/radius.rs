@@ -120,18 +120,26 @@ impl Sessions {
         if !self.accounting_on() || macs.is_empty() {
             return;
         }
-        self.save_counters(now);
-        let mut stops = Vec::new();
-        for mac in macs {
-            match self.store.acct_sessions(Some(*mac)) {
-                Ok(open) => stops.extend(
-                    open.into_iter()
-                        .filter(|a| !a.live(now))
-                        .map(|a| self.stop(a, cause, now)),
-                ),
-                Err(e) => eprintln!("wifiposd: cannot read RADIUS sessions: {e}"),
+        let ended = |s: &Sessions| -> Vec<AcctSession> {
+            let mut out = Vec::new();
+            for mac in macs {
+                match s.store.acct_sessions(Some(*mac)) {
+                    Ok(open) => out.extend(open.into_iter().filter(|a| !a.live(now))),
+                    Err(e) => eprintln!("wifiposd: cannot read RADIUS sessions: {e}"),
+                }
             }
+            out
+        };
+        // Most changes (an extension, a device with another voucher) end no session: save
+        // the counters (a write to flash) only when a Stop is to report them.
+        if ended(self).is_empty() {
+            return;
         }
+        self.save_counters(now);
+        let stops = ended(self)
+            .into_iter()
+            .map(|a| self.stop(a, cause, now))
+            .collect();
         self.write_accounting(stops, now);
     }
 

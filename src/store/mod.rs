@@ -137,7 +137,8 @@ pub const SCHEMA_V4: &str = "ALTER TABLE vouchers ADD COLUMN data_cap INTEGER;
 /// (`kind` is the Acct-Status-Type, `attributes` the encoded attributes without
 /// Acct-Delay-Time, `created_at` the event's time); `radius_sessions` the device sessions a
 /// Start was queued for and no Stop yet, with when the last Interim-Update was queued and the
-/// bytes it reported (a Stop after the device row is gone reports those).
+/// bytes it reported; when a device leaves its voucher (kicked, replaced, pruned) a trigger
+/// keeps its final counts there for the Stop.
 pub const SCHEMA_V5: &str = "CREATE TABLE radius_outbox (
         id INTEGER PRIMARY KEY,
         created_at INTEGER NOT NULL,
@@ -157,7 +158,12 @@ pub const SCHEMA_V5: &str = "CREATE TABLE radius_outbox (
         down_bytes INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (key_id, serial, mac)
      ) WITHOUT ROWID;
-     CREATE INDEX radius_sessions_by_mac ON radius_sessions (mac);";
+     CREATE INDEX radius_sessions_by_mac ON radius_sessions (mac);
+     CREATE TRIGGER radius_device_gone AFTER DELETE ON devices
+     BEGIN
+        UPDATE radius_sessions SET up_bytes = OLD.up_bytes, down_bytes = OLD.down_bytes
+        WHERE key_id = OLD.key_id AND serial = OLD.serial AND mac = OLD.mac;
+     END;";
 
 const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
 

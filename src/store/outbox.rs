@@ -42,8 +42,8 @@ pub struct AcctSession {
     pub started_at: i64,
     /// When its last Interim-Update (or its Start) was queued.
     pub interim_at: i64,
-    /// The device's bytes each way: as saved now, or as last reported if the device row is
-    /// gone (kicked, replaced).
+    /// The device's bytes each way: as saved now, or its final counts if it left the voucher
+    /// (kicked, replaced: kept by the `radius_device_gone` trigger).
     pub up_bytes: u64,
     pub down_bytes: u64,
     /// The device is still on the voucher.
