@@ -810,3 +810,79 @@ fn the_daemon_reports_to_freeradius_upstream_across_an_outage_and_a_restart() {
     let delay: u64 = stop["Acct-Delay-Time"].parse().unwrap();
     assert!(delay >= 3, "{stop:?}");
 }
+
+/// The Acct-Terminate-Cause of every Stop in the outbox, by Calling-Station-Id, oldest first
+/// (the outbox is emptied).
+fn stops_in_outbox(s: &mut Sessions) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    while let Some(r) = s.store.outbox_oldest().unwrap() {
+        s.store.outbox_done(r.id).unwrap();
+        let attrs = wifipos::radius::packet::attributes(&r.attributes).unwrap();
+        let get = |t: u8| attrs.iter().find(|a| a.0 == t).map(|a| a.1.to_vec());
+        if r.kind != 2 {
+            continue;
+        }
+        let station = String::from_utf8(get(31).unwrap()).unwrap();
+        let cause = u32::from_be_bytes(get(49).unwrap().try_into().unwrap());
+        out.push((station, cause));
+    }
+    out
+}
+
+#[test]
+fn every_end_of_access_has_its_terminate_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = wall_now();
+    let mut s = sessions(&dir.path().join("w.db"), "127.0.0.1:9".parse().unwrap());
+    s.cfg.device_idle_replace_min = 1;
+    let kid = KeyId::of(&key().verifying_key());
+    // A 1 MiB data cap used up: Session-Timeout (RFC 2866 has no data-limit cause).
+    let capped = wifipos::voucher::Voucher {
+        key_id: kid,
+        serial: 50,
+        issued_at: t as u32,
+        redeem_by: 0,
+        duration_s: 3600,
+        max_devices: 1,
+        purchase_ref: String::new(),
+        ext: Some(wifipos::voucher::Ext::with_limits(
+            wifipos::voucher::Limits {
+                data_cap_mib: Some(1),
+                ..Default::default()
+            },
+        )),
+    }
+    .sign(&key())
+    .unwrap();
+    s.redeem(&capped, mac(1), t).unwrap();
+    s.store
+        .add_usage(&[Delta {
+            mac: mac(1),
+            up: 1,
+            down: 1 << 20,
+            active_at: Some(t + 1),
+        }])
+        .unwrap();
+    s.meter_round(t + 2);
+    assert_eq!(stops_in_outbox(&mut s), [("02-00-00-00-00-01".into(), 5)]);
+    // Revoked: Admin-Reset.
+    s.redeem(&token(&key(), 51, 1, t), mac(2), t).unwrap();
+    let actions = s.store.revoke(kid, 51, t + 3).unwrap();
+    s.apply(&actions, t + 3).unwrap();
+    assert_eq!(stops_in_outbox(&mut s), [("02-00-00-00-00-02".into(), 6)]);
+    // An idle device gives its place to a new one: Idle-Timeout.
+    let one = token(&key(), 52, 1, t);
+    s.redeem(&one, mac(3), t).unwrap();
+    s.redeem(&one, mac(4), t + 120).unwrap();
+    assert_eq!(stops_in_outbox(&mut s), [("02-00-00-00-00-03".into(), 4)]);
+    // Time up while the daemon was down: the next look finds it (Session-Timeout).
+    drop(s);
+    let mut s = sessions(&dir.path().join("w.db"), "127.0.0.1:9".parse().unwrap());
+    assert_eq!(s.account_interims(t + 3601), 1);
+    assert_eq!(stops_in_outbox(&mut s), [("02-00-00-00-00-04".into(), 5)]);
+    assert!(s.store.acct_sessions(None).unwrap().is_empty());
+    // Off: nothing is queued.
+    s.cfg.radius_server = None;
+    s.redeem(&token(&key(), 53, 1, t), mac(5), t).unwrap();
+    assert_eq!(s.store.outbox_len().unwrap(), 0);
+}
