@@ -195,6 +195,9 @@ struct Proxy {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     drop: Arc<AtomicUsize>,
+    /// Forward the next ones with a wrong Message-Authenticator (and a Request Authenticator
+    /// made right again for it, so only the Message-Authenticator is wrong).
+    forge_ma: Arc<AtomicUsize>,
 }
 
 fn parse_request(p: &[u8]) -> Option<Seen> {
@@ -232,10 +235,12 @@ impl Proxy {
         let addr = front.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let drop = Arc::new(AtomicUsize::new(0));
+        let forge_ma = Arc::new(AtomicUsize::new(0));
         let client = Arc::new(Mutex::new(None::<SocketAddr>));
         {
             let (front, back) = (front.try_clone().unwrap(), back.try_clone().unwrap());
             let (seen, drop, client) = (seen.clone(), drop.clone(), client.clone());
+            let forge = forge_ma.clone();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
                 while let Ok((n, from)) = front.recv_from(&mut buf) {
@@ -248,6 +253,18 @@ impl Proxy {
                         .is_ok();
                     let dropped = s.dropped;
                     seen.lock().unwrap().push(s);
+                    let forged = forge
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| d.checked_sub(1))
+                        .is_ok();
+                    if forged {
+                        // The Message-Authenticator is the last attribute.
+                        buf[n - 1] ^= 1;
+                        buf[4..20].fill(0);
+                        let mut h = <md5::Md5 as md5::Digest>::new();
+                        md5::Digest::update(&mut h, &buf[..n]);
+                        md5::Digest::update(&mut h, SECRET.as_bytes());
+                        buf[4..20].copy_from_slice(&md5::Digest::finalize(h));
+                    }
                     if !dropped {
                         let _ = back.send(&buf[..n]);
                     }
@@ -267,7 +284,12 @@ impl Proxy {
                 }
             }
         });
-        Proxy { addr, seen, drop }
+        Proxy {
+            addr,
+            seen,
+            drop,
+            forge_ma,
+        }
     }
 }
 
@@ -613,6 +635,32 @@ fn a_wrong_secret_is_not_taken_for_an_acknowledgement() {
     s.borrow_mut().cfg.radius_secret = SECRET.into();
     assert!(run_sender(&s, fast(), Duration::from_secs(10), empty));
     assert_eq!(radius.detail().len(), 1);
+}
+
+#[test]
+fn freeradius_checks_the_message_authenticator() {
+    if !have_freeradius() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut radius = Radius::new(dir.path());
+    radius.start();
+    let proxy = Proxy::new(radius.addr());
+    proxy.forge_ma.store(1, Ordering::SeqCst);
+    let t = wall_now();
+    let s = Rc::new(RefCell::new(sessions(&dir.path().join("w.db"), proxy.addr)));
+    s.borrow_mut()
+        .redeem(&token(&key(), 9, 1, t), mac(9), t)
+        .unwrap();
+    assert!(run_sender(&s, fast(), Duration::from_secs(10), empty));
+    assert_eq!(
+        proxy.seen.lock().unwrap().len(),
+        2,
+        "the forged one was not answered"
+    );
+    assert_eq!(radius.detail().len(), 1);
+    let log = std::fs::read_to_string(dir.path().join("radiusd-1.log")).unwrap();
+    assert!(log.contains("invalid Message-Authenticator"), "{log}");
 }
 
 #[test]

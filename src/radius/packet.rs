@@ -30,6 +30,7 @@ pub mod attr {
     pub const ACCT_OUTPUT_GIGAWORDS: u8 = 53;
     pub const EVENT_TIMESTAMP: u8 = 55;
     pub const NAS_PORT_TYPE: u8 = 61;
+    pub const MESSAGE_AUTHENTICATOR: u8 = 80;
 }
 
 /// NAS-Port-Type Wireless-802.11 (RFC 2865 §5.41, RFC 3580).
@@ -164,20 +165,58 @@ fn md5(parts: &[&[u8]]) -> [u8; 16] {
     h.finalize().into()
 }
 
-/// An Accounting-Request: `attributes` (as [`Record::attributes`] made them) and
-/// Acct-Delay-Time `delay_s`, with Identifier `id` and the Request Authenticator
-/// MD5(Code + Identifier + Length + 16 zero octets + Attributes + Secret) (RFC 2866 §3).
+/// HMAC-MD5 (RFC 2104) of `parts` under `key`.
+fn hmac_md5(key: &[u8], parts: &[&[u8]]) -> [u8; 16] {
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..16].copy_from_slice(&md5(&[key]));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let ipad: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
+    let opad: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
+    let mut inner: Vec<&[u8]> = vec![&ipad];
+    inner.extend_from_slice(parts);
+    let inner = md5(&inner);
+    md5(&[&opad, &inner])
+}
+
+/// An Accounting-Request: `attributes` (as [`Record::attributes`] made them),
+/// Acct-Delay-Time `delay_s` and a Message-Authenticator (RFC 3579 §3.2: HMAC-MD5 of the
+/// packet with it and the authenticator zero), with Identifier `id` and the Request
+/// Authenticator MD5(Code + Identifier + Length + 16 zero octets + Attributes + Secret)
+/// (RFC 2866 §3).
 pub fn accounting_request(id: u8, attributes: &[u8], delay_s: u32, secret: &[u8]) -> Vec<u8> {
     let mut attrs = attributes.to_vec();
     put_u32(&mut attrs, attr::ACCT_DELAY_TIME, delay_s);
-    let len = (20 + attrs.len()).min(MAX_PACKET) as u16;
+    // Records are far below the limit (about 200 octets); one that is not is cut at a whole
+    // attribute rather than sent malformed.
+    if 20 + attrs.len() + 18 > MAX_PACKET {
+        let lens: Vec<usize> = self::attributes(&attrs)
+            .unwrap_or_default()
+            .iter()
+            .map(|(_, v)| v.len() + 2)
+            .collect();
+        let mut end = 0;
+        for n in lens {
+            if 20 + end + n + 18 > MAX_PACKET {
+                break;
+            }
+            end += n;
+        }
+        attrs.truncate(end);
+    }
+    put(&mut attrs, attr::MESSAGE_AUTHENTICATOR, &[0; 16]);
+    let len = (20 + attrs.len()) as u16;
     let mut p = Vec::with_capacity(len as usize);
     p.push(ACCOUNTING_REQUEST);
     p.push(id);
     p.extend_from_slice(&len.to_be_bytes());
     p.extend_from_slice(&[0; 16]);
     p.extend_from_slice(&attrs);
-    p.truncate(len as usize);
+    let ma = hmac_md5(secret, &[&p]);
+    let at = p.len() - 16;
+    p[at..].copy_from_slice(&ma);
     let auth = md5(&[&p, secret]);
     p[4..20].copy_from_slice(&auth);
     p
@@ -274,19 +313,22 @@ mod tests {
         b.iter().map(|x| format!("{x:02x}")).collect()
     }
 
-    /// Computed independently with Python's hashlib (the attributes written out by hand in
-    /// the same order, then `md5(code+id+len+16*"\0"+attrs+secret)`); FreeRADIUS accepting
+    /// Computed independently with Python's hashlib and hmac (the attributes written out by
+    /// hand in the same order, the Message-Authenticator as `hmac.new(secret, packet with it
+    /// and the authenticator zero, md5)`, then `md5(packet + secret)`); FreeRADIUS accepting
     /// these packets is tested in tests/radius.rs.
     #[test]
     fn request_and_response_authenticators_match_a_known_answer() {
         let req = accounting_request(9, &start().attributes(), 3, b"testing123");
-        assert_eq!(req.len(), 112);
-        assert_eq!(&req[..4], &[4, 9, 0, 112]);
-        assert_eq!(hex(&req[4..20]), "30373e664c807ed7b8cd7b813901223d");
+        assert_eq!(req.len(), 130);
+        assert_eq!(&req[..4], &[4, 9, 0, 130]);
+        assert_eq!(&req[112..114], &[80, 18]);
+        assert_eq!(hex(&req[114..]), "aec36b687a75d501b750db3400779f8f");
+        assert_eq!(hex(&req[4..20]), "248c07388ae627f3635424674e6c20b2");
         let mut resp = vec![5, 9, 0, 20];
         resp.extend_from_slice(&[0; 16]);
         let want: Vec<u8> = (0..16)
-            .map(|i| u8::from_str_radix(&"6d59d84cd51e52dcc0d67c4344e1063a"[2 * i..2 * i + 2], 16))
+            .map(|i| u8::from_str_radix(&"63c31cfadb30cceea6b4f284c1ab7153"[2 * i..2 * i + 2], 16))
             .collect::<Result<_, _>>()
             .unwrap();
         resp[4..20].copy_from_slice(&want);
@@ -354,6 +396,25 @@ mod tests {
         );
         assert_eq!(get(attr::ACCT_DELAY_TIME), None, "added when sent");
         assert_eq!(status_of(&start().attributes()), Some(StatusType::Start));
+    }
+
+    #[test]
+    fn an_oversize_record_is_cut_at_a_whole_attribute() {
+        let mut big = Vec::new();
+        for _ in 0..40 {
+            put(&mut big, attr::USER_NAME, &[b'x'; 200]);
+        }
+        let p = accounting_request(1, &big, 0, b"s");
+        assert!(p.len() <= MAX_PACKET);
+        assert_eq!(u16::from_be_bytes([p[2], p[3]]) as usize, p.len());
+        let attrs = attributes(&p[20..]).unwrap();
+        assert_eq!(attrs.last().unwrap().0, attr::MESSAGE_AUTHENTICATOR);
+        // A long secret (over HMAC's 64-octet block) works too.
+        let long = [b'k'; 100];
+        assert_ne!(
+            accounting_request(1, &big, 0, &long),
+            accounting_request(1, &big, 0, &long[..99])
+        );
     }
 
     #[test]
