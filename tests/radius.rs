@@ -58,6 +58,8 @@ struct Radius {
     port: u16,
     /// `ip netns exec NS` first.
     netns: Option<String>,
+    /// `-X` (debug, single-threaded; the log is read by tests) or `-f` (as in production).
+    debug: bool,
     child: Option<Child>,
     /// Starts so far (each writes its own log, radiusd-N.log).
     starts: usize,
@@ -100,6 +102,7 @@ impl Radius {
             listen,
             port,
             netns,
+            debug: true,
             child: None,
             starts: 0,
         }
@@ -123,7 +126,7 @@ impl Radius {
             None => Command::new("freeradius"),
         };
         let child = cmd
-            .args(["-X", "-d"])
+            .args([if self.debug { "-X" } else { "-f" }, "-d"])
             .arg(&self.dir)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -135,7 +138,9 @@ impl Radius {
         let t = Instant::now();
         loop {
             let log = std::fs::read_to_string(&path).unwrap_or_default();
-            if log.contains("Ready to process requests") {
+            if log.contains("Ready to process requests")
+                || (!self.debug && std::net::UdpSocket::bind(self.addr()).is_err())
+            {
                 break;
             }
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -198,6 +203,8 @@ struct Proxy {
     /// Forward the next ones with a wrong Message-Authenticator (and a Request Authenticator
     /// made right again for it, so only the Message-Authenticator is wrong).
     forge_ma: Arc<AtomicUsize>,
+    /// Answers reach the sender this many milliseconds late.
+    late_ms: Arc<AtomicUsize>,
 }
 
 fn parse_request(p: &[u8]) -> Option<Seen> {
@@ -236,6 +243,8 @@ impl Proxy {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let drop = Arc::new(AtomicUsize::new(0));
         let forge_ma = Arc::new(AtomicUsize::new(0));
+        let late_ms = Arc::new(AtomicUsize::new(0));
+        let late = late_ms.clone();
         let client = Arc::new(Mutex::new(None::<SocketAddr>));
         {
             let (front, back) = (front.try_clone().unwrap(), back.try_clone().unwrap());
@@ -277,7 +286,12 @@ impl Proxy {
                 // Errors (the server is down: ICMP port unreachable) are not the end.
                 if let Ok(n) = back.recv(&mut buf) {
                     if let Some(c) = *client.lock().unwrap() {
-                        let _ = front.send_to(&buf[..n], c);
+                        let ms = late.load(Ordering::SeqCst) as u64;
+                        let (front, answer) = (front.try_clone().unwrap(), buf[..n].to_vec());
+                        std::thread::spawn(move || {
+                            std::thread::sleep(Duration::from_millis(ms));
+                            let _ = front.send_to(&answer, c);
+                        });
                     }
                 } else {
                     std::thread::sleep(Duration::from_millis(20));
@@ -289,6 +303,7 @@ impl Proxy {
             seen,
             drop,
             forge_ma,
+            late_ms,
         }
     }
 }
@@ -664,6 +679,36 @@ fn freeradius_checks_the_message_authenticator() {
 }
 
 #[test]
+fn a_late_answer_to_an_earlier_send_counts() {
+    if !have_freeradius() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut radius = Radius::new(dir.path());
+    radius.start();
+    let proxy = Proxy::new(radius.addr());
+    // Every answer takes 1.5 s: the first send's answer arrives while the retransmission
+    // (sent at 1 s, waiting 2 s) waits.
+    proxy.late_ms.store(1500, Ordering::SeqCst);
+    let t = wall_now();
+    let s = Rc::new(RefCell::new(sessions(&dir.path().join("w.db"), proxy.addr)));
+    s.borrow_mut()
+        .redeem(&token(&key(), 9, 1, t), mac(9), t)
+        .unwrap();
+    let started = Instant::now();
+    assert!(run_sender(&s, fast(), Duration::from_secs(10), empty));
+    let took = started.elapsed();
+    println!("delivered after {took:?} with answers 1.5 s late");
+    assert!(took < Duration::from_millis(2300), "{took:?}");
+    assert_eq!(proxy.seen.lock().unwrap().len(), 2);
+    // The server logged both sends: accounting is at least once.
+    std::thread::sleep(Duration::from_millis(200));
+    let recs = radius.detail();
+    assert_eq!(recs.len(), 2);
+    assert_eq!(record_key(&recs[0]), record_key(&recs[1]));
+}
+
+#[test]
 fn the_outbox_drops_the_oldest_interims_first_never_start_or_stop() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(&dir.path().join("w.db")).unwrap();
@@ -933,4 +978,101 @@ fn every_end_of_access_has_its_terminate_cause() {
     s.cfg.radius_server = None;
     s.redeem(&token(&key(), 53, 1, t), mac(5), t).unwrap();
     assert_eq!(s.store.outbox_len().unwrap(), 0);
+}
+
+/// CPU seconds this thread has used (the sessions and the sender run on it).
+fn cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+    stat.split(' ').next().unwrap().parse::<f64>().unwrap() / 1e9
+}
+
+/// Issue 17's bench: 5 000 live sessions, their Starts, one round of Interim-Updates queued,
+/// and all 10 000 records delivered to FreeRADIUS (`-f`, not debug). Run by hand:
+/// `cargo test --release --all-features --test radius -- --ignored --nocapture bench`.
+#[test]
+#[ignore]
+fn bench_interims_for_5000_sessions() {
+    if !have_freeradius() {
+        return;
+    }
+    const N: u32 = 5_000;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("w.db");
+    let mut radius = Radius::new(dir.path());
+    radius.debug = false;
+    radius.start();
+    let t = wall_now();
+    drop(Store::open(&db).unwrap());
+    {
+        let mut c = rusqlite::Connection::open(&db).unwrap();
+        let tx = c.transaction().unwrap();
+        for i in 0..N {
+            tx.execute(
+                "INSERT INTO vouchers (key_id, serial, first_redeemed_at, ends_at, duration_s, max_devices)
+                 VALUES ('00000001', ?1, ?2, ?3, 86400, 1)",
+                rusqlite::params![i, t, t + 86_400],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO devices (key_id, serial, mac, first_seen, last_seen, up_bytes, down_bytes)
+                 VALUES ('00000001', ?1, ?2, ?3, ?3, ?4, ?5)",
+                rusqlite::params![
+                    i,
+                    Mac([2, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8]).to_string(),
+                    t,
+                    i64::from(i) * 1000,
+                    i64::from(i) * 5000
+                ],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let s = Rc::new(RefCell::new(sessions(&db, radius.addr())));
+    let (w, c) = (Instant::now(), cpu_s());
+    {
+        let mut s = s.borrow_mut();
+        let kid = KeyId::from_hex("00000001").unwrap();
+        for i in 0..N {
+            s.account_start(
+                kid,
+                u64::from(i),
+                Mac([2, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8]),
+                t,
+            );
+        }
+    }
+    println!(
+        "{N} Starts queued one by one (one transaction each, synchronous=FULL): {:.2} s wall, {:.2} s CPU",
+        w.elapsed().as_secs_f64(),
+        cpu_s() - c
+    );
+    let (w, c) = (Instant::now(), cpu_s());
+    let n = s.borrow_mut().account_interims(t + 300);
+    assert_eq!(n, N as usize);
+    println!(
+        "{n} Interim-Updates queued in one round: {:.3} s wall, {:.3} s CPU",
+        w.elapsed().as_secs_f64(),
+        cpu_s() - c
+    );
+    let (w, c) = (Instant::now(), cpu_s());
+    assert!(run_sender(
+        &s,
+        Timing::default(),
+        Duration::from_secs(600),
+        empty
+    ));
+    let secs = w.elapsed().as_secs_f64();
+    println!(
+        "{} records delivered to FreeRADIUS on loopback, one at a time: {secs:.1} s, {:.0} records/s, {:.1} s CPU (daemon side)",
+        2 * N,
+        f64::from(2 * N) / secs,
+        cpu_s() - c
+    );
+    radius.stop();
+    let detail = std::fs::read_to_string(dir.path().join("detail")).unwrap();
+    assert_eq!(
+        detail.matches("Acct-Status-Type = Interim-Update").count(),
+        N as usize
+    );
 }

@@ -3,7 +3,9 @@
 //! same record is sent again after a timeout that doubles up to a limit, each time with a new
 //! Identifier and the Acct-Delay-Time of that moment (RFC 5080 §2.2.1: a changed packet gets a
 //! new Identifier), for as long as it takes: the server down for a day, or the daemon
-//! restarted, only delays delivery. Not: what is queued (`sessions::radius`).
+//! restarted, only delays delivery. A late answer to an earlier send of the same record is
+//! taken as well (it stops the retransmissions; the server may still log both sends — at
+//! least once, as RFC 2866 accounting is). Not: what is queued (`sessions::radius`).
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -65,6 +67,8 @@ pub async fn run(sessions: Rc<RefCell<Sessions>>, timing: Timing) {
     // The record being sent and the wait before its next send.
     let mut current: Option<(i64, Duration)> = None;
     let mut away_logged = false;
+    // The sends of the current record so far (at most the last 8).
+    let mut earlier: Vec<Vec<u8>> = Vec::new();
     let mut buf = vec![0u8; MAX_PACKET];
     loop {
         let next = {
@@ -100,7 +104,10 @@ pub async fn run(sessions: Rc<RefCell<Sessions>>, timing: Timing) {
         };
         let wait = match current {
             Some((rid, w)) if rid == rec.id => w,
-            _ => timing.first,
+            _ => {
+                earlier.clear();
+                timing.first
+            }
         };
         id = id.wrapping_add(1);
         let delay = (wall_now() - rec.created_at).clamp(0, u32::MAX as i64) as u32;
@@ -110,14 +117,28 @@ pub async fn run(sessions: Rc<RefCell<Sessions>>, timing: Timing) {
         }
         // A send error (no route while the uplink is down) counts as no answer.
         let sent = udp.send(&req).await.is_ok();
+        if earlier.len() == 8 {
+            earlier.remove(0);
+        }
+        earlier.push(req);
         let answered = sent
             && tokio::time::timeout(wait, async {
                 loop {
                     match udp.recv(&mut buf).await {
-                        Ok(n) => match check_response(&buf[..n], &req, &secret) {
-                            Ok(()) => return true,
-                            Err(e) => eprintln!("wifiposd: RADIUS answer ignored: {e}"),
-                        },
+                        // A late answer to an earlier send of this record counts too: the
+                        // server has it.
+                        Ok(n) => {
+                            let answer = &buf[..n];
+                            let to = earlier
+                                .iter()
+                                .rev()
+                                .find(|r| n >= 2 && r[1] == answer[1])
+                                .unwrap_or(&earlier[earlier.len() - 1]);
+                            match check_response(answer, to, &secret) {
+                                Ok(()) => return true,
+                                Err(e) => eprintln!("wifiposd: RADIUS answer ignored: {e}"),
+                            }
+                        }
                         // ICMP port unreachable and the like: the server is not there.
                         Err(_) => {
                             tokio::time::sleep(wait).await;
