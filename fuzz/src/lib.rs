@@ -54,6 +54,7 @@ impl Gate for VerifyGate {
             seconds_left: u64::from(v.duration_s),
             devices: 1,
             max_devices: v.max_devices,
+            bytes_left: None,
         };
         self.devices.insert(mac, a);
         Ok(a)

@@ -187,25 +187,20 @@ fn hmac_md5(key: &[u8], parts: &[&[u8]]) -> [u8; 16] {
 /// Authenticator MD5(Code + Identifier + Length + 16 zero octets + Attributes + Secret)
 /// (RFC 2866 §3).
 pub fn accounting_request(id: u8, attributes: &[u8], delay_s: u32, secret: &[u8]) -> Vec<u8> {
-    let mut attrs = attributes.to_vec();
-    put_u32(&mut attrs, attr::ACCT_DELAY_TIME, delay_s);
-    // Records are far below the limit (about 200 octets); one that is not is cut at a whole
-    // attribute rather than sent malformed.
-    if 20 + attrs.len() + 18 > MAX_PACKET {
-        let lens: Vec<usize> = self::attributes(&attrs)
-            .unwrap_or_default()
-            .iter()
-            .map(|(_, v)| v.len() + 2)
-            .collect();
-        let mut end = 0;
-        for n in lens {
-            if 20 + end + n + 18 > MAX_PACKET {
-                break;
-            }
-            end += n;
+    // Records are far below the limit (about 200 octets) and well formed; anything else (a
+    // damaged outbox row) is cut to its well-formed whole attributes that fit, rather than
+    // sent malformed.
+    let room = MAX_PACKET - 20 - 6 - 18;
+    let mut end = 0;
+    while end + 2 <= attributes.len() {
+        let n = attributes[end + 1] as usize;
+        if n < 2 || end + n > attributes.len() || end + n > room {
+            break;
         }
-        attrs.truncate(end);
+        end += n;
     }
+    let mut attrs = attributes[..end].to_vec();
+    put_u32(&mut attrs, attr::ACCT_DELAY_TIME, delay_s);
     put(&mut attrs, attr::MESSAGE_AUTHENTICATOR, &[0; 16]);
     let len = (20 + attrs.len()) as u16;
     let mut p = Vec::with_capacity(len as usize);
@@ -409,6 +404,18 @@ mod tests {
         assert_eq!(u16::from_be_bytes([p[2], p[3]]) as usize, p.len());
         let attrs = attributes(&p[20..]).unwrap();
         assert_eq!(attrs.last().unwrap().0, attr::MESSAGE_AUTHENTICATOR);
+        // A damaged row: only its well-formed attributes go.
+        let p = accounting_request(1, &[1, 3, b'x', 1, 200, 0], 0, b"s");
+        let attrs = attributes(&p[20..]).unwrap();
+        let types: Vec<u8> = attrs.iter().map(|a| a.0).collect();
+        assert_eq!(
+            types,
+            [
+                attr::USER_NAME,
+                attr::ACCT_DELAY_TIME,
+                attr::MESSAGE_AUTHENTICATOR
+            ]
+        );
         // A long secret (over HMAC's 64-octet block) works too.
         let long = [b'k'; 100];
         assert_ne!(
