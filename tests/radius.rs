@@ -988,7 +988,7 @@ fn cpu_s() -> f64 {
 
 /// Issue 17's bench: 5 000 live sessions, their Starts, one round of Interim-Updates queued,
 /// and all 10 000 records delivered to FreeRADIUS (`-f`, not debug). Run by hand:
-/// `cargo test --release --all-features --test radius -- --ignored --nocapture bench`.
+/// `cargo test --all-features --test radius -- --ignored --nocapture bench`.
 #[test]
 #[ignore]
 fn bench_interims_for_5000_sessions() {
