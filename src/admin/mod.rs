@@ -146,9 +146,18 @@ pub struct Status {
     /// Devices held to a speed limit by the kernel's shaper.
     #[serde(default)]
     pub speed_limited: usize,
-    /// RADIUS accounting: the server and the records waiting for it (`None`: off).
+    /// RADIUS accounting (`None`: off).
     #[serde(default)]
-    pub radius: Option<(String, i64)>,
+    pub radius: Option<RadiusStatus>,
+}
+
+/// RADIUS accounting in `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RadiusStatus {
+    /// Where it goes (`option radius_server`).
+    pub server: String,
+    /// Records in the outbox, not acknowledged yet.
+    pub waiting: i64,
 }
 
 /// A line of `sessions`.
@@ -280,9 +289,10 @@ fn status(s: &mut Sessions, uptime_s: u64, now: i64) -> Result<Status, AdminErro
             .filter(|l| !s.rates_for(l.mac).is_unlimited())
             .count(),
         radius: match cfg.radius() {
-            Some((server, _)) => {
-                Some((server.to_string(), s.store.outbox_len().map_err(internal)?))
-            }
+            Some((server, _)) => Some(RadiusStatus {
+                server: server.to_string(),
+                waiting: s.store.outbox_len().map_err(internal)?,
+            }),
             None => None,
         },
     })

@@ -56,9 +56,10 @@ pub fn status(s: &Status) -> String {
         },
         s.speed_limited
     ));
-    if let Some((server, waiting)) = &s.radius {
+    if let Some(r) = &s.radius {
         out.push_str(&format!(
-            "RADIUS accounting to {server}: {waiting} record(s) waiting in the outbox\n"
+            "RADIUS accounting to {}: {} record(s) waiting in the outbox\n",
+            r.server, r.waiting
         ));
     }
     for c in &s.clones {

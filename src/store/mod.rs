@@ -11,7 +11,8 @@
 //! and pruning — never on a page view: the file lives on flash.
 //!
 //! Files: this one holds the schema, opening and the shared row helpers; `redeem.rs` the
-//! guest's side, `admin.rs` the admin's, `events.rs` the event log, reports and pruning.
+//! guest's side, `admin.rs` the admin's, `events.rs` the event log, reports and pruning,
+//! `usage.rs` traffic and data caps, `outbox.rs` RADIUS accounting's outbox and sessions.
 //!
 //! Does not touch: nftables, HTTP, the wall clock. It returns [`FirewallAction`]s (and
 //! [`policy::RuleChange`]s) for the caller to apply; time is always a parameter.
