@@ -5,8 +5,8 @@
 //! made while the server is down, across a restart of the daemon, arrive exactly once; a
 //! retransmission (a small UDP proxy drops the first sends) has a new Identifier and a larger
 //! Acct-Delay-Time. And the daemon itself in the lab (`tests/common/cafe.rs`, needs root and
-//! namespaces), with FreeRADIUS in the upstream namespace: a phone's Start, an outage, a kick,
-//! a `kill -9` and restart, then the server back: Start and Stop in the detail file once each,
+//! namespaces), with FreeRADIUS in the upstream namespace: a phone's Start, the uplink down, a
+//! kick, a `kill -9` and restart, the uplink back with the server down, then the server back: Start and Stop in the detail file once each,
 //! the Stop's octets equal to the voucher's count, the outbox size in `wifiposd status`.
 //! Under CI=true a missing freeradius (or namespaces) fails the test.
 
@@ -857,19 +857,34 @@ fn the_daemon_reports_to_freeradius_upstream_across_an_outage_and_a_restart() {
         assert_eq!(cafe.lab.internet("client", false), 204);
     }
 
-    // The server goes away; the phone is kicked; the daemon is killed and started again.
-    radius.stop();
+    // The router's uplink goes down (no route to the server); the phone is kicked.
+    let link = |state: &str| {
+        let o = cafe.lab.run("router", "ip", &["link", "set", "wan", state]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    link("down");
     let o = cafe.admin(&["kick", "02:00:00:00:00:10"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     wait_for("the Stop queued", Duration::from_secs(5), || {
         waiting(&cafe) == Some(1)
     });
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(5));
     assert_eq!(waiting(&cafe), Some(1), "not acknowledged by anyone");
+    let tries: i64 = rusqlite::Connection::open(cafe.path("wifipos.db"))
+        .unwrap()
+        .query_row("SELECT MAX(tries) FROM radius_outbox", [], |r| r.get(0))
+        .unwrap();
+    println!("{tries} sends in ~5 s without a route");
+    assert!((1..=4).contains(&tries), "backing off, not busy: {tries}");
+    // The daemon is killed and started again; the server is down too when the link returns.
     daemon.kill9();
     drop(daemon);
+    radius.stop();
     let _daemon = cafe.start();
     assert_eq!(waiting(&cafe), Some(1), "kept across the restart");
+    link("up");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(waiting(&cafe), Some(1), "the server is still down");
     let used: u64 = {
         let o = cafe.admin(&["vouchers", "--json"]);
         let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

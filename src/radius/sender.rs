@@ -27,11 +27,12 @@ pub struct Timing {
 }
 
 impl Default for Timing {
-    /// RFC 5080 §2.2.1's initial 2 s; at most 30 s between sends while the server is away.
+    /// RFC 5080 §2.2.1's initial 2 s and its 16 s between sends at most, kept up for as long
+    /// as the server is away (a server back is heard from within 16 s).
     fn default() -> Timing {
         Timing {
             first: Duration::from_secs(2),
-            max: Duration::from_secs(30),
+            max: Duration::from_secs(16),
             idle: Duration::from_secs(5),
         }
     }
@@ -112,11 +113,19 @@ pub async fn run(sessions: Rc<RefCell<Sessions>>, timing: Timing) {
         id = id.wrapping_add(1);
         let delay = (wall_now() - rec.created_at).clamp(0, u32::MAX as i64) as u32;
         let req = accounting_request(id, &rec.attributes, delay, &secret);
-        if let Err(e) = sessions.borrow_mut().store.outbox_tried(rec.id) {
-            eprintln!("wifiposd: cannot update the RADIUS outbox: {e}");
+        // Counted up to 10 (a day's outage would otherwise write the flash every 16 s).
+        if rec.tries < 10 {
+            if let Err(e) = sessions.borrow_mut().store.outbox_tried(rec.id) {
+                eprintln!("wifiposd: cannot update the RADIUS outbox: {e}");
+            }
         }
         // A send error (no route while the uplink is down) counts as no answer.
         let sent = udp.send(&req).await.is_ok();
+        if !sent {
+            // Wait as for an answer: no busy loop (and no write per try) while there is no
+            // route.
+            tokio::time::sleep(wait).await;
+        }
         if earlier.len() == 8 {
             earlier.remove(0);
         }

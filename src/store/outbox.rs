@@ -27,7 +27,7 @@ pub struct OutboxRecord {
     pub kind: i64,
     /// Encoded attributes without Acct-Delay-Time.
     pub attributes: Vec<u8>,
-    /// Sends so far.
+    /// Sends so far (the sender stops counting at 10).
     pub tries: i64,
 }
 
