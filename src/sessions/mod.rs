@@ -7,14 +7,15 @@
 //! extensions, ending connections whose time is up, the trusted/blocked sets, `list revoked`,
 //! a re-read config applied in place, and recording what the watches saw (a MAC cloned on the
 //! guest bridge, a forged neighbour entry). The portal's [`crate::portal::Gate`] over it is
-//! `gate`. Not: tasks, timers, signals, sockets or the clock (`daemon` passes `now` in), admin
+//! `gate`; RADIUS accounting of the sessions (what is queued when) is `radius`. Not: tasks, timers, signals, sockets or the clock (`daemon` passes `now` in), admin
 //! commands (`admin`).
 //!
 //! Imports run one way (no cycles):
 //! `sessions` ← `admin` ← `control` ← `daemon` (which also uses `sessions` and `admin`);
 //! `sessions` → {`portal` (only the `Gate` trait and its answers, in `gate`), `store`,
-//! `firewall`, `policy`, `conntrack`, `ends`, `fdb`, `neigh`, `keys`, `voucher`, `config`}, none
-//! of which imports `sessions`, `admin`, `control` or `daemon`.
+//! `firewall`, `policy`, `conntrack`, `ends`, `fdb`, `neigh`, `keys`, `voucher`, `config`,
+//! `radius::packet`}, none of which imports `sessions`, `admin`, `control` or `daemon`
+//! (`radius::sender`, the daemon's task, imports `sessions`; `sessions` never imports it).
 
 mod gate;
 pub mod radius;
