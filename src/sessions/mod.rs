@@ -7,8 +7,8 @@
 //! extensions, ending connections whose time is up, the trusted/blocked sets, `list revoked`,
 //! a re-read config applied in place, and recording what the watches saw (a MAC cloned on the
 //! guest bridge, a forged neighbour entry). The portal's [`crate::portal::Gate`] over it is
-//! `gate`; RADIUS accounting of the sessions (what is queued when) is `radius`. Not: tasks, timers, signals, sockets or the clock (`daemon` passes `now` in), admin
-//! commands (`admin`).
+//! `gate`; RADIUS accounting of the sessions (what is queued when) is `radius`. Not: tasks,
+//! timers, signals, sockets or the clock (`daemon` passes `now` in), admin commands (`admin`).
 //!
 //! Imports run one way (no cycles):
 //! `sessions` ← `admin` ← `control` ← `daemon` (which also uses `sessions` and `admin`);
