@@ -194,8 +194,10 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
     let restored = sessions::restore_at_start(&mut sessions, now)?;
     let revoked = sessions::apply_revocations(&mut sessions, now)?;
     sessions::end_lapsed_at_start(&mut sessions, now);
-    // Sessions that ended while the daemon was down get their Stop now.
+    // Sessions that ended while the daemon was down get their Stop now, sessions that have
+    // none their Start.
     sessions.account_interims(now);
+    sessions.account_missing_starts(now);
     eprintln!(
         "wifiposd: {} sessions restored in {} ms; portal {} on {}{}",
         restored,
@@ -369,6 +371,8 @@ async fn keep_in_sync(
             match load_config(config_path.as_deref()) {
                 Ok(new) => {
                     let msg = reload(&mut s, new, now);
+                    // Accounting may have just been turned on.
+                    s.account_missing_starts(now);
                     portal.borrow_mut().cfg = portal_config(&s.cfg);
                     eprintln!("wifiposd: {msg}");
                 }

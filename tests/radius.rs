@@ -725,6 +725,7 @@ fn the_outbox_drops_the_oldest_interims_first_never_start_or_stop() {
         serial: 0,
         mac: m,
         session_id: "s".into(),
+        started_at: 100,
     };
     let mut rows = vec![(start, 1, vec![1u8])];
     rows.extend((0..MAX_OUTBOX_ROWS as u64).map(|i| (change(i), 3, vec![3u8, i as u8])));
@@ -991,8 +992,39 @@ fn every_end_of_access_has_its_terminate_cause() {
     assert!(s.store.acct_sessions(None).unwrap().is_empty());
     // Off: nothing is queued.
     s.cfg.radius_server = None;
-    s.redeem(&token(&key(), 53, 1, t), mac(5), t).unwrap();
+    let t5 = t + 3700;
+    s.redeem(&token(&key(), 53, 1, t), mac(5), t5).unwrap();
     assert_eq!(s.store.outbox_len().unwrap(), 0);
+    // Turned on (a reload): the device that joined meanwhile gets its Start, dated when it
+    // joined, once; its interims count from then.
+    s.cfg.radius_server = Some("127.0.0.1:9".parse().unwrap());
+    assert_eq!(s.account_missing_starts(t5 + 30), 1);
+    assert_eq!(s.account_missing_starts(t5 + 31), 0);
+    let start = s.store.outbox_oldest().unwrap().unwrap();
+    s.store.outbox_done(start.id).unwrap();
+    let attrs = wifipos::radius::packet::attributes(&start.attributes).unwrap();
+    let get = |t: u8| {
+        attrs
+            .iter()
+            .find(|a| a.0 == t)
+            .map(|a| a.1.to_vec())
+            .unwrap()
+    };
+    assert_eq!(
+        get(55),
+        (t5 as u32).to_be_bytes(),
+        "Event-Timestamp: when it joined"
+    );
+    assert_eq!(get(44), format!("020000000005-{t5}-53").into_bytes());
+    assert_eq!(s.account_interims(t5 + 60), 1);
+    let interim = s.store.outbox_oldest().unwrap().unwrap();
+    let attrs = wifipos::radius::packet::attributes(&interim.attributes).unwrap();
+    let time = attrs.iter().find(|a| a.0 == 46).unwrap().1;
+    assert_eq!(
+        time,
+        60u32.to_be_bytes(),
+        "Acct-Session-Time from when it joined"
+    );
 }
 
 /// CPU seconds this thread has used (the sessions and the sender run on it).

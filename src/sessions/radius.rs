@@ -79,6 +79,40 @@ impl Sessions {
         }
     }
 
+    /// The Start of `mac`'s session on `key:serial`, begun at `started_at`.
+    fn start_record(
+        &self,
+        key: String,
+        serial: u64,
+        mac: Mac,
+        first_seen: i64,
+        started_at: i64,
+    ) -> (AcctChange, StatusType, Record) {
+        let a = AcctSession {
+            key_id: key,
+            serial,
+            mac,
+            session_id: session_id(mac, first_seen, serial),
+            started_at,
+            interim_at: started_at,
+            up_bytes: 0,
+            down_bytes: 0,
+            on_voucher: true,
+            revoked: false,
+            ends_at: None,
+            data_used_up: false,
+        };
+        let rec = self.record(&a, StatusType::Start, started_at);
+        let change = AcctChange::Start {
+            key_id: a.key_id,
+            serial,
+            mac,
+            session_id: a.session_id,
+            started_at,
+        };
+        (change, StatusType::Start, rec)
+    }
+
     /// A device joined voucher `key_id:serial`: queue its Start.
     pub fn account_start(&mut self, key_id: KeyId, serial: u64, mac: Mac, now: i64) {
         if !self.accounting_on() {
@@ -90,28 +124,33 @@ impl Sessions {
             Ok(None) => return,
             Err(e) => return eprintln!("wifiposd: cannot read a device for accounting: {e}"),
         };
-        let a = AcctSession {
-            key_id: key.clone(),
-            serial,
-            mac,
-            session_id: session_id(mac, first_seen, serial),
-            started_at: now,
-            interim_at: now,
-            up_bytes: 0,
-            down_bytes: 0,
-            on_voucher: true,
-            revoked: false,
-            ends_at: None,
-            data_used_up: false,
+        let start = self.start_record(key, serial, mac, first_seen, now);
+        self.write_accounting(vec![start], now);
+    }
+
+    /// Queues a Start (dated when the device joined) for every device with access and no
+    /// accounting session: at start-up (the daemon may have stopped between a redemption and
+    /// its Start) and when a reload turns accounting on. Returns how many.
+    pub fn account_missing_starts(&mut self, now: i64) -> usize {
+        if !self.accounting_on() {
+            return 0;
+        }
+        let missing = match self.store.acct_missing(now) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("wifiposd: cannot read sessions for accounting: {e}");
+                return 0;
+            }
         };
-        let rec = self.record(&a, StatusType::Start, now);
-        let change = AcctChange::Start {
-            key_id: key,
-            serial,
-            mac,
-            session_id: a.session_id,
-        };
-        self.write_accounting(vec![(change, StatusType::Start, rec)], now);
+        let starts: Vec<_> = missing
+            .into_iter()
+            .map(|(key, serial, mac, first_seen)| {
+                self.start_record(key, serial, mac, first_seen, first_seen)
+            })
+            .collect();
+        let n = starts.len();
+        self.write_accounting(starts, now);
+        n
     }
 
     /// Access of `macs` ended (`cause`): queue a Stop for each of their open sessions that is

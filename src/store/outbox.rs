@@ -40,7 +40,7 @@ pub struct AcctSession {
     pub mac: Mac,
     pub session_id: String,
     pub started_at: i64,
-    /// When its last Interim-Update (or its Start) was queued.
+    /// When its last Interim-Update was queued (at first: when the session began).
     pub interim_at: i64,
     /// The device's bytes each way: as saved now, or its final counts if it left the voucher
     /// (kicked, replaced: kept by the `radius_device_gone` trigger).
@@ -66,12 +66,13 @@ impl AcctSession {
 /// One change to the accounting, written with its record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AcctChange {
-    /// A Start: the session is opened.
+    /// A Start: the session is opened (it began at `started_at`).
     Start {
         key_id: String,
         serial: u64,
         mac: Mac,
         session_id: String,
+        started_at: i64,
     },
     /// An Interim-Update reporting these bytes.
     Interim {
@@ -110,6 +111,36 @@ impl Store {
                 r.get(0)
             })
             .optional()?)
+    }
+
+    /// Devices with access now on a live voucher and no accounting session: accounting was
+    /// turned on after they joined, or the daemon stopped between a redemption and its Start.
+    /// `(key_id, serial, mac, first_seen)`.
+    pub fn acct_missing(&self, now: i64) -> Result<Vec<(String, u64, Mac, i64)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT d.key_id, d.serial, d.mac, d.first_seen
+             FROM devices d JOIN vouchers v ON v.key_id = d.key_id AND v.serial = d.serial
+             WHERE v.revoked_at IS NULL AND v.ends_at > ?1 AND v.data_used_up_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM radius_sessions r
+                   WHERE r.key_id = d.key_id AND r.serial = d.serial AND r.mac = d.mac)
+             ORDER BY d.first_seen, d.mac",
+        )?;
+        let rows = stmt.query_map([now], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (key, serial, mac, first_seen) = row?;
+            if let Ok(mac) = mac.parse() {
+                out.push((key, serial as u64, mac, first_seen));
+            }
+        }
+        Ok(out)
     }
 
     /// The open accounting sessions (of `mac` only, if given).
@@ -197,6 +228,7 @@ impl Store {
                     serial,
                     mac,
                     session_id,
+                    started_at,
                 } => {
                     tx.prepare_cached(
                         "INSERT OR REPLACE INTO radius_sessions
@@ -208,7 +240,7 @@ impl Store {
                         serial_sql(*serial),
                         mac.to_string(),
                         session_id,
-                        now
+                        started_at
                     ])?;
                 }
                 AcctChange::Interim {
