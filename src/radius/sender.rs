@@ -74,17 +74,16 @@ pub async fn run(sessions: Rc<RefCell<Sessions>>, timing: Timing) {
     loop {
         let next = {
             let s = sessions.borrow();
-            let rec = match s.store.outbox_oldest() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("wifiposd: cannot read the RADIUS outbox: {e}");
-                    None
-                }
-            };
-            match (s.cfg.radius(), rec) {
-                (Some((server, secret)), Some(rec)) => Some((server, secret.to_vec(), rec)),
-                _ => None,
-            }
+            // Accounting off: the outbox is not even read.
+            s.cfg
+                .radius()
+                .and_then(|(server, secret)| match s.store.outbox_oldest() {
+                    Ok(rec) => rec.map(|rec| (server, secret.to_vec(), rec)),
+                    Err(e) => {
+                        eprintln!("wifiposd: cannot read the RADIUS outbox: {e}");
+                        None
+                    }
+                })
         };
         let Some((server, secret, rec)) = next else {
             let _ = tokio::time::timeout(timing.idle, wake.notified()).await;
