@@ -850,6 +850,10 @@ fn the_daemon_reports_to_freeradius_upstream_across_an_outage_and_a_restart() {
     assert_eq!(start["Calling-Station-Id"], "02-00-00-00-00-10");
     assert_eq!(start["NAS-Identifier"], "cafe-test");
     assert_eq!(start["Packet-Src-IP-Address"], "10.99.0.1");
+    assert_eq!(
+        start["Framed-IP-Address"], "10.20.0.10",
+        "from the neighbour table"
+    );
     wait_for("an empty outbox", Duration::from_secs(5), || {
         waiting(&cafe) == Some(0)
     });

@@ -3,7 +3,8 @@
 //! `option radius_interim` seconds, each through the store's outbox (`radius::sender` delivers
 //! them). Off (nothing written) unless `option radius_server` is set. Octets are the device's
 //! saved counters (`devices.up_bytes/down_bytes`, saved first so they are current); input is
-//! from the device (upload). Framed-IP-Address is not sent (the neighbour table is not read).
+//! from the device (upload). Framed-IP-Address is the device's IPv4 address in the kernel's
+//! neighbour table on the guest interface, when it has one.
 //! Not: packets on the wire (`radius`), the outbox SQL (`store::outbox`), timers (`daemon`).
 
 use super::Sessions;
@@ -57,9 +58,13 @@ impl Sessions {
         if records.is_empty() {
             return;
         }
+        let ips = self.guest_ipv4();
         let rows: Vec<(AcctChange, i64, Vec<u8>)> = records
             .into_iter()
-            .map(|(c, s, r)| (c, s as i64, r.attributes()))
+            .map(|(c, s, mut r)| {
+                r.framed_ip = ips.get(&r.mac).copied();
+                (c, s as i64, r.attributes())
+            })
             .collect();
         match self.store.acct_write(&rows, now) {
             Ok(0) => {}
@@ -69,6 +74,23 @@ impl Sessions {
             Err(e) => eprintln!("wifiposd: cannot queue RADIUS accounting: {e}"),
         }
         self.radius_wake.notify_one();
+    }
+
+    /// Each device's IPv4 address on the guest network, from the kernel's neighbour table (one
+    /// dump), for Framed-IP-Address; empty when it cannot be read.
+    fn guest_ipv4(&self) -> std::collections::HashMap<Mac, std::net::Ipv4Addr> {
+        let Some(ifindex) = crate::fdb::ifindex(&self.cfg.guest_iface) else {
+            return Default::default();
+        };
+        crate::neigh::entries()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.ifindex == ifindex)
+            .filter_map(|e| match e.ip {
+                std::net::IpAddr::V4(a) => Some((e.mac, a)),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .collect()
     }
 
     /// Brings the saved counters up to date, so the octets reported are current.
