@@ -64,7 +64,7 @@ pub enum TerminateCause {
     /// A device idle long enough to give its place on a full voucher to a new one.
     IdleTimeout = 4,
     /// The voucher's time ran out, or its data allowance (RFC 2866 has no data-limit cause;
-    /// CoovaChilli also reports a used-up byte limit as Session-Timeout).
+    /// the later values, RFC 3580's 19-22, are about 802.1X ports).
     SessionTimeout = 5,
     /// Revoked or kicked by the venue.
     AdminReset = 6,
