@@ -131,6 +131,15 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     /// `option https_port`.
     pub https_port: u16,
+    /// `option radius_server`: where RADIUS accounting (RFC 2866) goes, as an IP address and
+    /// UDP port (default 1813); `None` = accounting off.
+    pub radius_server: Option<std::net::SocketAddr>,
+    /// `option radius_secret`: the shared secret with the RADIUS server.
+    pub radius_secret: String,
+    /// `option radius_interim`: seconds between Interim-Updates of a device's session.
+    pub radius_interim_s: u32,
+    /// `option radius_nas_id`: NAS-Identifier and Called-Station-Id (default: the venue).
+    pub radius_nas_id: Option<String>,
 }
 
 impl Config {
@@ -162,6 +171,18 @@ impl Config {
             (Some(h), Some(c), Some(k)) => Some((h, c, k)),
             _ => None,
         }
+    }
+
+    /// The NAS-Identifier sent to the RADIUS server: `option radius_nas_id`, else the venue.
+    pub fn nas_id(&self) -> &str {
+        self.radius_nas_id.as_deref().unwrap_or(&self.venue)
+    }
+
+    /// Where accounting goes and its secret, when both are set (accounting on).
+    pub fn radius(&self) -> Option<(std::net::SocketAddr, &[u8])> {
+        self.radius_server
+            .filter(|_| !self.radius_secret.is_empty())
+            .map(|a| (a, self.radius_secret.as_bytes()))
     }
 
     /// Some but not all of `portal_hostname`, `tls_cert`, `tls_key` set: what is missing.
@@ -209,6 +230,10 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             https_port: 443,
+            radius_server: None,
+            radius_secret: String::new(),
+            radius_interim_s: 300,
+            radius_nas_id: None,
         }
     }
 }
@@ -252,6 +277,9 @@ pub enum ConfigError {
     /// Some but not all of `portal_hostname`, `tls_cert`, `tls_key`.
     #[error("{file}: {message}")]
     TlsIncomplete { file: String, message: String },
+    /// `option radius_server` without `option radius_secret`.
+    #[error("{file}: option radius_server is set but option radius_secret is not; RADIUS accounting needs the secret shared with the server (its clients.conf)")]
+    RadiusNoSecret { file: String },
 }
 
 impl ConfigError {
@@ -262,7 +290,9 @@ impl ConfigError {
             ConfigError::Invalid { line, .. }
             | ConfigError::NoValue { line, .. }
             | ConfigError::NotAList { line, .. } => *line,
-            ConfigError::NoSection { .. } | ConfigError::TlsIncomplete { .. } => 0,
+            ConfigError::NoSection { .. }
+            | ConfigError::TlsIncomplete { .. }
+            | ConfigError::RadiusNoSecret { .. } => 0,
         }
     }
 }
@@ -355,6 +385,11 @@ pub fn check(file: &str, text: &str) -> Report {
     for opt in &section.options {
         v.option(opt);
     }
+    if report.config.radius_server.is_some() && report.config.radius_secret.is_empty() {
+        report
+            .errors
+            .push(ConfigError::RadiusNoSecret { file: file.into() });
+    }
     if let Some(message) = report.config.tls_incomplete() {
         report.errors.push(ConfigError::TlsIncomplete {
             file: file.into(),
@@ -400,7 +435,7 @@ pub fn load(path: &Path) -> Result<Report, LoadError> {
 }
 
 /// Every option of `config wifipos`.
-pub const KNOWN: [&str; 24] = [
+pub const KNOWN: [&str; 28] = [
     "guest_iface",
     "portal_address",
     "portal_port",
@@ -425,6 +460,10 @@ pub const KNOWN: [&str; 24] = [
     "tls_cert",
     "tls_key",
     "https_port",
+    "radius_server",
+    "radius_secret",
+    "radius_interim",
+    "radius_nas_id",
 ];
 
 /// The control socket's default path (root-only).
@@ -590,6 +629,47 @@ impl Validator<'_> {
                     );
                 }
             }
+            "radius_server" => {
+                let Some(item) = self.one(opt) else { return };
+                let v = item.0.trim();
+                if v.is_empty() {
+                    self.cfg.radius_server = None;
+                    return;
+                }
+                match parse_radius_server(v) {
+                    Some(a) => self.cfg.radius_server = Some(a),
+                    None => self.invalid(
+                        &opt.name,
+                        item,
+                        "expected the RADIUS server's IP address, optionally with its accounting port, such as 192.0.2.5, 192.0.2.5:1813 or [2001:db8::5]:1813 (empty = accounting off)",
+                    ),
+                }
+            }
+            "radius_secret" => {
+                let Some(item) = self.one(opt) else { return };
+                if item.0.is_empty() || item.0.len() > 128 {
+                    self.invalid(
+                        &opt.name,
+                        item,
+                        "expected the secret shared with the RADIUS server (clients.conf), 1 to 128 characters",
+                    );
+                } else {
+                    self.cfg.radius_secret = item.0.clone();
+                }
+            }
+            "radius_interim" => {
+                if let Some(n) = self.number(opt, 60, 86_400) {
+                    self.cfg.radius_interim_s = n as u32;
+                }
+            }
+            "radius_nas_id" => {
+                let Some(item) = self.one(opt) else { return };
+                if item.0.trim().is_empty() || item.0.len() > 64 {
+                    self.invalid(&opt.name, item, "expected a name of 1 to 64 characters");
+                } else {
+                    self.cfg.radius_nas_id = Some(item.0.clone());
+                }
+            }
             "portal_port" => {
                 if let Some(n) = self.number(opt, 1, 65535) {
                     self.cfg.portal_port = n as u16;
@@ -751,6 +831,15 @@ fn close(a: &str, b: &str) -> bool {
         (2, 2) => a[p] == b[p + 1] && a[p + 1] == b[p],
         _ => false,
     }
+}
+
+/// `192.0.2.5` (port 1813), `192.0.2.5:1813`, `2001:db8::5`, `[2001:db8::5]:1813`.
+pub fn parse_radius_server(s: &str) -> Option<std::net::SocketAddr> {
+    let a = match s.parse::<std::net::SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => std::net::SocketAddr::new(s.parse::<IpAddr>().ok()?, 1813),
+    };
+    (!a.ip().is_unspecified() && !a.ip().is_multicast() && a.port() != 0).then_some(a)
 }
 
 /// `192.0.2.1`, `192.0.2.0/24`, `2001:db8::/32`.

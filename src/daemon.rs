@@ -194,6 +194,10 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
     let restored = sessions::restore_at_start(&mut sessions, now)?;
     let revoked = sessions::apply_revocations(&mut sessions, now)?;
     sessions::end_lapsed_at_start(&mut sessions, now);
+    // Sessions that ended while the daemon was down get their Stop now, sessions that have
+    // none their Start.
+    sessions.account_interims(now);
+    sessions.account_missing_starts(now);
     eprintln!(
         "wifiposd: {} sessions restored in {} ms; portal {} on {}{}",
         restored,
@@ -230,6 +234,10 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
         let local = tokio::task::LocalSet::new();
         local
             .run_until(async move {
+                let radius = tokio::task::spawn_local(crate::radius::sender::run(
+                    sessions.clone(),
+                    crate::radius::sender::Timing::default(),
+                ));
                 let keeper = tokio::task::spawn_local(keep_in_sync(
                     sessions.clone(),
                     portal.clone(),
@@ -284,6 +292,7 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
                     _ = admin => {},
                 }
                 keeper.abort();
+                radius.abort();
                 // Accounting since the last save, so a clean stop loses none of it.
                 let now = wall_now();
                 let mut s = sessions.borrow_mut();
@@ -313,6 +322,8 @@ async fn keep_in_sync(
     // Old rows go once a day (the first tick included), so the file on flash stays small.
     let mut pruned: Option<Instant> = None;
     let mut clones = crate::fdb::CloneWatch::default();
+    // RADIUS Interim-Updates (and Stops nobody reported) are looked for every 10 s.
+    let mut accounted = Instant::now();
     // The traffic counters: read at once, then as `meter_round` says.
     let mut meter_at = tokio::time::Instant::now();
     let meter_wake = sessions.borrow().meter.wake.clone();
@@ -360,6 +371,8 @@ async fn keep_in_sync(
             match load_config(config_path.as_deref()) {
                 Ok(new) => {
                     let msg = reload(&mut s, new, now);
+                    // Accounting may have just been turned on.
+                    s.account_missing_starts(now);
                     portal.borrow_mut().cfg = portal_config(&s.cfg);
                     eprintln!("wifiposd: {msg}");
                 }
@@ -394,6 +407,10 @@ async fn keep_in_sync(
             }
         }
         s.watch_clones(&mut clones, now);
+        if accounted.elapsed() >= Duration::from_secs(10) {
+            accounted = Instant::now();
+            s.account_interims(now);
+        }
         match s.firewall.health() {
             Ok(Health::Intact) => {}
             Ok(Health::Missing) => match s.restore(now) {

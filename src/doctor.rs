@@ -836,6 +836,7 @@ config rule\n\toption name 'Allow-DNS-Guest'\n\toption src 'guest'\n\toption des
             traffic: (0, 0),
             counts_downloads: true,
             speed_limited: 0,
+            radius: None,
         }
     }
 

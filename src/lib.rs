@@ -49,6 +49,8 @@ pub mod nl;
 #[cfg(feature = "router")]
 pub mod portal;
 #[cfg(feature = "router")]
+pub mod radius;
+#[cfg(feature = "router")]
 pub mod sessions;
 #[cfg(feature = "router")]
 pub mod store;

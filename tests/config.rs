@@ -416,3 +416,54 @@ fn the_printed_ruleset_is_what_nft_itself_accepts() {
     assert_eq!(code, 1);
     assert!(err.contains("/nonexistent/wifipos"), "{err}");
 }
+
+#[test]
+fn radius_accounting_options_read_with_their_defaults_and_limits() {
+    let c = Config::default();
+    assert_eq!(
+        (c.radius_server, c.radius(), c.radius_interim_s),
+        (None, None, 300)
+    );
+    assert_eq!(
+        c.nas_id(),
+        c.venue,
+        "the NAS-Identifier defaults to the venue"
+    );
+    let r = config::check(
+        FILE,
+        "config wifipos 'main'\n\toption radius_server '192.0.2.5'\n\toption radius_secret 's3cret'\n\toption radius_interim '60'\n\toption radius_nas_id 'cafe-nord'\n",
+    );
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let c = r.config;
+    assert_eq!(c.radius_server, Some("192.0.2.5:1813".parse().unwrap()));
+    assert_eq!(
+        c.radius(),
+        Some(("192.0.2.5:1813".parse().unwrap(), &b"s3cret"[..]))
+    );
+    assert_eq!((c.radius_interim_s, c.nas_id()), (60, "cafe-nord"));
+    let v6 = config::check(
+        FILE,
+        "config wifipos 'main'\n\toption radius_server '[2001:db8::5]:11813'\n\toption radius_secret 's'\n",
+    );
+    assert_eq!(
+        v6.config.radius_server,
+        Some("[2001:db8::5]:11813".parse().unwrap())
+    );
+    // Empty = off, even without a secret.
+    assert!(errors("config wifipos 'main'\n\toption radius_server ''\n").is_empty());
+    // (An empty value is no value in UCI: the option keeps its default.)
+    let bad = errors(&format!(
+        "config wifipos 'main'\n\toption radius_server 'radius.example'\n\toption radius_interim '59'\n\toption radius_nas_id '{}'\n",
+        "n".repeat(65)
+    ));
+    assert_eq!(bad.len(), 3, "{bad:?}");
+    assert!(
+        bad[0].contains("radius_server") && bad[0].contains("IP address"),
+        "{bad:?}"
+    );
+    assert!(bad[1].contains("from 60 to 86400"), "{bad:?}");
+    assert!(bad[2].contains("radius_nas_id"), "{bad:?}");
+    let no_secret = errors("config wifipos 'main'\n\toption radius_server '192.0.2.5:1813'\n");
+    assert_eq!(no_secret.len(), 1);
+    assert!(no_secret[0].contains("radius_secret"), "{no_secret:?}");
+}

@@ -146,6 +146,18 @@ pub struct Status {
     /// Devices held to a speed limit by the kernel's shaper.
     #[serde(default)]
     pub speed_limited: usize,
+    /// RADIUS accounting (`None`: off).
+    #[serde(default)]
+    pub radius: Option<RadiusStatus>,
+}
+
+/// RADIUS accounting in `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RadiusStatus {
+    /// Where it goes (`option radius_server`).
+    pub server: String,
+    /// Records in the outbox, not acknowledged yet.
+    pub waiting: i64,
 }
 
 /// A line of `sessions`.
@@ -276,6 +288,13 @@ fn status(s: &mut Sessions, uptime_s: u64, now: i64) -> Result<Status, AdminErro
             .iter()
             .filter(|l| !s.rates_for(l.mac).is_unlimited())
             .count(),
+        radius: match cfg.radius() {
+            Some((server, _)) => Some(RadiusStatus {
+                server: server.to_string(),
+                waiting: s.store.outbox_len().map_err(internal)?,
+            }),
+            None => None,
+        },
     })
 }
 
@@ -393,6 +412,12 @@ fn kick(s: &mut Sessions, mac: Mac, now: i64) -> Result<Done, AdminError> {
         return Err(AdminError::Refused(format!(
             "{mac} is not on any voucher with time left; nothing to free"
         )));
+    }
+    // Its traffic since the last save counts to its vouchers (and its RADIUS Stop): save it
+    // while the device is still on them.
+    s.read_usage(now);
+    if let Err(e) = s.save_usage(now) {
+        eprintln!("wifiposd: cannot save the traffic counters: {e}");
     }
     let mut actions = Vec::new();
     for &(k, n) in &live {

@@ -56,6 +56,12 @@ pub fn status(s: &Status) -> String {
         },
         s.speed_limited
     ));
+    if let Some(r) = &s.radius {
+        out.push_str(&format!(
+            "RADIUS accounting to {}: {} record(s) waiting in the outbox\n",
+            r.server, r.waiting
+        ));
+    }
     for c in &s.clones {
         out.push_str(&format!(
             "CLONE: {c} (one MAC on two bridge ports: `wifiposd block MAC` to shut it out)\n"

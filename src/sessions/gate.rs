@@ -60,6 +60,9 @@ impl Gate for Sessions {
                 return Err(RedeemError::Internal(e.to_string()));
             }
         }
+        if r.grant.new_device {
+            self.account_start(v.key_id, v.serial, mac, now);
+        }
         self.update_speed_limits(&[mac], now);
         if v.limits().data_cap_mib.is_some() {
             // Its traffic counts from now: watch the counters closely at once.
@@ -119,6 +122,7 @@ impl Sessions {
             }
         };
         eprintln!("wifiposd: {old} was idle; its place on the voucher goes to {mac}");
+        self.account_stop(&[old], crate::radius::TerminateCause::IdleTimeout, now);
         let action = match self.store.access(old, now) {
             Ok(Some(a)) => FirewallAction::Allow {
                 mac: old,

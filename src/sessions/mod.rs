@@ -7,16 +7,18 @@
 //! extensions, ending connections whose time is up, the trusted/blocked sets, `list revoked`,
 //! a re-read config applied in place, and recording what the watches saw (a MAC cloned on the
 //! guest bridge, a forged neighbour entry). The portal's [`crate::portal::Gate`] over it is
-//! `gate`. Not: tasks, timers, signals, sockets or the clock (`daemon` passes `now` in), admin
-//! commands (`admin`).
+//! `gate`; RADIUS accounting of the sessions (what is queued when) is `radius`. Not: tasks,
+//! timers, signals, sockets or the clock (`daemon` passes `now` in), admin commands (`admin`).
 //!
 //! Imports run one way (no cycles):
 //! `sessions` ← `admin` ← `control` ← `daemon` (which also uses `sessions` and `admin`);
 //! `sessions` → {`portal` (only the `Gate` trait and its answers, in `gate`), `store`,
-//! `firewall`, `policy`, `conntrack`, `ends`, `fdb`, `neigh`, `keys`, `voucher`, `config`}, none
-//! of which imports `sessions`, `admin`, `control` or `daemon`.
+//! `firewall`, `policy`, `conntrack`, `ends`, `fdb`, `neigh`, `keys`, `voucher`, `config`,
+//! `radius::packet`}, none of which imports `sessions`, `admin`, `control` or `daemon`
+//! (`radius::sender`, the daemon's task, imports `sessions`; `sessions` never imports it).
 
 mod gate;
+pub mod radius;
 mod speed;
 pub mod usage;
 
@@ -64,6 +66,8 @@ pub struct Sessions {
     pub limiter: Box<dyn Limiter>,
     /// The limiter is set up on the guest interface (only once a device was limited).
     pub shaping: bool,
+    /// Wakes the RADIUS sender: a record was queued.
+    pub radius_wake: std::rc::Rc<tokio::sync::Notify>,
 }
 
 impl Sessions {
@@ -85,6 +89,7 @@ impl Sessions {
             meter: usage::Meter::default(),
             limiter: Box::new(MemoryLimiter::default()),
             shaping: false,
+            radius_wake: Default::default(),
         }
     }
 
@@ -135,6 +140,7 @@ impl Sessions {
             eprintln!("wifiposd: cannot take devices whose time is up out of the firewall: {e}");
         }
         self.end_connections(&ended, "time is up");
+        self.account_stop(&ended, crate::radius::TerminateCause::SessionTimeout, now);
         self.update_speed_limits(&ended, now);
         ended.len()
     }
@@ -247,6 +253,8 @@ impl Sessions {
         self.firewall.allow(&allow)?;
         self.end_connections(&remove, "access taken away");
         let changed: Vec<Mac> = last.keys().copied().collect();
+        // Revoked or kicked (other ends report their cause before they get here).
+        self.account_stop(&changed, crate::radius::TerminateCause::AdminReset, now);
         self.update_speed_limits(&changed, now);
         Ok(())
     }

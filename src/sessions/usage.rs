@@ -176,6 +176,7 @@ impl Sessions {
                     "wifiposd: voucher {}:{} used its {} bytes ({used} counted); access ended",
                     c.key_id, c.serial as u64, c.cap
                 );
+                self.account_stop(&c.macs, crate::radius::TerminateCause::SessionTimeout, now);
                 self.apply(&actions, now)?;
                 continue;
             }

@@ -11,7 +11,8 @@
 //! and pruning — never on a page view: the file lives on flash.
 //!
 //! Files: this one holds the schema, opening and the shared row helpers; `redeem.rs` the
-//! guest's side, `admin.rs` the admin's, `events.rs` the event log, reports and pruning.
+//! guest's side, `admin.rs` the admin's, `events.rs` the event log, reports and pruning,
+//! `usage.rs` traffic and data caps, `outbox.rs` RADIUS accounting's outbox and sessions.
 //!
 //! Does not touch: nftables, HTTP, the wall clock. It returns [`FirewallAction`]s (and
 //! [`policy::RuleChange`]s) for the caller to apply; time is always a parameter.
@@ -27,13 +28,15 @@ use crate::voucher::{Rejection, Voucher};
 
 mod admin;
 mod events;
+mod outbox;
 mod redeem;
 mod usage;
 
+pub use outbox::{AcctChange, AcctSession, OutboxRecord, MAX_OUTBOX_ROWS};
 pub use usage::{Capped, Delta};
 
 /// The newest schema this build knows.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Event kinds besides refusals (which use [`Rejection::code`]).
 pub const EV_REDEEMED: &str = "redeemed";
@@ -131,7 +134,39 @@ pub const SCHEMA_V4: &str = "ALTER TABLE vouchers ADD COLUMN data_cap INTEGER;
      ALTER TABLE devices ADD COLUMN down_bytes INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE devices ADD COLUMN last_active INTEGER;";
 
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+/// Version 5: RADIUS accounting. The outbox holds records until the server acknowledges them
+/// (`kind` is the Acct-Status-Type, `attributes` the encoded attributes without
+/// Acct-Delay-Time, `created_at` the event's time); `radius_sessions` the device sessions a
+/// Start was queued for and no Stop yet, with when the last Interim-Update was queued and the
+/// bytes it reported; when a device leaves its voucher (kicked, replaced, pruned) a trigger
+/// keeps its final counts there for the Stop.
+pub const SCHEMA_V5: &str = "CREATE TABLE radius_outbox (
+        id INTEGER PRIMARY KEY,
+        created_at INTEGER NOT NULL,
+        kind INTEGER NOT NULL,
+        attributes BLOB NOT NULL,
+        tries INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE INDEX radius_outbox_by_kind ON radius_outbox (kind, id);
+     CREATE TABLE radius_sessions (
+        key_id TEXT NOT NULL,
+        serial INTEGER NOT NULL,
+        mac TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        interim_at INTEGER NOT NULL,
+        up_bytes INTEGER NOT NULL DEFAULT 0,
+        down_bytes INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (key_id, serial, mac)
+     ) WITHOUT ROWID;
+     CREATE INDEX radius_sessions_by_mac ON radius_sessions (mac);
+     CREATE TRIGGER radius_device_gone AFTER DELETE ON devices
+     BEGIN
+        UPDATE radius_sessions SET up_bytes = OLD.up_bytes, down_bytes = OLD.down_bytes
+        WHERE key_id = OLD.key_id AND serial = OLD.serial AND mac = OLD.mac;
+     END;";
+
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
 
 /// Tallied rows (refusals, address conflicts) kept at most: a ring, the oldest go first. About
 /// 150 bytes each with the index, so the tallies stay under ~1.5 MB whatever guests do.
