@@ -229,11 +229,12 @@ fn limits_hold_both_ways_without_slowing_other_phones() {
     assert!((down - f64::from(DOWN)).abs() <= 0.15 * f64::from(DOWN));
 }
 
-/// By hand (`cargo test --all-features --test limits -- --ignored --nocapture`): how long
-/// installing many limited devices takes, and what their filters (a linear u32 list) cost an
-/// unlimited phone. Prints numbers for BENCHMARKS.md; asserts only that it works.
+/// A benchmark, not a test (so CI does not run it): how long installing many limited devices
+/// takes, and what their filters cost an unlimited phone. Prints numbers for BENCHMARKS.md;
+/// asserts only that it works. `scripts/bench` runs it (`cargo test --all-features --test
+/// limits -- --ignored --nocapture`).
 #[test]
-#[ignore]
+#[ignore = "benchmark: scripts/bench runs it"]
 fn many_devices_cost() {
     if !have_iperf3() {
         return;

@@ -1038,10 +1038,11 @@ fn cpu_s() -> f64 {
 }
 
 /// Issue 17's bench: 5 000 live sessions, their Starts, one round of Interim-Updates queued,
-/// and all 10 000 records delivered to FreeRADIUS (`-f`, not debug). Run by hand:
-/// `cargo test --all-features --test radius -- --ignored --nocapture bench`.
+/// and all 10 000 records delivered to FreeRADIUS (`-f`, not debug). A benchmark, not a test
+/// (so CI does not run it): `scripts/bench` runs it (`cargo test --all-features --test radius
+/// -- --ignored --nocapture bench`).
 #[test]
-#[ignore]
+#[ignore = "benchmark: scripts/bench runs it"]
 fn bench_interims_for_5000_sessions() {
     if !have_freeradius() {
         return;

@@ -117,6 +117,9 @@ fn bytes_land_on_the_device_and_its_current_voucher_and_survive_reopening() {
     assert_eq!(c[0].used, 4_050_076);
     assert_eq!(c[0].macs, vec![mac(1), mac(2)]);
     assert!(s.any_capped(200).unwrap());
+    assert_eq!(s.capped_of(mac(2), 200).unwrap().as_ref(), Some(&c[0]));
+    assert_eq!(s.capped_of(mac(9), 200).unwrap(), None, "on no voucher");
+    assert_eq!(s.capped_of(mac(1), 100 + 3600).unwrap(), None, "ended");
     assert!(
         !s.any_capped(100 + 3600).unwrap(),
         "ended: no longer watched"
@@ -179,9 +182,16 @@ fn an_idle_device_gives_its_place_on_a_full_voucher_and_a_busy_one_does_not() {
         Err(Rejection::DeviceLimit { max_devices: 1 })
     );
     // 10 minutes idle needed: at 999 it moved 599 s ago.
-    assert_eq!(s.replace_idle(&v, mac(2), 600, 999).unwrap(), None);
+    assert_eq!(s.replace_idle(&v, mac(2), 600, &[], 999).unwrap(), None);
+    // Traffic the caller saw but has not saved yet counts too.
     assert_eq!(
-        s.replace_idle(&v, mac(2), 600, 1_000).unwrap(),
+        s.replace_idle(&v, mac(2), 600, &[(mac(1), 500)], 1_000)
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.replace_idle(&v, mac(2), 600, &[(mac(9), 999)], 1_000)
+            .unwrap(),
         Some(mac(1))
     );
     let r = s.redeem(&v, mac(2), at(1_000)).unwrap().unwrap();
@@ -204,5 +214,5 @@ fn an_idle_device_gives_its_place_on_a_full_voucher_and_a_busy_one_does_not() {
         replaced.detail
     );
     // 0 = never.
-    assert_eq!(s.replace_idle(&v, mac(3), 0, 100_000).unwrap(), None);
+    assert_eq!(s.replace_idle(&v, mac(3), 0, &[], 100_000).unwrap(), None);
 }

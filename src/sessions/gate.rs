@@ -107,13 +107,11 @@ impl Sessions {
         if idle_s == 0 {
             return false;
         }
-        // The idle test reads the saved counters: bring them up to date first.
+        // The idle test needs the latest traffic: what the store saved and what the counters
+        // saw since (in memory; a guest's refused attempt never writes to flash).
         self.read_usage(now);
-        if let Err(e) = self.save_usage(now) {
-            eprintln!("wifiposd: cannot save the traffic counters: {e}");
-            return false;
-        }
-        let old = match self.store.replace_idle(v, mac, idle_s, now) {
+        let recent = self.meter.last_active();
+        let old = match self.store.replace_idle(v, mac, idle_s, &recent, now) {
             Ok(Some(old)) => old,
             Ok(None) => return false,
             Err(e) => {

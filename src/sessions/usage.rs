@@ -78,6 +78,14 @@ impl Meter {
         self.own_table = true;
     }
 
+    /// When each device with unsaved traffic last moved.
+    pub fn last_active(&self) -> Vec<(Mac, i64)> {
+        self.pending
+            .values()
+            .filter_map(|d| Some((d.mac, d.active_at?)))
+            .collect()
+    }
+
     /// Bytes not saved yet for these devices.
     pub fn pending_bytes(&self, macs: &[Mac]) -> u64 {
         macs.iter()
@@ -189,16 +197,7 @@ impl Sessions {
     /// Bytes a device's current voucher may still use, if it has a cap: the saved count and
     /// what was counted since.
     pub fn bytes_remaining(&self, mac: Mac, now: i64) -> Option<u64> {
-        // Most venues sell no capped vouchers: one indexed lookup, not a scan of every device.
-        if !self.store.any_capped(now).ok()? {
-            return None;
-        }
-        let c = self
-            .store
-            .capped(now)
-            .ok()?
-            .into_iter()
-            .find(|c| c.macs.contains(&mac))?;
+        let c = self.store.capped_of(mac, now).ok()??;
         Some(
             c.cap
                 .saturating_sub(c.used + self.meter.pending_bytes(&c.macs)),

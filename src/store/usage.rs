@@ -139,6 +139,34 @@ impl Store {
         Ok(out)
     }
 
+    /// The capped voucher a device's traffic counts against now (its live voucher that ends
+    /// last), with that voucher's devices: two indexed lookups, for the portal's pages.
+    pub fn capped_of(&self, mac: Mac, now: i64) -> Result<Option<Capped>, StoreError> {
+        let row: Option<(String, i64, Option<i64>, i64)> = self
+            .conn
+            .prepare_cached(
+                "SELECT v.key_id, v.serial, v.data_cap, v.used_bytes
+                 FROM devices d JOIN vouchers v USING (key_id, serial)
+                 WHERE d.mac = ?1 AND v.revoked_at IS NULL AND v.ends_at > ?2
+                 ORDER BY v.ends_at DESC LIMIT 1",
+            )?
+            .query_row(params![mac.to_string(), now], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()?;
+        let Some((key_id, serial, Some(cap), used)) = row else {
+            return Ok(None);
+        };
+        let macs = devices_of(&self.conn, &key_id, serial)?;
+        Ok(Some(Capped {
+            key_id,
+            serial,
+            cap: cap.max(0) as u64,
+            used: used.max(0) as u64,
+            macs,
+        }))
+    }
+
     /// Ends a voucher whose data allowance is used up, for all its devices, and logs it. The
     /// devices keep what other live vouchers give them.
     pub fn end_for_data(
@@ -179,14 +207,15 @@ impl Store {
     }
 
     /// A full voucher and a new device: if one of its devices has been idle (no traffic, by the
-    /// saved counters) for `idle_s` seconds, it leaves the voucher for `new` and the event log
-    /// says so. Returns the device that left (the caller takes it out of the firewall and
+    /// saved counters and `recent`, the caller's newer "last active" times) for `idle_s`
+    /// seconds, it leaves the voucher for `new` and the event log says so. Returns the device that left (the caller takes it out of the firewall and
     /// redeems again), or `None` when every device is in use.
     pub fn replace_idle(
         &mut self,
         v: &Voucher,
         new: Mac,
         idle_s: i64,
+        recent: &[(Mac, i64)],
         now: i64,
     ) -> Result<Option<Mac>, StoreError> {
         let key = v.key_id.to_string();
@@ -204,6 +233,10 @@ impl Store {
             })?
             .filter_map(|r| r.ok())
             .filter_map(|(m, at)| Some((m.parse().ok()?, at)))
+            .map(|(m, at): (Mac, i64)| {
+                let newer = recent.iter().filter(|(r, _)| *r == m).map(|(_, t)| *t);
+                (m, newer.fold(at, i64::max))
+            })
             .collect();
         let Some(old) = policy::idle_to_replace(&devices, now, idle_s) else {
             return Ok(None);
