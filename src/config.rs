@@ -140,6 +140,16 @@ pub struct Config {
     pub radius_interim_s: u32,
     /// `option radius_nas_id`: NAS-Identifier and Called-Station-Id (default: the venue).
     pub radius_nas_id: Option<String>,
+    /// `option radius_auth_server`: where each redemption is authorized centrally
+    /// (Access-Request, RFC 2865), as an IP address and UDP port (default 1812); `None` = the
+    /// router decides alone.
+    pub radius_auth_server: Option<std::net::SocketAddr>,
+    /// `option radius_timeout_ms`: how long a redemption waits for the central answer before
+    /// the router's own decision stands.
+    pub radius_timeout_ms: u32,
+    /// `option radius_coa_port`: the UDP port where Disconnect and CoA requests (RFC 5176) from
+    /// the RADIUS server are taken; `None` = not listening.
+    pub radius_coa_port: Option<u16>,
 }
 
 impl Config {
@@ -176,6 +186,28 @@ impl Config {
     /// The NAS-Identifier sent to the RADIUS server: `option radius_nas_id`, else the venue.
     pub fn nas_id(&self) -> &str {
         self.radius_nas_id.as_deref().unwrap_or(&self.venue)
+    }
+
+    /// Where Access-Requests go and the secret, when both are set (central authorization on).
+    pub fn radius_auth(&self) -> Option<(std::net::SocketAddr, &[u8])> {
+        self.radius_auth_server
+            .filter(|_| !self.radius_secret.is_empty())
+            .map(|a| (a, self.radius_secret.as_bytes()))
+    }
+
+    /// The port for Disconnect and CoA requests and the addresses they are taken from (the
+    /// accounting and authorization servers'), when the port and the secret are set.
+    pub fn radius_coa(&self) -> Option<(u16, Vec<IpAddr>, &[u8])> {
+        let port = self
+            .radius_coa_port
+            .filter(|_| !self.radius_secret.is_empty())?;
+        let mut from: Vec<IpAddr> = [self.radius_server, self.radius_auth_server]
+            .into_iter()
+            .flatten()
+            .map(|a| a.ip())
+            .collect();
+        from.dedup();
+        Some((port, from, self.radius_secret.as_bytes()))
     }
 
     /// Where accounting goes and its secret, when both are set (accounting on).
@@ -234,6 +266,9 @@ impl Default for Config {
             radius_secret: String::new(),
             radius_interim_s: 300,
             radius_nas_id: None,
+            radius_auth_server: None,
+            radius_timeout_ms: 1000,
+            radius_coa_port: None,
         }
     }
 }
@@ -277,9 +312,10 @@ pub enum ConfigError {
     /// Some but not all of `portal_hostname`, `tls_cert`, `tls_key`.
     #[error("{file}: {message}")]
     TlsIncomplete { file: String, message: String },
-    /// `option radius_server` without `option radius_secret`.
-    #[error("{file}: option radius_server is set but option radius_secret is not; RADIUS accounting needs the secret shared with the server (its clients.conf)")]
-    RadiusNoSecret { file: String },
+    /// `option radius_server`, `radius_auth_server` or `radius_coa_port` without
+    /// `option radius_secret`.
+    #[error("{file}: option {option} is set but option radius_secret is not; RADIUS needs the secret shared with the server (its clients.conf)")]
+    RadiusNoSecret { file: String, option: &'static str },
 }
 
 impl ConfigError {
@@ -385,10 +421,19 @@ pub fn check(file: &str, text: &str) -> Report {
     for opt in &section.options {
         v.option(opt);
     }
-    if report.config.radius_server.is_some() && report.config.radius_secret.is_empty() {
-        report
-            .errors
-            .push(ConfigError::RadiusNoSecret { file: file.into() });
+    let c = &report.config;
+    let radius_set = [
+        ("radius_server", c.radius_server.is_some()),
+        ("radius_auth_server", c.radius_auth_server.is_some()),
+        ("radius_coa_port", c.radius_coa_port.is_some()),
+    ];
+    if c.radius_secret.is_empty() {
+        if let Some((option, _)) = radius_set.iter().find(|o| o.1) {
+            report.errors.push(ConfigError::RadiusNoSecret {
+                file: file.into(),
+                option,
+            });
+        }
     }
     if let Some(message) = report.config.tls_incomplete() {
         report.errors.push(ConfigError::TlsIncomplete {
@@ -435,7 +480,7 @@ pub fn load(path: &Path) -> Result<Report, LoadError> {
 }
 
 /// Every option of `config wifipos`.
-pub const KNOWN: [&str; 28] = [
+pub const KNOWN: [&str; 31] = [
     "guest_iface",
     "portal_address",
     "portal_port",
@@ -464,6 +509,9 @@ pub const KNOWN: [&str; 28] = [
     "radius_secret",
     "radius_interim",
     "radius_nas_id",
+    "radius_auth_server",
+    "radius_timeout_ms",
+    "radius_coa_port",
 ];
 
 /// The control socket's default path (root-only).
@@ -636,7 +684,7 @@ impl Validator<'_> {
                     self.cfg.radius_server = None;
                     return;
                 }
-                match parse_radius_server(v) {
+                match parse_radius_server(v, 1813) {
                     Some(a) => self.cfg.radius_server = Some(a),
                     None => self.invalid(
                         &opt.name,
@@ -660,6 +708,32 @@ impl Validator<'_> {
             "radius_interim" => {
                 if let Some(n) = self.number(opt, 60, 86_400) {
                     self.cfg.radius_interim_s = n as u32;
+                }
+            }
+            "radius_auth_server" => {
+                let Some(item) = self.one(opt) else { return };
+                let v = item.0.trim();
+                if v.is_empty() {
+                    self.cfg.radius_auth_server = None;
+                    return;
+                }
+                match parse_radius_server(v, 1812) {
+                    Some(a) => self.cfg.radius_auth_server = Some(a),
+                    None => self.invalid(
+                        &opt.name,
+                        item,
+                        "expected the RADIUS server's IP address, optionally with its authentication port, such as 192.0.2.5, 192.0.2.5:1812 or [2001:db8::5]:1812 (empty = no central authorization)",
+                    ),
+                }
+            }
+            "radius_timeout_ms" => {
+                if let Some(n) = self.number(opt, 100, 10_000) {
+                    self.cfg.radius_timeout_ms = n as u32;
+                }
+            }
+            "radius_coa_port" => {
+                if let Some(n) = self.number(opt, 0, 65535) {
+                    self.cfg.radius_coa_port = (n != 0).then_some(n as u16);
                 }
             }
             "radius_nas_id" => {
@@ -833,11 +907,11 @@ fn close(a: &str, b: &str) -> bool {
     }
 }
 
-/// `192.0.2.5` (port 1813), `192.0.2.5:1813`, `2001:db8::5`, `[2001:db8::5]:1813`.
-pub fn parse_radius_server(s: &str) -> Option<std::net::SocketAddr> {
+/// `192.0.2.5` (port `default_port`), `192.0.2.5:1813`, `2001:db8::5`, `[2001:db8::5]:1813`.
+pub fn parse_radius_server(s: &str, default_port: u16) -> Option<std::net::SocketAddr> {
     let a = match s.parse::<std::net::SocketAddr>() {
         Ok(a) => a,
-        Err(_) => std::net::SocketAddr::new(s.parse::<IpAddr>().ok()?, 1813),
+        Err(_) => std::net::SocketAddr::new(s.parse::<IpAddr>().ok()?, default_port),
     };
     (!a.ip().is_unspecified() && !a.ip().is_multicast() && a.port() != 0).then_some(a)
 }

@@ -467,3 +467,52 @@ fn radius_accounting_options_read_with_their_defaults_and_limits() {
     assert_eq!(no_secret.len(), 1);
     assert!(no_secret[0].contains("radius_secret"), "{no_secret:?}");
 }
+
+#[test]
+fn central_authorization_and_coa_options_read_with_their_defaults_and_limits() {
+    let c = Config::default();
+    assert_eq!(
+        (c.radius_auth(), c.radius_timeout_ms, c.radius_coa()),
+        (None, 1000, None)
+    );
+    let r = config::check(
+        FILE,
+        "config wifipos 'main'\n\toption radius_server '192.0.2.5'\n\toption radius_auth_server '192.0.2.6'\n\toption radius_secret 's3cret'\n\toption radius_timeout_ms '250'\n\toption radius_coa_port '3799'\n",
+    );
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let c = r.config;
+    assert_eq!(
+        c.radius_auth(),
+        Some(("192.0.2.6:1812".parse().unwrap(), &b"s3cret"[..]))
+    );
+    assert_eq!(c.radius_timeout_ms, 250);
+    assert_eq!(
+        c.radius_coa(),
+        Some((
+            3799,
+            vec!["192.0.2.5".parse().unwrap(), "192.0.2.6".parse().unwrap()],
+            &b"s3cret"[..]
+        ))
+    );
+    // Port 0 = not listening.
+    let off = config::check(
+        FILE,
+        "config wifipos 'main'\n\toption radius_coa_port '0'\n\toption radius_secret 's'\n",
+    );
+    assert!(off.errors.is_empty() && off.config.radius_coa().is_none());
+    let bad = errors(
+        "config wifipos 'main'\n\toption radius_auth_server 'hq'\n\toption radius_timeout_ms '50'\n\toption radius_coa_port '70000'\n\toption radius_secret 's'\n",
+    );
+    assert_eq!(bad.len(), 3, "{bad:?}");
+    assert!(bad[0].contains("authentication port"), "{bad:?}");
+    assert!(bad[1].contains("from 100 to 10000"), "{bad:?}");
+    assert!(bad[2].contains("from 0 to 65535"), "{bad:?}");
+    for option in ["radius_auth_server '192.0.2.6'", "radius_coa_port '3799'"] {
+        let no_secret = errors(&format!("config wifipos 'main'\n\toption {option}\n"));
+        assert_eq!(no_secret.len(), 1, "{no_secret:?}");
+        assert!(
+            no_secret[0].contains("radius_secret") && no_secret[0].contains(&option[..12]),
+            "{no_secret:?}"
+        );
+    }
+}

@@ -39,7 +39,9 @@ use tokio::net::TcpListener;
 use crate::neigh::Neighbours;
 use conns::Conns;
 pub use photo::Decoder;
-pub use routes::{Access, Gate, Portal, PortalConfig, RedeemError, Req, Resp};
+pub use routes::{
+    Access, Answer, Central, CentralAsk, Gate, Portal, PortalConfig, RedeemError, Req, Resp,
+};
 
 /// Limits on what clients may cost the router.
 #[derive(Debug, Clone)]
@@ -408,8 +410,8 @@ async fn respond<G: Gate, N: Neighbours>(
             Err(_) => return close(plain(StatusCode::REQUEST_TIMEOUT, "Request too slow\n")),
         }
     }
-    let resp = shared.portal.borrow_mut().handle(&r);
-    response(resp, head)
+    let answer = shared.portal.borrow_mut().answer(&r);
+    response(settle(shared, &r, answer).await, head)
 }
 
 /// `POST /photo`: admitted by the portal (device known, size in bounds, an attempt left) before
@@ -463,8 +465,20 @@ async fn photo_upload<G: Gate, N: Neighbours>(
             None
         }
     };
-    let resp = shared.portal.borrow_mut().photo_decoded(r, text.as_deref());
-    response(resp, false)
+    let answer = shared.portal.borrow_mut().photo_decoded(r, text.as_deref());
+    response(settle(shared, r, answer).await, false)
+}
+
+/// The response to an [`Answer`]: at once, or after the central server's word (no borrow of
+/// the portal is held while waiting).
+async fn settle<G: Gate, N: Neighbours>(shared: &Shared<G, N>, r: &Req, answer: Answer) -> Resp {
+    match answer {
+        Answer::Now(resp) => resp,
+        Answer::Ask(a) => {
+            let central = a.question.await;
+            shared.portal.borrow_mut().finish(r, a.pending, central)
+        }
+    }
 }
 
 /// Reads a request body into `out`, at most `cap` bytes (false if there is more, or it broke

@@ -92,6 +92,7 @@ struct Texts {
     r_deadline: &'static str,
     r_expired: &'static str,
     r_data_used_up: &'static str,
+    r_central: &'static str,
     r_limit: &'static str,
     r_unsupported_limit: &'static str,
     r_photo: &'static str,
@@ -128,6 +129,7 @@ const EN: Texts = Texts {
     r_deadline: "This voucher had to be used for the first time before",
     r_expired: "This voucher's time is used up.",
     r_data_used_up: "This voucher's data allowance is used up. Please ask staff for a new voucher.",
+    r_central: "This voucher was refused by the central system of this chain of venues.",
     r_limit: "This voucher is already in use on its maximum number of devices",
     r_unsupported_limit: "This voucher carries a data or speed limit that needs newer router software. Please ask staff for a voucher without limits.",
     r_photo: "No voucher code could be read from the photo. Try a sharper photo in good light, or type the code.",
@@ -164,6 +166,7 @@ const DE: Texts = Texts {
     r_deadline: "Dieser Gutschein musste zum ersten Mal benutzt werden vor",
     r_expired: "Die Zeit dieses Gutscheins ist abgelaufen.",
     r_data_used_up: "Das Datenvolumen dieses Gutscheins ist aufgebraucht. Bitte fragen Sie das Personal nach einem neuen Gutschein.",
+    r_central: "Dieser Gutschein wurde vom zentralen System dieser Standorte abgelehnt.",
     r_limit: "Dieser Gutschein wird bereits auf der Höchstzahl an Geräten benutzt",
     r_unsupported_limit: "Dieser Gutschein enthält eine Daten- oder Geschwindigkeitsgrenze, für die der Router neuere Software braucht. Bitte fragen Sie das Personal nach einem Gutschein ohne Grenzen.",
     r_photo: "Auf dem Foto wurde kein Gutschein erkannt. Versuchen Sie ein schärferes Foto oder geben Sie den Code ein.",
@@ -200,6 +203,7 @@ const ES: Texts = Texts {
     r_deadline: "Este bono debía usarse por primera vez antes de",
     r_expired: "El tiempo de este bono se ha agotado.",
     r_data_used_up: "Los datos de este bono se han agotado. Pida al personal un bono nuevo.",
+    r_central: "El sistema central de estos locales ha rechazado este bono.",
     r_limit: "Este bono ya se usa en el número máximo de dispositivos",
     r_unsupported_limit: "Este bono tiene un límite de datos o de velocidad que necesita un software más nuevo en el router. Pida al personal un bono sin límites.",
     r_photo: "No se pudo leer ningún código en la foto. Pruebe con una foto más nítida o escriba el código.",
@@ -409,6 +413,11 @@ fn reason_text(lang: Lang, r: &Rejection) -> String {
         ),
         Rejection::Expired { .. } => t.r_expired.into(),
         Rejection::DataUsedUp => t.r_data_used_up.into(),
+        // The server's own words (its Reply-Message) follow, as the operator wrote them.
+        Rejection::CentralRefused { message } => match message {
+            Some(m) => format!("{} {m}", t.r_central),
+            None => t.r_central.into(),
+        },
         Rejection::DeviceLimit { max_devices } => format!(
             "{} ({max_devices}). {}",
             t.r_limit,
@@ -474,6 +483,8 @@ mod tests {
             Rejection::DeadlinePassed { redeem_by: 0 },
             Rejection::Expired { ended_at: 0 },
             Rejection::DeviceLimit { max_devices: 3 },
+            Rejection::DataUsedUp,
+            Rejection::CentralRefused { message: None },
         ];
         for lang in [Lang::En, Lang::De, Lang::Es] {
             let texts: std::collections::HashSet<String> =

@@ -4,7 +4,9 @@
 //! Owns: routing, form decoding, the admission of photo uploads, and charging redemption
 //! attempts to the [`Limiter`]. Takes the client's MAC and address, the clock and the request
 //! body from the server; reaches sessions only through the [`Gate`] trait (the daemon wires it
-//! to store + firewall). Knows nothing of sockets; photos are decoded by `photo`.
+//! to store + firewall). Knows nothing of sockets; photos are decoded by `photo`. A
+//! redemption the gate wants a central server's word on comes back as [`Answer::Ask`]: the
+//! server awaits the question (no borrow held) and hands the verdict to [`Portal::finish`].
 
 use std::net::IpAddr;
 
@@ -33,6 +35,20 @@ pub enum RedeemError {
     Internal(String),
 }
 
+/// A central server's word on a redemption (see [`Gate::ask_central`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Central {
+    /// Yes, for at most `session_timeout` seconds if it says so.
+    Accept { session_timeout: Option<u32> },
+    /// No, with the server's message to the guest, if any.
+    Reject { message: Option<String> },
+    /// No word (timeout, unreachable, busy): the router's own decision stands.
+    Unanswered(String),
+}
+
+/// The question to a central server, in flight: it borrows nothing from the gate.
+pub type CentralAsk = std::pin::Pin<Box<dyn std::future::Future<Output = Central>>>;
+
 /// Sessions as the portal needs them. Redemption verifies the voucher, applies the policy,
 /// records it and opens the firewall, all or nothing.
 pub trait Gate {
@@ -44,6 +60,21 @@ pub trait Gate {
     /// so nobody can lock a paying customer out. `None` treats every input as a guess.
     fn genuine(&mut self, _input: &str) -> Option<(KeyId, u64)> {
         None
+    }
+    /// The question to ask a central server before redeeming `input` for `mac`, if there is
+    /// one to ask (`None`: the gate decides alone, at once).
+    fn ask_central(&mut self, _input: &str, _mac: Mac, _now: i64) -> Option<CentralAsk> {
+        None
+    }
+    /// [`Gate::redeem`] with the central server's word.
+    fn redeem_with(
+        &mut self,
+        input: &str,
+        mac: Mac,
+        now: i64,
+        _central: Central,
+    ) -> Result<Access, RedeemError> {
+        self.redeem(input, mac, now)
     }
 }
 
@@ -57,6 +88,37 @@ impl<G: Gate> Gate for std::rc::Rc<std::cell::RefCell<G>> {
     fn genuine(&mut self, input: &str) -> Option<(KeyId, u64)> {
         self.borrow_mut().genuine(input)
     }
+    fn ask_central(&mut self, input: &str, mac: Mac, now: i64) -> Option<CentralAsk> {
+        self.borrow_mut().ask_central(input, mac, now)
+    }
+    fn redeem_with(
+        &mut self,
+        input: &str,
+        mac: Mac,
+        now: i64,
+        central: Central,
+    ) -> Result<Access, RedeemError> {
+        self.borrow_mut().redeem_with(input, mac, now, central)
+    }
+}
+
+/// The portal's answer to a request: now, or after a central server's word.
+pub enum Answer {
+    Now(Resp),
+    Ask(Asking),
+}
+
+/// A redemption waiting for a central server: await `question`, then [`Portal::finish`].
+pub struct Asking {
+    pub question: CentralAsk,
+    pub pending: Pending,
+}
+
+/// What [`Portal::finish`] needs of a redemption that waited.
+pub struct Pending {
+    input: String,
+    mac: Mac,
+    lang: Lang,
 }
 
 /// The parts of an HTTP request the portal looks at.
@@ -195,22 +257,32 @@ impl<G: Gate> Portal<G> {
         Resp::redirect(format!("{}/", self.cfg.portal_url))
     }
 
+    /// The answer to `req`, without waiting for a central server: a redemption that would
+    /// ask one is decided by the gate alone.
     pub fn handle(&mut self, req: &Req) -> Resp {
+        match self.answer(req) {
+            Answer::Now(r) => r,
+            Answer::Ask(a) => self.finish(req, a.pending, Central::Unanswered("not asked".into())),
+        }
+    }
+
+    /// The answer to `req`, or the question to ask a central server first.
+    pub fn answer(&mut self, req: &Req) -> Answer {
         let lang = Lang::negotiate(req.accept_language.as_deref(), self.cfg.default_lang);
         if !self.is_portal_host(req.host.as_deref()) {
-            return self.elsewhere();
+            return Answer::Now(self.elsewhere());
         }
         let method = req.method.as_str();
         let get = method == "GET" || method == "HEAD";
-        match (get, method, req.path.as_str()) {
+        Answer::Now(match (get, method, req.path.as_str()) {
             (true, _, "/" | "/status") => self.home(req, lang),
             (true, _, "/api/captive") => self.captive_api(req),
-            (true, _, p) if p.starts_with("/v/") => self.redeem(req, lang, p),
+            (true, _, p) if p.starts_with("/v/") => return self.redeem(req, lang, p),
             (false, "POST", "/redeem") => {
                 let code = form_field(&req.body, "code").unwrap_or_default();
-                self.redeem(req, lang, &code)
+                return self.redeem(req, lang, &code);
             }
-            (false, "POST", "/photo") => self.photo(req),
+            (false, "POST", "/photo") => return self.photo(req),
             (true, _, _) => Resp::redirect(format!("{}/", self.cfg.portal_url)),
             _ => Resp {
                 status: 405,
@@ -218,7 +290,7 @@ impl<G: Gate> Portal<G> {
                 location: None,
                 body: b"Method not allowed\n".to_vec(),
             },
-        }
+        })
     }
 
     fn home(&mut self, req: &Req, lang: Lang) -> Resp {
@@ -245,18 +317,37 @@ impl<G: Gate> Portal<G> {
         Resp::html(status, pages::refusal(lang, &self.cfg.venue, &why))
     }
 
-    fn redeem(&mut self, req: &Req, lang: Lang, input: &str) -> Resp {
+    fn redeem(&mut self, req: &Req, lang: Lang, input: &str) -> Answer {
         let Some(mac) = req.mac else {
-            return self.refuse(lang, 403, Refusal::NoMac);
+            return Answer::Now(self.refuse(lang, 403, Refusal::NoMac));
         };
         let key = match self.gate.genuine(input) {
             Some((key_id, serial)) => Key::Voucher(key_id, serial),
             None => self.source_key(req, mac),
         };
         if !self.attempts.allow(key, req.now) {
-            return self.refuse(lang, 429, Refusal::TooMany);
+            return Answer::Now(self.refuse(lang, 429, Refusal::TooMany));
         }
-        match self.gate.redeem(input, mac, req.now) {
+        if let Some(question) = self.gate.ask_central(input, mac, req.now) {
+            let pending = Pending {
+                input: input.to_owned(),
+                mac,
+                lang,
+            };
+            return Answer::Ask(Asking { question, pending });
+        }
+        let r = self.gate.redeem(input, mac, req.now);
+        Answer::Now(self.redeemed(lang, mac, r))
+    }
+
+    /// A redemption that waited for a central server, with its word.
+    pub fn finish(&mut self, req: &Req, p: Pending, central: Central) -> Resp {
+        let r = self.gate.redeem_with(&p.input, p.mac, req.now, central);
+        self.redeemed(p.lang, p.mac, r)
+    }
+
+    fn redeemed(&self, lang: Lang, mac: Mac, r: Result<Access, RedeemError>) -> Resp {
+        match r {
             Ok(a) => {
                 eprintln!(
                     "wifiposd: redeemed {mac}: {} s left, device {}/{}",
@@ -330,17 +421,17 @@ impl<G: Gate> Portal<G> {
 
     /// The answer once an admitted photo was decoded: a redemption of the code it held, or a
     /// refusal when it held none.
-    pub fn photo_decoded(&mut self, req: &Req, text: Option<&str>) -> Resp {
+    pub fn photo_decoded(&mut self, req: &Req, text: Option<&str>) -> Answer {
         let lang = Lang::negotiate(req.accept_language.as_deref(), self.cfg.default_lang);
-        match text {
-            Some(text) => self.redeem(req, lang, text),
+        Answer::Now(match text {
+            Some(text) => return self.redeem(req, lang, text),
             // A live frame without a code is the normal case while the camera moves: no log.
             None if is_live(req) => self.refuse(lang, 422, Refusal::Photo),
             None => {
                 eprintln!("wifiposd: photo from {:?}: no QR code found", req.mac);
                 self.refuse(lang, 422, Refusal::Photo)
             }
-        }
+        })
     }
 
     /// The router cannot take a photo now (another is being read): try again shortly.
@@ -351,14 +442,14 @@ impl<G: Gate> Portal<G> {
 
     /// `POST /photo` in-process (the body is in `req`): decodes in the calling thread. The
     /// server never uses this path; it decodes off its thread, see `photo::decode`.
-    fn photo(&mut self, req: &Req) -> Resp {
+    fn photo(&mut self, req: &Req) -> Answer {
         let (w, h) = match self.admit_photo(req) {
             Ok(d) => d,
-            Err(r) => return r,
+            Err(r) => return Answer::Now(r),
         };
         if req.body.len() != w * h {
             let lang = Lang::negotiate(req.accept_language.as_deref(), self.cfg.default_lang);
-            return self.refuse(lang, 400, Refusal::Photo);
+            return Answer::Now(self.refuse(lang, 400, Refusal::Photo));
         }
         let text = decode_qr(w, h, &req.body);
         self.photo_decoded(req, text.as_deref())

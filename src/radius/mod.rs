@@ -1,10 +1,14 @@
-//! RADIUS accounting (RFC 2866) to a central server such as FreeRADIUS: the packets
-//! (`packet`, pure) and the task that delivers the store's outbox (`sender`). What is queued
-//! and when is `sessions::radius`; the outbox itself is `store::outbox`.
+//! RADIUS to a central server such as FreeRADIUS: the packets (`packet`, pure), the task that
+//! delivers the store's accounting outbox (RFC 2866, `sender`), the Access-Request of a
+//! redemption under central authorization (RFC 2865, `auth`). What is queued and when is
+//! `sessions::radius`; which redemptions are asked and what the answer does is
+//! `sessions::gate`; the outbox itself is `store::outbox`.
 //!
-//! Imports run one way: `sessions` → `packet` (pure: `mac` and MD5 only); `sender` →
-//! `sessions`, `store` (through `Sessions`), `packet`; only `daemon` starts `sender`.
+//! Imports run one way: `sessions` → `packet`, `auth` (pure but for its own socket: `mac`,
+//! MD5, tokio); `sender` → `sessions`, `store` (through `Sessions`), `packet`; only `daemon`
+//! starts `sender`.
 
+pub mod auth;
 pub mod packet;
 pub mod sender;
 

@@ -1,6 +1,8 @@
-//! RADIUS accounting packets (RFC 2866) on the wire: the attributes of one record, an
-//! Accounting-Request around them with its Request Authenticator, and the check of an
-//! Accounting-Response's Response Authenticator. Pure: no sockets, no clock, no store.
+//! RADIUS packets on the wire: the attributes of one accounting record (RFC 2866), requests
+//! around attributes (Accounting-Request, Access-Request with the voucher, RFC 2865) with their
+//! authenticators, the check of a server's answer (Response Authenticator and
+//! Message-Authenticator), and the other direction (RFC 5176): a Disconnect or CoA request
+//! checked against the secret and its ACK/NAK. Pure: no sockets, no clock, no store.
 
 use std::net::Ipv4Addr;
 
@@ -8,13 +10,39 @@ use md5::{Digest, Md5};
 
 use crate::mac::Mac;
 
-/// Packet codes (RFC 2866 §3, §4).
+/// Packet codes (RFC 2865 §3, RFC 2866 §3, §4, RFC 5176 §2).
+pub const ACCESS_REQUEST: u8 = 1;
+pub const ACCESS_ACCEPT: u8 = 2;
+pub const ACCESS_REJECT: u8 = 3;
 pub const ACCOUNTING_REQUEST: u8 = 4;
 pub const ACCOUNTING_RESPONSE: u8 = 5;
+pub const DISCONNECT_REQUEST: u8 = 40;
+pub const DISCONNECT_ACK: u8 = 41;
+pub const DISCONNECT_NAK: u8 = 42;
+pub const COA_REQUEST: u8 = 43;
+pub const COA_ACK: u8 = 44;
+pub const COA_NAK: u8 = 45;
+
+/// The vendor of wifipos's own attributes (Vendor-Specific, RFC 2865 §5.26). 32473 is the
+/// number RFC 5612 sets aside for examples: a placeholder until wifipos has its own Private
+/// Enterprise Number. The server's dictionary is `files/usr/share/wifipos/dictionary.wifipos`.
+pub const VENDOR_WIFIPOS: u32 = 32473;
+
+/// wifipos's vendor attributes in an Access-Request.
+pub mod vsa {
+    /// The voucher as the guest presented it (its signed text), for a server that checks it.
+    pub const VOUCHER: u8 = 1;
+    /// The voucher's device limit and duration (seconds), as this router verified them.
+    pub const MAX_DEVICES: u8 = 2;
+    pub const DURATION: u8 = 3;
+}
 
 /// Attribute types used here (RFC 2865 §5, RFC 2866 §5, RFC 2869 §5).
 pub mod attr {
     pub const USER_NAME: u8 = 1;
+    pub const REPLY_MESSAGE: u8 = 18;
+    pub const VENDOR_SPECIFIC: u8 = 26;
+    pub const SESSION_TIMEOUT: u8 = 27;
     pub const FRAMED_IP_ADDRESS: u8 = 8;
     pub const CALLED_STATION_ID: u8 = 30;
     pub const CALLING_STATION_ID: u8 = 31;
@@ -31,6 +59,7 @@ pub mod attr {
     pub const EVENT_TIMESTAMP: u8 = 55;
     pub const NAS_PORT_TYPE: u8 = 61;
     pub const MESSAGE_AUTHENTICATOR: u8 = 80;
+    pub const ERROR_CAUSE: u8 = 101;
 }
 
 /// NAS-Port-Type Wireless-802.11 (RFC 2865 §5.41, RFC 3580).
@@ -201,20 +230,96 @@ pub fn accounting_request(id: u8, attributes: &[u8], delay_s: u32, secret: &[u8]
     }
     let mut attrs = attributes[..end].to_vec();
     put_u32(&mut attrs, attr::ACCT_DELAY_TIME, delay_s);
+    signed(ACCOUNTING_REQUEST, id, None, attrs, secret)
+}
+
+/// A packet with a Message-Authenticator last: with `request_auth` (an Access-Request's
+/// random Request Authenticator, or for an answer the request's) in the authenticator field
+/// while the HMAC is computed, else 16 zero octets; then, for a hashed authenticator (every
+/// packet but an Access-Request), MD5(the packet so far + Secret) (RFC 2866 §3, RFC 3579
+/// §3.2, RFC 5176 §2.3).
+fn signed(
+    code: u8,
+    id: u8,
+    request_auth: Option<&[u8; 16]>,
+    mut attrs: Vec<u8>,
+    secret: &[u8],
+) -> Vec<u8> {
     put(&mut attrs, attr::MESSAGE_AUTHENTICATOR, &[0; 16]);
     let len = (20 + attrs.len()) as u16;
     let mut p = Vec::with_capacity(len as usize);
-    p.push(ACCOUNTING_REQUEST);
+    p.push(code);
     p.push(id);
     p.extend_from_slice(&len.to_be_bytes());
-    p.extend_from_slice(&[0; 16]);
+    p.extend_from_slice(request_auth.unwrap_or(&[0; 16]));
     p.extend_from_slice(&attrs);
     let ma = hmac_md5(secret, &[&p]);
     let at = p.len() - 16;
     p[at..].copy_from_slice(&ma);
-    let auth = md5(&[&p, secret]);
-    p[4..20].copy_from_slice(&auth);
+    if code != ACCESS_REQUEST {
+        let auth = md5(&[&p, secret]);
+        p[4..20].copy_from_slice(&auth);
+    }
     p
+}
+
+/// What an Access-Request asks about one redemption.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessQuery {
+    /// The voucher, `KEYID:SERIAL`.
+    pub user_name: String,
+    pub mac: Mac,
+    pub nas_id: String,
+    /// The voucher's text as the guest presented it.
+    pub voucher: String,
+    pub max_devices: u8,
+    pub duration_s: u32,
+}
+
+fn put_vsa(out: &mut Vec<u8>, t: u8, v: &[u8]) {
+    let v = &v[..v.len().min(247)];
+    let mut a = VENDOR_WIFIPOS.to_be_bytes().to_vec();
+    a.push(t);
+    a.push(v.len() as u8 + 2);
+    a.extend_from_slice(v);
+    put(out, attr::VENDOR_SPECIFIC, &a);
+}
+
+/// An Access-Request for `q` with Identifier `id` and the random Request Authenticator
+/// `auth` (RFC 2865 §3), ending in a Message-Authenticator (RFC 3579 §3.2; it is also what
+/// proves the request to the server, as there is no password). A voucher text longer than
+/// one attribute (247 octets) is sent in as many Vendor-Specific attributes as it needs, in
+/// order.
+pub fn access_request(id: u8, auth: &[u8; 16], q: &AccessQuery, secret: &[u8]) -> Vec<u8> {
+    let mut a = Vec::with_capacity(400);
+    put(&mut a, attr::USER_NAME, q.user_name.as_bytes());
+    put(
+        &mut a,
+        attr::CALLING_STATION_ID,
+        station_id(q.mac).as_bytes(),
+    );
+    put(&mut a, attr::CALLED_STATION_ID, q.nas_id.as_bytes());
+    put(&mut a, attr::NAS_IDENTIFIER, q.nas_id.as_bytes());
+    put_u32(&mut a, attr::NAS_PORT_TYPE, PORT_WIRELESS);
+    for chunk in q.voucher.as_bytes().chunks(247).take(8) {
+        put_vsa(&mut a, vsa::VOUCHER, chunk);
+    }
+    put_vsa(
+        &mut a,
+        vsa::MAX_DEVICES,
+        &u32::from(q.max_devices).to_be_bytes(),
+    );
+    put_vsa(&mut a, vsa::DURATION, &q.duration_s.to_be_bytes());
+    signed(ACCESS_REQUEST, id, Some(auth), a, secret)
+}
+
+/// The server's answer to an Access-Request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Access-Accept, with its Session-Timeout (seconds) if it sets one.
+    Accept { session_timeout: Option<u32> },
+    /// Access-Reject, with its Reply-Message if it has one.
+    Reject { message: Option<String> },
 }
 
 /// Why an answer was not taken as the server's acknowledgement.
@@ -228,16 +333,101 @@ pub enum ResponseError {
     Malformed,
     #[error("its Response Authenticator is wrong: the server's secret differs from option radius_secret, or the answer is forged")]
     BadAuthenticator,
+    #[error(
+        "it has no Message-Authenticator (the server must send one; FreeRADIUS 3.2.5 and later do)"
+    )]
+    NoMessageAuthenticator,
 }
 
 /// Checks that `resp` is the server's Accounting-Response to `req`: code 5, the same
 /// Identifier, a sane length, and Response Authenticator
 /// MD5(Code + Identifier + Length + Request Authenticator + Attributes + Secret).
 pub fn check_response(resp: &[u8], req: &[u8], secret: &[u8]) -> Result<(), ResponseError> {
+    check_answer(resp, req, secret, &[ACCOUNTING_RESPONSE]).map(drop)
+}
+
+/// Checks that `resp` is the server's Access-Accept or Access-Reject to the Access-Request
+/// `req` (as [`check_response`], and its Message-Authenticator, which it must carry:
+/// RFC 3579 §3.2, and the defence against forged answers of CVE-2024-3596), and reads it.
+pub fn check_access_answer(
+    resp: &[u8],
+    req: &[u8],
+    secret: &[u8],
+) -> Result<Verdict, ResponseError> {
+    let (code, attrs) = check_answer(resp, req, secret, &[ACCESS_ACCEPT, ACCESS_REJECT])?;
+    if !attrs.iter().any(|a| a.0 == attr::MESSAGE_AUTHENTICATOR) {
+        return Err(ResponseError::NoMessageAuthenticator);
+    }
+    if !message_authenticator_ok(&resp[..packet_len(resp)], Some(&req[4..20]), secret) {
+        return Err(ResponseError::BadAuthenticator);
+    }
+    let get = |t: u8| attrs.iter().find(|a| a.0 == t).map(|a| a.1);
+    Ok(if code == ACCESS_ACCEPT {
+        Verdict::Accept {
+            session_timeout: get(attr::SESSION_TIMEOUT).and_then(be_u32),
+        }
+    } else {
+        let text: Vec<&str> = attrs
+            .iter()
+            .filter(|a| a.0 == attr::REPLY_MESSAGE)
+            .filter_map(|a| std::str::from_utf8(a.1).ok())
+            .collect();
+        Verdict::Reject {
+            message: (!text.is_empty()).then(|| text.concat()),
+        }
+    })
+}
+
+fn be_u32(v: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(v.try_into().ok()?))
+}
+
+fn packet_len(p: &[u8]) -> usize {
+    u16::from_be_bytes([p[2], p[3]]) as usize
+}
+
+/// Whether the packet's Message-Authenticator (it has one) is HMAC-MD5 under `secret` of
+/// the packet with the Message-Authenticator zero and `auth` (the request's authenticator for
+/// an answer; 16 zero octets when `None`) in the authenticator field.
+fn message_authenticator_ok(p: &[u8], auth: Option<&[u8]>, secret: &[u8]) -> bool {
+    let mut copy = p.to_vec();
+    copy[4..20].copy_from_slice(auth.unwrap_or(&[0; 16]));
+    let mut at = 20;
+    let mut found = None;
+    while at + 2 <= copy.len() {
+        let n = copy[at + 1] as usize;
+        if n < 2 || at + n > copy.len() {
+            return false;
+        }
+        if copy[at] == attr::MESSAGE_AUTHENTICATOR {
+            if n != 18 || found.is_some() {
+                return false;
+            }
+            found = Some(at + 2);
+        }
+        at += n;
+    }
+    let Some(v) = found else { return false };
+    let got: [u8; 16] = copy[v..v + 16].try_into().unwrap_or_default();
+    copy[v..v + 16].fill(0);
+    hmac_md5(secret, &[&copy]) == got
+}
+
+/// Attributes as (type, value) pairs.
+type Attrs<'a> = Vec<(u8, &'a [u8])>;
+
+/// The common checks of an answer: one of `codes`, the request's Identifier, a sane length,
+/// well-formed attributes and the Response Authenticator. Returns the code and attributes.
+fn check_answer<'a>(
+    resp: &'a [u8],
+    req: &[u8],
+    secret: &[u8],
+    codes: &[u8],
+) -> Result<(u8, Attrs<'a>), ResponseError> {
     if resp.len() < 20 || req.len() < 20 {
         return Err(ResponseError::Malformed);
     }
-    if resp[0] != ACCOUNTING_RESPONSE {
+    if !codes.contains(&resp[0]) {
         return Err(ResponseError::NotAResponse(resp[0]));
     }
     if resp[1] != req[1] {
@@ -246,17 +436,112 @@ pub fn check_response(resp: &[u8], req: &[u8], secret: &[u8]) -> Result<(), Resp
             want: req[1],
         });
     }
-    let len = u16::from_be_bytes([resp[2], resp[3]]) as usize;
+    let len = packet_len(resp);
     if !(20..=MAX_PACKET).contains(&len) || len > resp.len() {
         return Err(ResponseError::Malformed);
     }
     let resp = &resp[..len];
-    attributes(&resp[20..]).map_err(|_| ResponseError::Malformed)?;
+    let attrs = attributes(&resp[20..]).map_err(|_| ResponseError::Malformed)?;
     let want = md5(&[&resp[..4], &req[4..20], &resp[20..], secret]);
     if want != resp[4..20] {
         return Err(ResponseError::BadAuthenticator);
     }
-    Ok(())
+    Ok((resp[0], attrs))
+}
+
+/// A Disconnect-Request or CoA-Request (RFC 5176) whose authenticators check out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DasRequest {
+    pub code: u8,
+    pub id: u8,
+    /// Its Request Authenticator, which the answer's is computed over.
+    pub auth: [u8; 16],
+    /// Every attribute, Message-Authenticator included.
+    pub attrs: Vec<(u8, Vec<u8>)>,
+}
+
+impl DasRequest {
+    /// The first value of attribute `t`.
+    pub fn get(&self, t: u8) -> Option<&[u8]> {
+        self.attrs.iter().find(|a| a.0 == t).map(|a| &a.1[..])
+    }
+
+    pub fn text(&self, t: u8) -> Option<&str> {
+        self.get(t).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    pub fn number(&self, t: u8) -> Option<u32> {
+        self.get(t).and_then(be_u32)
+    }
+}
+
+/// Why a packet to the Disconnect/CoA port was dropped unanswered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DasError {
+    #[error("not a Disconnect-Request or CoA-Request (code {0})")]
+    NotARequest(u8),
+    #[error("a malformed packet")]
+    Malformed,
+    #[error("its Request Authenticator or Message-Authenticator is wrong: not signed with option radius_secret")]
+    BadAuthenticator,
+}
+
+/// Reads a Disconnect-Request or CoA-Request and checks its Request Authenticator,
+/// MD5(Code + Identifier + Length + 16 zero octets + Attributes + Secret) (RFC 5176 §2.3),
+/// and its Message-Authenticator if it has one.
+pub fn check_das_request(p: &[u8], secret: &[u8]) -> Result<DasRequest, DasError> {
+    if p.len() < 20 {
+        return Err(DasError::Malformed);
+    }
+    if p[0] != DISCONNECT_REQUEST && p[0] != COA_REQUEST {
+        return Err(DasError::NotARequest(p[0]));
+    }
+    let len = packet_len(p);
+    if !(20..=MAX_PACKET).contains(&len) || len > p.len() {
+        return Err(DasError::Malformed);
+    }
+    let p = &p[..len];
+    let attrs = attributes(&p[20..]).map_err(|_| DasError::Malformed)?;
+    if md5(&[&p[..4], &[0; 16], &p[20..], secret]) != p[4..20] {
+        return Err(DasError::BadAuthenticator);
+    }
+    if attrs.iter().any(|a| a.0 == attr::MESSAGE_AUTHENTICATOR)
+        && !message_authenticator_ok(p, None, secret)
+    {
+        return Err(DasError::BadAuthenticator);
+    }
+    Ok(DasRequest {
+        code: p[0],
+        id: p[1],
+        auth: p[4..20].try_into().unwrap_or_default(),
+        attrs: attrs.into_iter().map(|(t, v)| (t, v.to_vec())).collect(),
+    })
+}
+
+/// Error-Cause values (RFC 5176 §3.5) for a NAK.
+pub mod error_cause {
+    pub const UNSUPPORTED_ATTRIBUTE: u32 = 401;
+    pub const MISSING_ATTRIBUTE: u32 = 402;
+    pub const INVALID_REQUEST: u32 = 404;
+    pub const SESSION_CONTEXT_NOT_FOUND: u32 = 503;
+    pub const RESOURCES_UNAVAILABLE: u32 = 506;
+}
+
+/// The ACK (`error` `None`) or NAK with Error-Cause `error` to `req`, with a
+/// Message-Authenticator and the Response Authenticator
+/// MD5(Code + Identifier + Length + Request Authenticator + Attributes + Secret).
+pub fn das_answer(req: &DasRequest, error: Option<u32>, secret: &[u8]) -> Vec<u8> {
+    let code = match (req.code, error) {
+        (DISCONNECT_REQUEST, None) => DISCONNECT_ACK,
+        (DISCONNECT_REQUEST, Some(_)) => DISCONNECT_NAK,
+        (_, None) => COA_ACK,
+        (_, Some(_)) => COA_NAK,
+    };
+    let mut attrs = Vec::new();
+    if let Some(e) = error {
+        put_u32(&mut attrs, attr::ERROR_CAUSE, e);
+    }
+    signed(code, req.id, Some(&req.auth), attrs, secret)
 }
 
 /// Splits encoded attributes into (type, value) pairs; `Err` on a length that does not fit.

@@ -2,10 +2,13 @@
 //! open the firewall (rebuilding the table if it was removed, or taking the redemption back
 //! when even that fails), and answer what access a device has.
 //!
-//! Owns: the three `Gate` calls (`redeem`, `genuine`, `access`). Not: the HTTP side (`portal`)
-//! nor the table rebuild itself (`Sessions::restore`).
+//! Owns: the `Gate` calls (`redeem`, `genuine`, `access`, and with central authorization on,
+//! `ask_central` and `redeem_with`: which redemptions a RADIUS server is asked about, and what
+//! its word changes). Not: the HTTP side (`portal`), the table rebuild itself
+//! (`Sessions::restore`), nor the Access-Request on the wire (`radius::auth`).
 //!
-//! Imports: the portal's `Gate` trait and its answer types, `voucher`, and the sessions above.
+//! Imports: the portal's `Gate` trait and its answer types, `voucher`, `radius::auth` (a
+//! future that borrows nothing), and the sessions above.
 //! The portal never imports this module (nor `sessions`): it is generic over any `Gate`.
 
 use std::time::Duration;
@@ -13,13 +16,91 @@ use std::time::Duration;
 use super::Sessions;
 use crate::mac::Mac;
 use crate::policy::FirewallAction;
-use crate::portal::{Access, Gate, RedeemError};
-use crate::voucher;
+use crate::portal::{Access, Central, CentralAsk, Gate, RedeemError};
+use crate::radius::packet::{AccessQuery, Verdict};
+use crate::voucher::{self, Rejection};
 
 /// Voucher v2's known limits (data cap, speed limits) are enforced here; entries of unknown
 /// enforceable types were already refused by `voucher::verify` as "unsupported limit".
 impl Gate for Sessions {
     fn redeem(&mut self, input: &str, mac: Mac, now: i64) -> Result<Access, RedeemError> {
+        self.redeem_checked(input, mac, now, None)
+    }
+
+    /// Asked: a genuine voucher the router itself would grant to a device new on it (or
+    /// refuse as full while an idle device may give its place), with
+    /// `option radius_auth_server` set. Not asked: everything the router refuses on its own
+    /// (the server's yes would not change that) and a device already on the voucher.
+    fn ask_central(&mut self, input: &str, mac: Mac, now: i64) -> Option<CentralAsk> {
+        let (server, secret) = self.cfg.radius_auth()?;
+        let v = voucher::verify(input, &self.keyring).ok()?;
+        match self.store.would_redeem(&v, mac, Sessions::clock(now)) {
+            Ok(Ok(g)) if g.new_device => {}
+            Ok(Err(Rejection::DeviceLimit { .. })) if self.cfg.device_idle_replace_min > 0 => {}
+            _ => return None,
+        }
+        let q = AccessQuery {
+            user_name: format!("{}:{}", v.key_id, v.serial),
+            mac,
+            nas_id: self.cfg.nas_id().to_owned(),
+            voucher: voucher::token_from_input(input).to_owned(),
+            max_devices: v.max_devices,
+            duration_s: v.duration_s,
+        };
+        let secret = secret.to_vec();
+        let timeout = Duration::from_millis(u64::from(self.cfg.radius_timeout_ms));
+        Some(Box::pin(async move {
+            match crate::radius::auth::authorize(server, &secret, &q, timeout).await {
+                Ok(Verdict::Accept { session_timeout }) => Central::Accept { session_timeout },
+                Ok(Verdict::Reject { message }) => Central::Reject { message },
+                Err(e) => Central::Unanswered(e.to_string()),
+            }
+        }))
+    }
+
+    fn redeem_with(
+        &mut self,
+        input: &str,
+        mac: Mac,
+        now: i64,
+        central: Central,
+    ) -> Result<Access, RedeemError> {
+        self.redeem_checked(input, mac, now, Some(central))
+    }
+
+    fn genuine(&mut self, input: &str) -> Option<(crate::keys::KeyId, u64)> {
+        voucher::verify(input, &self.keyring)
+            .ok()
+            .map(|v| (v.key_id, v.serial))
+    }
+
+    fn access(&mut self, mac: Mac, now: i64) -> Option<Access> {
+        match self.store.access(mac, now) {
+            Ok(a) => a.map(|a| Access {
+                seconds_left: (a.until - now).max(0) as u64,
+                devices: a.devices,
+                max_devices: a.max_devices,
+                bytes_left: self.bytes_remaining(mac, now),
+            }),
+            Err(e) => {
+                eprintln!("wifiposd: cannot read sessions: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl Sessions {
+    /// A redemption, with the central server's word if it was asked: its Access-Reject
+    /// refuses (recorded like any refusal), its Session-Timeout shortens the voucher (never
+    /// lengthens it), and no answer leaves the decision to the router.
+    fn redeem_checked(
+        &mut self,
+        input: &str,
+        mac: Mac,
+        now: i64,
+        central: Option<Central>,
+    ) -> Result<Access, RedeemError> {
         let v = match voucher::verify(input, &self.keyring) {
             Ok(v) => v,
             Err(why) => {
@@ -29,7 +110,24 @@ impl Gate for Sessions {
                 return Err(RedeemError::Refused(why));
             }
         };
-        let r = match self.store.redeem(&v, mac, Sessions::clock(now)) {
+        let mut central_end = None;
+        match central {
+            Some(Central::Reject { message }) => {
+                let why = Rejection::CentralRefused { message };
+                if let Err(e) = self.store.record_refusal(Some(mac), &why, now) {
+                    eprintln!("wifiposd: cannot record a refusal: {e}");
+                }
+                return Err(RedeemError::Refused(why));
+            }
+            Some(Central::Accept { session_timeout }) => {
+                central_end = session_timeout.map(|t| now + i64::from(t));
+            }
+            Some(Central::Unanswered(why)) => {
+                eprintln!("wifiposd: {why}; the router decides {mac}'s redemption alone");
+            }
+            None => {}
+        }
+        let mut r = match self.store.redeem(&v, mac, Sessions::clock(now)) {
             Err(e) => return Err(RedeemError::Internal(e.to_string())),
             Ok(Err(voucher::Rejection::DeviceLimit { .. })) if self.replace_idle(&v, mac, now) => {
                 match self.store.redeem(&v, mac, Sessions::clock(now)) {
@@ -41,6 +139,9 @@ impl Gate for Sessions {
             Ok(Err(why)) => return Err(RedeemError::Refused(why)),
             Ok(Ok(r)) => r,
         };
+        if let Some(end) = central_end.filter(|e| *e < r.grant.ends_at) {
+            self.central_end(&v, mac, end, now, &mut r);
+        }
         let left = Duration::from_secs((r.device_until - now).max(1) as u64);
         self.ends.set(mac, r.device_until);
         if let Err(e) = self.firewall.allow(&[(mac, left)]) {
@@ -75,30 +176,38 @@ impl Gate for Sessions {
             bytes_left: self.bytes_remaining(mac, now),
         })
     }
-
-    fn genuine(&mut self, input: &str) -> Option<(crate::keys::KeyId, u64)> {
-        voucher::verify(input, &self.keyring)
-            .ok()
-            .map(|v| (v.key_id, v.serial))
-    }
-
-    fn access(&mut self, mac: Mac, now: i64) -> Option<Access> {
-        match self.store.access(mac, now) {
-            Ok(a) => a.map(|a| Access {
-                seconds_left: (a.until - now).max(0) as u64,
-                devices: a.devices,
-                max_devices: a.max_devices,
-                bytes_left: self.bytes_remaining(mac, now),
-            }),
-            Err(e) => {
-                eprintln!("wifiposd: cannot read sessions: {e}");
-                None
-            }
-        }
-    }
 }
 
 impl Sessions {
+    /// The central server's Session-Timeout ends the voucher at `end`, sooner than its own
+    /// time: set it in the store (for every device on it: their time is the voucher's) and
+    /// in `r`, the redemption just made.
+    fn central_end(
+        &mut self,
+        v: &voucher::Voucher,
+        mac: Mac,
+        end: i64,
+        now: i64,
+        r: &mut crate::store::Redeemed,
+    ) {
+        let end = end.max(now + 1);
+        let why = format!("Session-Timeout {} s from the RADIUS server", end - now);
+        let actions = match self.store.set_end(v.key_id, v.serial, end, &why, now) {
+            Ok(Some(a)) => a,
+            Ok(None) => return,
+            Err(e) => return eprintln!("wifiposd: cannot shorten a voucher: {e}"),
+        };
+        r.grant.ends_at = end;
+        if let Ok(Some(a)) = self.store.access(mac, now) {
+            r.device_until = a.until;
+        }
+        // The device redeeming is added below; the others already on it get the new end.
+        let others: Vec<_> = actions.into_iter().filter(|a| a.mac() != mac).collect();
+        if let Err(e) = self.apply(&others, now) {
+            eprintln!("wifiposd: cannot give the voucher's devices its new end: {e}");
+        }
+    }
+
     /// A full voucher: gives the place of a device idle for `device_idle_replace` minutes to
     /// `mac` and takes the idle one out of the firewall (it keeps what other vouchers give it).
     /// Returns whether a place was freed. Failures are logged and count as "no place".

@@ -264,6 +264,33 @@ impl Store {
         secs: i64,
         now: i64,
     ) -> Result<Option<Vec<FirewallAction>>, StoreError> {
+        self.change_end(key_id, serial, now, &format!("+{secs} s"), |e| {
+            policy::extended_end(e, secs, now)
+        })
+    }
+
+    /// Sets a used voucher's end to `ends_at` (later or earlier: a RADIUS server's
+    /// Session-Timeout); its devices get the new time, and lose access if it is past.
+    /// `Ok(None)` if the voucher was never used or is revoked.
+    pub fn set_end(
+        &mut self,
+        key_id: KeyId,
+        serial: u64,
+        ends_at: i64,
+        why: &str,
+        now: i64,
+    ) -> Result<Option<Vec<FirewallAction>>, StoreError> {
+        self.change_end(key_id, serial, now, why, |_| Some(ends_at))
+    }
+
+    fn change_end(
+        &mut self,
+        key_id: KeyId,
+        serial: u64,
+        now: i64,
+        why: &str,
+        new_end: impl FnOnce(i64) -> Option<i64>,
+    ) -> Result<Option<Vec<FirewallAction>>, StoreError> {
         let (key, s) = (key_id.to_string(), serial_sql(serial));
         let tx = self
             .conn
@@ -277,7 +304,7 @@ impl Store {
                 |r| r.get(0),
             )
             .optional()?;
-        let Some(new_end) = ends_at.and_then(|e| policy::extended_end(e, secs, now)) else {
+        let Some(new_end) = ends_at.and_then(new_end) else {
             return Ok(None);
         };
         tx.execute(
@@ -299,7 +326,7 @@ impl Store {
             EV_EXTENDED,
             None,
             Some((&key, s)),
-            &format!("+{secs} s, ends_at {new_end}"),
+            &format!("{why}, ends_at {new_end}"),
         )?;
         tx.commit()?;
         Ok(Some(actions))

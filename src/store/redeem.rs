@@ -24,22 +24,7 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         log_expiries(&tx, now)?;
-        let row: Option<(Option<i64>, Option<i64>, Option<i64>)> = tx
-            .prepare_cached(
-                "SELECT ends_at, revoked_at, data_used_up_at FROM vouchers
-                 WHERE key_id = ?1 AND serial = ?2",
-            )?
-            .query_row(params![key, serial], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .optional()?;
-        let devices = devices_of(&tx, &key, serial)?;
-        let state = VoucherState {
-            ends_at: row.and_then(|r| r.0),
-            revoked: row.is_some_and(|r| r.1.is_some()),
-            data_used_up: row.is_some_and(|r| r.2.is_some()),
-            devices,
-        };
+        let state = voucher_state(&tx, &key, serial)?;
         let who = Some((key.as_str(), serial));
         let outcome = match policy::redeem(v, &state, mac, clock) {
             Err(why) => {
@@ -98,6 +83,18 @@ impl Store {
             max_devices: v.max_devices,
             device_until,
         }))
+    }
+
+    /// What [`Store::redeem`] would decide for `v` and `mac` now, without writing anything
+    /// (the question before asking a central server).
+    pub fn would_redeem(
+        &self,
+        v: &Voucher,
+        mac: Mac,
+        clock: Clock,
+    ) -> Result<Result<Grant, Rejection>, StoreError> {
+        let state = voucher_state(&self.conn, &v.key_id.to_string(), serial_sql(v.serial))?;
+        Ok(policy::redeem(v, &state, mac, clock))
     }
 
     /// The device's access now, if any. Reads only.
@@ -180,4 +177,27 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// A voucher's state as the policy needs it.
+fn voucher_state(
+    conn: &rusqlite::Connection,
+    key: &str,
+    serial: i64,
+) -> Result<VoucherState, StoreError> {
+    let row: Option<(Option<i64>, Option<i64>, Option<i64>)> = conn
+        .prepare_cached(
+            "SELECT ends_at, revoked_at, data_used_up_at FROM vouchers
+             WHERE key_id = ?1 AND serial = ?2",
+        )?
+        .query_row(params![key, serial], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    Ok(VoucherState {
+        ends_at: row.and_then(|r| r.0),
+        revoked: row.is_some_and(|r| r.1.is_some()),
+        data_used_up: row.is_some_and(|r| r.2.is_some()),
+        devices: devices_of(conn, key, serial)?,
+    })
 }

@@ -146,6 +146,9 @@ pub enum Rejection {
     /// The voucher's data allowance (all its devices together) is used up.
     #[error("this voucher's data allowance is used up")]
     DataUsedUp,
+    /// The venue chain's RADIUS server answered Access-Reject (with its Reply-Message, if any).
+    #[error("the venue's central server refused this voucher{}", message.as_ref().map(|m| format!(": {m}")).unwrap_or_default())]
+    CentralRefused { message: Option<String> },
 }
 
 impl Rejection {
@@ -162,6 +165,7 @@ impl Rejection {
             Rejection::Expired { .. } => "expired",
             Rejection::DeviceLimit { .. } => "device_limit",
             Rejection::DataUsedUp => "data_used_up",
+            Rejection::CentralRefused { .. } => "central_refused",
         }
     }
 }
