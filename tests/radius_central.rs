@@ -422,3 +422,246 @@ fn bench_redemption_latency_central_on_vs_off() {
         results[1].1 - results[0].1
     );
 }
+
+/// An "hq" namespace with FreeRADIUS, linked to each venue's upstream ("the internet"), which
+/// masquerades the venue's router towards it; removed on drop.
+struct Hq {
+    ns: String,
+}
+
+impl Hq {
+    fn sh(args: &[&str]) {
+        let o = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    /// Links `venue`'s upstream to hq over 172.31.`n`.0/30 (hq .1, upstream .2) and routes the
+    /// router's traffic for 172.31.0.0/16 there.
+    fn link(&self, venue: &cafe::Cafe, n: u8) {
+        let up = format!("{}-upstream", venue.lab.name);
+        let (hq_if, hq_ip, up_ip) = (
+            format!("v{n}"),
+            format!("172.31.{n}.1/30"),
+            format!("172.31.{n}.2/30"),
+        );
+        Hq::sh(&[
+            "ip", "link", "add", &hq_if, "netns", &self.ns, "type", "veth", "peer", "name", "hq",
+            "netns", &up,
+        ]);
+        Hq::sh(&["ip", "-n", &self.ns, "addr", "add", &hq_ip, "dev", &hq_if]);
+        Hq::sh(&["ip", "-n", &self.ns, "link", "set", &hq_if, "up"]);
+        Hq::sh(&["ip", "-n", &up, "addr", "add", &up_ip, "dev", "hq"]);
+        Hq::sh(&["ip", "-n", &up, "link", "set", "hq", "up"]);
+        Hq::sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &up,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]);
+        Hq::sh(&[
+            "ip", "netns", "exec", &up, "nft",
+            "add table ip hqnat; add chain ip hqnat post { type nat hook postrouting priority 100; }; add rule ip hqnat post oifname \"hq\" masquerade",
+        ]);
+        Hq::sh(&[
+            "ip",
+            "-n",
+            &format!("{}-router", venue.lab.name),
+            "route",
+            "add",
+            "172.31.0.0/16",
+            "via",
+            "10.99.0.2",
+        ]);
+    }
+}
+
+impl Drop for Hq {
+    fn drop(&mut self) {
+        let pids = std::process::Command::new("ip")
+            .args(["netns", "pids", &self.ns])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for pid in pids.split_whitespace() {
+            let _ = std::process::Command::new("kill").arg(pid).status();
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .status();
+    }
+}
+
+fn sessions_json(venue: &cafe::Cafe) -> Vec<serde_json::Value> {
+    let o = venue.admin(&["sessions", "--json"]);
+    serde_json::from_slice::<serde_json::Value>(&o.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn macs_in_kernel(venue: &cafe::Cafe) -> Vec<String> {
+    let j = venue.lab.nft_json();
+    j["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("set"))
+        .filter(|s| s["name"] == "allowed")
+        .flat_map(|s| s["elem"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| {
+            e.pointer("/elem/val")
+                .or(Some(&e))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// Two venues, each a whole lab (router with `wifiposd`, phones), their routers reaching one
+/// FreeRADIUS at HQ through their uplinks. The same voucher (a 2-device one) is sold by the
+/// chain: a phone at venue A and a second one there get on; the first phone, roaming to
+/// venue B, gets on there too (HQ knows it: still 2 devices); a third phone at B is refused
+/// with HQ's words and stays out of B's kernel set, although B alone has only one device on
+/// it. The time at B counts from the first use at A. Then B's link to HQ is cut: a new
+/// voucher at B is still sold, by B's own decision, within `radius_timeout_ms`.
+#[test]
+fn two_venues_share_one_device_limit_through_hq() {
+    if !have_freeradius() {
+        return;
+    }
+    let Some(a) = cafe::Cafe::open("ca") else {
+        return;
+    };
+    let Some(mut b) = cafe::Cafe::open("cb") else {
+        return;
+    };
+    // One till key for the chain.
+    b.trusted = a.trusted.clone();
+    b.key = a.key.clone();
+    let hq = Hq {
+        ns: format!("{}-hq", a.lab.name),
+    };
+    Hq::sh(&["ip", "netns", "add", &hq.ns]);
+    Hq::sh(&["ip", "-n", &hq.ns, "link", "set", "lo", "up"]);
+    hq.link(&a, 1);
+    hq.link(&b, 2);
+    let rdir = a.path("hq");
+    std::fs::create_dir_all(&rdir).unwrap();
+    let mut radius = Radius::central(
+        &rdir,
+        IpAddr::from([0, 0, 0, 0]),
+        1813,
+        1812,
+        &[IpAddr::from([172, 31, 1, 2]), IpAddr::from([172, 31, 2, 2])],
+        Some(hq.ns.clone()),
+    );
+    radius.start();
+    for (venue, n, name) in [(&a, 1, "cafe-a"), (&b, 2, "cafe-b")] {
+        venue.write_config(&format!(
+            "\toption radius_server '172.31.{n}.1'\n\toption radius_auth_server '172.31.{n}.1'\n\toption radius_secret '{SECRET}'\n\toption radius_nas_id '{name}'\n\toption radius_timeout_ms '1000'\n"
+        ));
+    }
+    let _da = a.start();
+    let _db = b.start();
+    let v = a.issue(&["--duration", "1h", "--devices", "2"]);
+    let url = v["url"].as_str().unwrap();
+    assert_eq!(a.lab.curl("client", &[url]).0, 200);
+    assert_eq!(a.lab.curl("client2", &[url]).0, 200);
+    // Used first at A half an hour ago, as far as HQ knows.
+    radius
+        .hq_db()
+        .execute(
+            "UPDATE wifipos_devices SET first_seen = first_seen - 1800",
+            [],
+        )
+        .unwrap();
+    // The first phone roams to venue B (the labs' phones have the same MACs).
+    assert_eq!(b.lab.curl("client", &[url]).0, 200);
+    let (status, page) = b.lab.curl("client3", &[url]);
+    assert_eq!(status, 403, "{page}");
+    assert!(
+        page.contains("central_refused") && page.contains("2 device(s) at our venues"),
+        "{page}"
+    );
+    let in_b = macs_in_kernel(&b);
+    assert!(in_b.iter().any(|m| m == "02:00:00:00:00:10"), "{in_b:?}");
+    assert!(!in_b.iter().any(|m| m == "02:00:00:00:00:12"), "{in_b:?}");
+    assert_eq!(
+        b.lab.internet("client3", false),
+        0,
+        "the third phone stays out"
+    );
+    assert_eq!(b.lab.internet("client", false), 204);
+    // B's session of the roaming phone ends with the voucher's first use at A.
+    let at_b = sessions_json(&b);
+    assert_eq!(at_b.len(), 1, "{at_b:?}");
+    let left = at_b[0]["remaining_s"].as_i64().unwrap();
+    assert!((1780..=1801).contains(&left), "{left} s left at B");
+    // HQ logged both venues' Starts.
+    let t = Instant::now();
+    loop {
+        let venues: std::collections::BTreeSet<String> = radius
+            .detail()
+            .into_iter()
+            .filter(|r| r.get("Acct-Status-Type").map(String::as_str) == Some("Start"))
+            .filter_map(|r| r.get("NAS-Identifier").cloned())
+            .collect();
+        if venues.len() == 2 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{venues:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // B's link to HQ is cut: B keeps selling on its own.
+    Hq::sh(&[
+        "ip",
+        "-n",
+        &format!("{}-upstream", b.lab.name),
+        "link",
+        "set",
+        "hq",
+        "down",
+    ]);
+    let v2 = a.issue(&["--duration", "1h", "--devices", "1"]);
+    let t0 = Instant::now();
+    let (status, took, other) = std::thread::scope(|sc| {
+        let waiting = sc.spawn(|| {
+            let r = b.lab.curl("client4", &[v2["url"].as_str().unwrap()]);
+            (r.0, t0.elapsed())
+        });
+        // While that redemption waits for HQ, the portal answers everyone else at once.
+        std::thread::sleep(Duration::from_millis(300));
+        let t1 = Instant::now();
+        let page = b.lab.curl("client2", &[&format!("{}/", cafe::PORTAL)]).0;
+        let other = (page, t1.elapsed());
+        let (status, took) = waiting.join().unwrap();
+        (status, took, other)
+    });
+    assert_eq!(status, 200);
+    assert_eq!(other.0, 200);
+    println!("meanwhile another guest's page took {:?}", other.1);
+    assert!(other.1 < Duration::from_millis(500), "{:?}", other.1);
+    assert!(
+        took > other.1 + Duration::from_millis(300),
+        "the page came first"
+    );
+    println!("a redemption at B with HQ unreachable took {took:?} (radius_timeout_ms 1000)");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
+    assert!(b.log().contains("decides"), "{}", b.log());
+    assert_eq!(b.lab.internet("client4", false), 204);
+}
