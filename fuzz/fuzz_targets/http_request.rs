@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use wifipos::sessions::Sessions;
 use wifipos::mac::Mac;
 use wifipos::neigh::Fixed;
 use wifipos::portal::{self, Limits, Portal};
+use wifipos::sessions::Sessions;
 
 struct World {
     rt: tokio::runtime::Runtime,

@@ -28,7 +28,11 @@ fn check(input: &str) {
             assert_eq!(URL_SAFE_NO_PAD.encode(&raw), token, "non-canonical token");
             assert_eq!(u.voucher.body(), u.body(), "fields do not re-encode");
             assert_eq!(&raw[..u.body().len()], u.body());
-            assert_eq!(u.voucher.version(), raw[0], "v1 or v2 as the version byte says");
+            assert_eq!(
+                u.voucher.version(),
+                raw[0],
+                "v1 or v2 as the version byte says"
+            );
             assert_eq!(u.clone().verify(keyring), verified);
             if let Ok(v) = &verified {
                 assert_eq!(v, &u.voucher);

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use ed25519_dalek::SigningKey;
-use wifipos::sessions::Sessions;
 use wifipos::firewall::MemoryFirewall;
 use wifipos::keys::Keyring;
 use wifipos::mac::Mac;
 use wifipos::portal::pages::Lang;
 use wifipos::portal::{Access, Gate, Portal, PortalConfig, RedeemError};
+use wifipos::sessions::Sessions;
 use wifipos::store::{Durability, Store};
 
 /// The till key of the shared voucher vectors (its private seed is public: test use only).

@@ -716,4 +716,180 @@ mod tests {
         assert!(attributes(&[1, 5, 0]).is_err());
         assert_eq!(attributes(&[1, 3, 7]).unwrap(), vec![(1, &[7u8][..])]);
     }
+
+    fn query() -> AccessQuery {
+        AccessQuery {
+            user_name: "1a2b3c4d:7".into(),
+            mac: Mac([2, 0, 0, 0, 0, 1]),
+            nas_id: "cafe-a".into(),
+            voucher: "V".repeat(300),
+            max_devices: 2,
+            duration_s: 3600,
+        }
+    }
+
+    /// An answer as a server makes it: `attrs` and a Message-Authenticator (when `ma`), then
+    /// the Response Authenticator.
+    fn answer(code: u8, req: &[u8], attrs: &[u8], ma: bool, secret: &[u8]) -> Vec<u8> {
+        let auth: [u8; 16] = req[4..20].try_into().unwrap();
+        let mut p = signed(code, req[1], Some(&auth), attrs.to_vec(), secret);
+        if !ma {
+            p.truncate(p.len() - 18);
+            let len = (p.len() as u16).to_be_bytes();
+            p[2..4].copy_from_slice(&len);
+            p[4..20].copy_from_slice(&auth);
+            let h = md5(&[&p, secret]);
+            p[4..20].copy_from_slice(&h);
+        }
+        p
+    }
+
+    #[test]
+    fn an_access_request_carries_the_voucher_in_vendor_attributes_and_is_signed() {
+        let auth = [7u8; 16];
+        let req = access_request(3, &auth, &query(), b"s3cret");
+        assert_eq!((req[0], req[1]), (ACCESS_REQUEST, 3));
+        assert_eq!(
+            &req[4..20],
+            &auth,
+            "the random Request Authenticator as given"
+        );
+        assert!(message_authenticator_ok(&req, Some(&auth), b"s3cret"));
+        assert!(!message_authenticator_ok(&req, Some(&auth), b"other"));
+        let attrs = attributes(&req[20..]).unwrap();
+        let vsas: Vec<&[u8]> = attrs
+            .iter()
+            .filter(|a| a.0 == attr::VENDOR_SPECIFIC)
+            .map(|a| a.1)
+            .collect();
+        // 300 characters of voucher: two attributes (247 + 53), then the limit and duration.
+        assert_eq!(vsas.len(), 4);
+        assert!(vsas.iter().all(|v| v[..4] == VENDOR_WIFIPOS.to_be_bytes()));
+        let text: Vec<u8> = vsas
+            .iter()
+            .filter(|v| v[4] == vsa::VOUCHER)
+            .flat_map(|v| v[6..].to_vec())
+            .collect();
+        assert_eq!(text, query().voucher.as_bytes());
+        assert_eq!(vsas[2][4..], [vsa::MAX_DEVICES, 6, 0, 0, 0, 2]);
+        assert_eq!(vsas[3][4..], [vsa::DURATION, 6, 0, 0, 0x0e, 0x10]);
+    }
+
+    #[test]
+    fn access_answers_are_read_only_when_both_authenticators_check_out() {
+        let req = access_request(3, &[7; 16], &query(), b"s");
+        let mut st = Vec::new();
+        put_u32(&mut st, attr::SESSION_TIMEOUT, 600);
+        let accept = answer(ACCESS_ACCEPT, &req, &st, true, b"s");
+        assert_eq!(
+            check_access_answer(&accept, &req, b"s"),
+            Ok(Verdict::Accept {
+                session_timeout: Some(600)
+            })
+        );
+        let mut msg = Vec::new();
+        put(&mut msg, attr::REPLY_MESSAGE, b"Cancelled ");
+        put(&mut msg, attr::REPLY_MESSAGE, b"at HQ.");
+        let reject = answer(ACCESS_REJECT, &req, &msg, true, b"s");
+        assert_eq!(
+            check_access_answer(&reject, &req, b"s"),
+            Ok(Verdict::Reject {
+                message: Some("Cancelled at HQ.".into())
+            })
+        );
+        // No Message-Authenticator (FreeRADIUS before 3.2.5 without the policy's line).
+        assert_eq!(
+            check_access_answer(&answer(ACCESS_ACCEPT, &req, &st, false, b"s"), &req, b"s"),
+            Err(ResponseError::NoMessageAuthenticator)
+        );
+        // Another secret, a forged Message-Authenticator with a right Response Authenticator
+        // (the Blast-RADIUS shape), an accounting answer, another request's answer.
+        assert_eq!(
+            check_access_answer(&accept, &req, b"t"),
+            Err(ResponseError::BadAuthenticator)
+        );
+        let mut forged = accept.clone();
+        let n = forged.len();
+        forged[n - 1] ^= 1;
+        forged[4..20].copy_from_slice(&req[4..20]);
+        let h = md5(&[&forged, b"s"]);
+        forged[4..20].copy_from_slice(&h);
+        assert_eq!(
+            check_access_answer(&forged, &req, b"s"),
+            Err(ResponseError::BadAuthenticator)
+        );
+        assert_eq!(
+            check_access_answer(
+                &answer(ACCOUNTING_RESPONSE, &req, &[], true, b"s"),
+                &req,
+                b"s"
+            ),
+            Err(ResponseError::NotAResponse(ACCOUNTING_RESPONSE))
+        );
+        let other = access_request(4, &[7; 16], &query(), b"s");
+        assert!(matches!(
+            check_access_answer(&accept, &other, b"s"),
+            Err(ResponseError::OtherIdentifier { .. })
+        ));
+    }
+
+    /// A Disconnect or CoA request as a server signs it (RFC 5176 §2.3), with a
+    /// Message-Authenticator when `ma`.
+    fn das_request(code: u8, attrs: &[u8], ma: bool, secret: &[u8]) -> Vec<u8> {
+        let mut p = if ma {
+            signed(code, 9, None, attrs.to_vec(), secret)
+        } else {
+            let mut p = vec![code, 9, 0, 0];
+            p.extend_from_slice(&[0; 16]);
+            p.extend_from_slice(attrs);
+            p
+        };
+        let len = (p.len() as u16).to_be_bytes();
+        p[2..4].copy_from_slice(&len);
+        p[4..20].fill(0);
+        let h = md5(&[&p, secret]);
+        p[4..20].copy_from_slice(&h);
+        p
+    }
+
+    #[test]
+    fn das_requests_are_checked_against_the_secret_and_answered_in_kind() {
+        let mut a = Vec::new();
+        put(&mut a, attr::CALLING_STATION_ID, b"02-00-00-00-00-01");
+        put_u32(&mut a, attr::SESSION_TIMEOUT, 600);
+        for ma in [false, true] {
+            let p = das_request(COA_REQUEST, &a, ma, b"s");
+            let req = check_das_request(&p, b"s").unwrap();
+            assert_eq!(req.number(attr::SESSION_TIMEOUT), Some(600));
+            assert_eq!(
+                req.text(attr::CALLING_STATION_ID),
+                Some("02-00-00-00-00-01")
+            );
+            assert_eq!(check_das_request(&p, b"t"), Err(DasError::BadAuthenticator));
+            let ack = das_answer(&req, None, b"s");
+            assert_eq!(ack[0], COA_ACK);
+            assert_eq!(md5(&[&ack[..4], &p[4..20], &ack[20..], b"s"]), ack[4..20]);
+            assert!(message_authenticator_ok(&ack, Some(&p[4..20]), b"s"));
+            let nak = das_answer(&req, Some(error_cause::SESSION_CONTEXT_NOT_FOUND), b"s");
+            assert_eq!(nak[0], COA_NAK);
+            let attrs = attributes(&nak[20..]).unwrap();
+            assert_eq!(attrs[0], (attr::ERROR_CAUSE, &503u32.to_be_bytes()[..]));
+        }
+        let d = check_das_request(&das_request(DISCONNECT_REQUEST, &a, true, b"s"), b"s").unwrap();
+        assert_eq!(das_answer(&d, None, b"s")[0], DISCONNECT_ACK);
+        assert_eq!(das_answer(&d, Some(404), b"s")[0], DISCONNECT_NAK);
+        // A Message-Authenticator forged under a right Request Authenticator.
+        let mut p = das_request(DISCONNECT_REQUEST, &a, true, b"s");
+        let n = p.len();
+        p[n - 1] ^= 1;
+        p[4..20].fill(0);
+        let h = md5(&[&p, b"s"]);
+        p[4..20].copy_from_slice(&h);
+        assert_eq!(check_das_request(&p, b"s"), Err(DasError::BadAuthenticator));
+        assert_eq!(
+            check_das_request(&das_request(ACCESS_REQUEST, &a, true, b"s"), b"s"),
+            Err(DasError::NotARequest(ACCESS_REQUEST))
+        );
+        assert_eq!(check_das_request(&p[..19], b"s"), Err(DasError::Malformed));
+    }
 }
