@@ -40,6 +40,10 @@ pub mod vsa {
 /// Attribute types used here (RFC 2865 §5, RFC 2866 §5, RFC 2869 §5).
 pub mod attr {
     pub const USER_NAME: u8 = 1;
+    pub const NAS_IP_ADDRESS: u8 = 4;
+    pub const STATE: u8 = 24;
+    pub const PROXY_STATE: u8 = 33;
+    pub const NAS_IPV6_ADDRESS: u8 = 95;
     pub const REPLY_MESSAGE: u8 = 18;
     pub const VENDOR_SPECIFIC: u8 = 26;
     pub const SESSION_TIMEOUT: u8 = 27;
@@ -522,7 +526,9 @@ pub fn check_das_request(p: &[u8], secret: &[u8]) -> Result<DasRequest, DasError
 pub mod error_cause {
     pub const UNSUPPORTED_ATTRIBUTE: u32 = 401;
     pub const MISSING_ATTRIBUTE: u32 = 402;
+    pub const NAS_IDENTIFICATION_MISMATCH: u32 = 403;
     pub const INVALID_REQUEST: u32 = 404;
+    pub const INVALID_ATTRIBUTE_VALUE: u32 = 407;
     pub const SESSION_CONTEXT_NOT_FOUND: u32 = 503;
     pub const RESOURCES_UNAVAILABLE: u32 = 506;
 }
