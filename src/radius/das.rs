@@ -343,6 +343,16 @@ async fn bind(port: u16) -> std::io::Result<UdpSocket> {
     }
 }
 
+/// `to` as the socket can send to it: v4-mapped again on an IPv6 socket.
+fn reply_to(udp: &UdpSocket, to: SocketAddr) -> SocketAddr {
+    match (udp.local_addr(), to.ip()) {
+        (Ok(SocketAddr::V6(_)), IpAddr::V4(a)) => {
+            SocketAddr::new(a.to_ipv6_mapped().into(), to.port())
+        }
+        _ => to,
+    }
+}
+
 /// The port, allowed sources and secret now configured.
 fn configured(sessions: &Rc<RefCell<Sessions>>) -> Option<(u16, Vec<IpAddr>, Vec<u8>)> {
     let s = sessions.borrow();
@@ -398,10 +408,12 @@ pub async fn run(sessions: Rc<RefCell<Sessions>>) {
         let Ok((n, from)) = got else {
             continue;
         };
+        // IPv4 arrives v4-mapped on the dual-stack socket.
+        let from = SocketAddr::new(from.ip().to_canonical(), from.port());
         let Some((_, allowed, secret)) = configured(&sessions) else {
             continue;
         };
-        if !allowed.contains(&from.ip().to_canonical()) {
+        if !allowed.contains(&from.ip()) {
             drops.drop(Dropped::Source, from);
             continue;
         }
@@ -418,7 +430,7 @@ pub async fn run(sessions: Rc<RefCell<Sessions>>) {
         };
         let key = (from, req.id, req.auth);
         if let Some(a) = answers.get(&key) {
-            let _ = udp.send_to(a, from).await;
+            let _ = udp.send_to(a, reply_to(udp, from)).await;
             continue;
         }
         let now = wall_now();
@@ -426,8 +438,8 @@ pub async fn run(sessions: Rc<RefCell<Sessions>>) {
             drops.drop(Dropped::Stale, from);
             continue;
         }
-        let answer = answer(&sessions, &req, from.ip().to_canonical(), &secret, now);
-        let _ = udp.send_to(&answer, from).await;
+        let answer = answer(&sessions, &req, from.ip(), &secret, now);
+        let _ = udp.send_to(&answer, reply_to(udp, from)).await;
         answers.put(key, answer);
     }
 }

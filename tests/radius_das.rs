@@ -1,0 +1,369 @@
+//! RADIUS Dynamic Authorization (RFC 5176) against the daemon in the lab
+//! (`tests/common/cafe.rs`, needs root and namespaces), with `option radius_coa_port '3799'`
+//! and FreeRADIUS's own `radclient` in the upstream namespace (10.99.0.2, the
+//! `radius_server`) as the server: requests with the wrong secret, from a foreign address
+//! (10.99.0.3 in the upstream, and a phone), for another NAS-Identifier or an unknown MAC change
+//! nothing; a CoA with Session-Timeout 600 on a 1 h voucher shortens the kernel element to
+//! ~600 s; a Disconnect by MAC takes the phone out of the kernel set and frees its slot; a
+//! Disconnect by User-Name alone revokes the voucher (its phone out, the voucher refused
+//! after). Under CI=true a missing radclient (or namespaces) fails the test.
+
+#[path = "common/cafe.rs"]
+mod cafe;
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cafe::Cafe;
+
+const SECRET: &str = "testing123";
+const PHONE: &str = "02:00:00:00:00:10";
+const PHONE2: &str = "02:00:00:00:00:11";
+
+fn have_radclient() -> bool {
+    let ok = Command::new("radclient")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("radclient (Debian package freeradius-utils, installed by scripts/setup) is required under CI=true");
+        }
+        eprintln!("SKIPPED: radclient is missing (apt-get install freeradius-utils)");
+    }
+    ok
+}
+
+/// What `radclient` got back: the reply's code name (`Disconnect-ACK`, `CoA-NAK`, …) and
+/// its Error-Cause, or `None` for no answer.
+#[derive(Debug)]
+struct Reply {
+    code: Option<String>,
+    error_cause: Option<String>,
+    took: Duration,
+    out: String,
+}
+
+/// `radclient` in `host`'s namespace sends `command` (`disconnect` or `coa`) with `attrs`
+/// (one `Name = value` a line) to the router's WAN address, one try with a 1 s wait
+/// (`count` sends of the same request).
+fn radclient(
+    cafe: &Cafe,
+    host: &str,
+    command: &str,
+    secret: &str,
+    attrs: &str,
+    count: u32,
+) -> Reply {
+    let t = Instant::now();
+    let mut child = cafe
+        .lab
+        .cmd(host, "radclient")
+        .args([
+            "-x",
+            "-r",
+            "1",
+            "-t",
+            "1",
+            "-c",
+            &count.to_string(),
+            "10.99.0.1:3799",
+            command,
+            secret,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(attrs.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let took = t.elapsed();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let code = out
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("Received "))
+        .and_then(|l| l.split(' ').next())
+        .map(str::to_owned);
+    let error_cause = out
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("Error-Cause = "))
+        .map(str::to_owned);
+    Reply {
+        code,
+        error_cause,
+        took,
+        out,
+    }
+}
+
+/// The kernel's `allowed` set: MAC → seconds until its element expires.
+fn kernel_set(cafe: &Cafe) -> HashMap<String, u64> {
+    let out = cafe.lab.run(
+        "router",
+        "nft",
+        &["-j", "list", "set", "inet", "wifipos", "allowed"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut found = HashMap::new();
+    fn walk(v: &serde_json::Value, found: &mut HashMap<String, u64>) {
+        match v {
+            serde_json::Value::Object(o) => {
+                if let (Some(val), Some(exp)) = (o.get("val"), o.get("expires")) {
+                    found.insert(
+                        val.as_str().unwrap_or_default().to_ascii_lowercase(),
+                        exp.as_u64().unwrap_or(0),
+                    );
+                }
+                o.values().for_each(|x| walk(x, found));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, found)),
+            _ => {}
+        }
+    }
+    walk(&json, &mut found);
+    found
+}
+
+/// A CoA-Request with Identifier `id` for voucher `user_name` setting Session-Timeout
+/// `secs`, signed with [`SECRET`] (RFC 5176 §2.3), built here so it can be sent twice.
+fn coa_request(id: u8, user_name: &str, secs: u32) -> Vec<u8> {
+    use md5::{Digest, Md5};
+    let mut attrs = vec![1, user_name.len() as u8 + 2];
+    attrs.extend_from_slice(user_name.as_bytes());
+    attrs.extend_from_slice(&[27, 6]);
+    attrs.extend_from_slice(&secs.to_be_bytes());
+    let len = (20 + attrs.len()) as u16;
+    let mut p = vec![43, id];
+    p.extend_from_slice(&len.to_be_bytes());
+    p.extend_from_slice(&[0; 16]);
+    p.extend_from_slice(&attrs);
+    let mut h = Md5::new();
+    h.update(&p);
+    h.update(SECRET.as_bytes());
+    let auth: [u8; 16] = h.finalize().into();
+    p[4..20].copy_from_slice(&auth);
+    p
+}
+
+/// Sends `packet` twice from one socket in the upstream namespace (10.99.0.2); the answers
+/// in hex.
+fn send_twice(cafe: &Cafe, packet: &[u8]) -> Vec<String> {
+    let hex: String = packet.iter().map(|b| format!("{b:02x}")).collect();
+    let script = "import socket,sys\n\
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2)\n\
+p=bytes.fromhex(sys.argv[1])\n\
+for _ in range(2): s.sendto(p,('10.99.0.1',3799)); print(s.recvfrom(5000)[0].hex())\n";
+    let o = cafe.lab.run("upstream", "python3", &["-c", script, &hex]);
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < limit,
+            "{what} did not happen within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn disconnect_and_coa_from_the_radius_server_and_nobody_else() {
+    if !have_radclient() {
+        return;
+    }
+    let Some(cafe) = Cafe::open("da") else {
+        return;
+    };
+    cafe.write_config(&format!(
+        "\toption radius_server '10.99.0.2'\n\toption radius_secret '{SECRET}'\n\
+         \toption radius_nas_id 'cafe-test'\n\toption radius_coa_port '3799'\n"
+    ));
+    let _daemon = cafe.start();
+    wait_for("the listener", Duration::from_secs(5), || {
+        cafe.log().contains("listening on UDP 3799")
+    });
+    let v = cafe.issue(&["--duration", "1h", "--devices", "1"]);
+    let url = v["url"].as_str().unwrap();
+    let user_name = format!("{}:{}", v["key_id"].as_str().unwrap(), v["serial"]);
+    assert_eq!(cafe.lab.curl("client", &[url]).0, 200);
+    let set = kernel_set(&cafe);
+    assert!(set[PHONE] > 3500, "{set:?}");
+    let by_mac = "Calling-Station-Id = \"02-00-00-00-00-10\"\nNAS-Identifier = \"cafe-test\"\n";
+
+    // Nothing changes for: the wrong secret (no answer), a foreign source (no answer), another
+    // NAS (NAK 403), an unknown MAC (NAK 503), a CoA without Session-Timeout (NAK 402).
+    let r = radclient(&cafe, "upstream", "disconnect", "wrong-secret", by_mac, 1);
+    assert_eq!(r.code, None, "{}", r.out);
+    let extra = |args: &[&str]| {
+        let o = cafe.lab.run("upstream", "ip", args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    extra(&["addr", "add", "10.99.0.3/24", "dev", "eth0"]);
+    extra(&[
+        "route",
+        "add",
+        "10.99.0.1/32",
+        "dev",
+        "eth0",
+        "src",
+        "10.99.0.3",
+    ]);
+    let r = radclient(&cafe, "upstream", "disconnect", SECRET, by_mac, 1);
+    assert_eq!(r.code, None, "from 10.99.0.3: {}", r.out);
+    extra(&[
+        "route",
+        "del",
+        "10.99.0.1/32",
+        "dev",
+        "eth0",
+        "src",
+        "10.99.0.3",
+    ]);
+    let r = radclient(&cafe, "client", "disconnect", SECRET, by_mac, 1);
+    assert_eq!(r.code, None, "from the phone: {}", r.out);
+    let r = radclient(
+        &cafe,
+        "upstream",
+        "disconnect",
+        SECRET,
+        "Calling-Station-Id = \"02-00-00-00-00-10\"\nNAS-Identifier = \"other-cafe\"\n",
+        1,
+    );
+    assert_eq!(r.code.as_deref(), Some("Disconnect-NAK"), "{}", r.out);
+    assert_eq!(
+        r.error_cause.as_deref(),
+        Some("NAS-Identification-Mismatch")
+    );
+    let r = radclient(
+        &cafe,
+        "upstream",
+        "disconnect",
+        SECRET,
+        "Calling-Station-Id = \"02-00-00-00-00-99\"\n",
+        1,
+    );
+    assert_eq!(r.code.as_deref(), Some("Disconnect-NAK"), "{}", r.out);
+    assert_eq!(r.error_cause.as_deref(), Some("Session-Context-Not-Found"));
+    let r = radclient(&cafe, "upstream", "coa", SECRET, by_mac, 1);
+    assert_eq!(r.code.as_deref(), Some("CoA-NAK"), "{}", r.out);
+    assert_eq!(r.error_cause.as_deref(), Some("Missing-Attribute"));
+    let set = kernel_set(&cafe);
+    assert!(set[PHONE] > 3500, "untouched: {set:?}");
+    let log = cafe.log();
+    assert!(
+        log.contains("dropped 1 datagram(s) from an address that is not radius_server")
+            && log.contains("last from 10.99.0.3"),
+        "{log}"
+    );
+    assert!(log.contains("not signed with radius_secret"), "{log}");
+
+    // A CoA with Session-Timeout 600 (MAC written aa:bb form): the element's timeout follows.
+    let r = radclient(
+        &cafe,
+        "upstream",
+        "coa",
+        SECRET,
+        "Calling-Station-Id = \"02:00:00:00:00:10\"\nSession-Timeout = 600\n",
+        1,
+    );
+    assert_eq!(r.code.as_deref(), Some("CoA-ACK"), "{}", r.out);
+    let left = kernel_set(&cafe)[PHONE];
+    println!(
+        "CoA Session-Timeout 600: kernel element {left} s left (answered in {:?})",
+        r.took
+    );
+    assert!((590..=600).contains(&left), "{left}");
+
+    // A Disconnect by MAC: the phone is out at the ACK, its slot free.
+    let r = radclient(&cafe, "upstream", "disconnect", SECRET, by_mac, 1);
+    assert_eq!(r.code.as_deref(), Some("Disconnect-ACK"), "{}", r.out);
+    let set = kernel_set(&cafe);
+    println!(
+        "Disconnect by MAC: radclient's round trip {:?}, the MAC gone at the ACK",
+        r.took
+    );
+    assert!(!set.contains_key(PHONE), "{set:?}");
+    assert_eq!(
+        cafe.log()
+            .matches("RADIUS Disconnect-Request from 10.99.0.2: ")
+            .count(),
+        3,
+        "a NAK 403 and a NAK 503 before, one kick, no second action: {}",
+        cafe.log()
+    );
+    let o = cafe.admin(&["events", "--since", "1h", "--json"]);
+    let events = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        events.contains("slot freed; by RADIUS Disconnect-Request from 10.99.0.2"),
+        "{events}"
+    );
+    assert!(
+        events.contains("Session-Timeout 600 s; by RADIUS CoA-Request from 10.99.0.2"),
+        "{events}"
+    );
+    // The slot is free: the second phone gets it.
+    assert_eq!(cafe.lab.curl("client2", &[url]).0, 200);
+    assert!(kernel_set(&cafe).contains_key(PHONE2));
+
+    // A retransmission (the same Identifier and Request Authenticator) gets the same answer
+    // and is not carried out twice (RFC 5080): one event.
+    let answers = send_twice(&cafe, &coa_request(7, &user_name, 1200));
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert_eq!(answers[0], answers[1]);
+    assert!(answers[0].starts_with("2c07"), "a CoA-ACK: {answers:?}");
+    let o = cafe.admin(&["events", "--since", "1h", "--json"]);
+    let events = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(
+        events.matches("Session-Timeout 1200 s; by RADIUS").count(),
+        1,
+        "{events}"
+    );
+    let left = kernel_set(&cafe)[PHONE2];
+    assert!((1190..=1200).contains(&left), "{left}");
+
+    // A Disconnect by User-Name alone: the voucher is revoked here.
+    let r = radclient(
+        &cafe,
+        "upstream",
+        "disconnect",
+        SECRET,
+        &format!("User-Name = \"{user_name}\"\n"),
+        1,
+    );
+    assert_eq!(r.code.as_deref(), Some("Disconnect-ACK"), "{}", r.out);
+    assert!(!kernel_set(&cafe).contains_key(PHONE2));
+    let (status, page) = cafe.lab.curl("client2", &[url]);
+    assert_eq!(status, 403, "{page}");
+    assert!(page.contains("data-reason=\"revoked\""), "{page}");
+    let o = cafe.admin(&["events", "--since", "1h", "--json"]);
+    let events = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        events.contains("devices lose it; by RADIUS Disconnect-Request from 10.99.0.2"),
+        "{events}"
+    );
+}
