@@ -308,17 +308,21 @@ impl DropLog {
     }
 }
 
-/// Recent answers by (source, Identifier, Request Authenticator).
+/// A request as RFC 5080 §2.2.2 tells a retransmission: source, Identifier, Request
+/// Authenticator.
+type RequestKey = (SocketAddr, u8, [u8; 16]);
+
+/// Recent answers, with when they were sent first.
 #[derive(Default)]
-struct Answers(HashMap<(SocketAddr, u8, [u8; 16]), (Instant, Vec<u8>)>);
+struct Answers(HashMap<RequestKey, (Instant, Vec<u8>)>);
 
 impl Answers {
-    fn get(&mut self, k: &(SocketAddr, u8, [u8; 16])) -> Option<&Vec<u8>> {
+    fn get(&mut self, k: &RequestKey) -> Option<&Vec<u8>> {
         self.0.retain(|_, (t, _)| t.elapsed() < ANSWER_KEPT);
         self.0.get(k).map(|(_, a)| a)
     }
 
-    fn put(&mut self, k: (SocketAddr, u8, [u8; 16]), answer: Vec<u8>) {
+    fn put(&mut self, k: RequestKey, answer: Vec<u8>) {
         if self.0.len() >= ANSWERS_MAX {
             if let Some(oldest) = self.0.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| *k) {
                 self.0.remove(&oldest);

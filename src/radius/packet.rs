@@ -533,8 +533,8 @@ pub mod error_cause {
     pub const RESOURCES_UNAVAILABLE: u32 = 506;
 }
 
-/// The ACK (`error` `None`) or NAK with Error-Cause `error` to `req`, with a
-/// Message-Authenticator and the Response Authenticator
+/// The ACK (`error` `None`) or NAK with Error-Cause `error` to `req`, with its Proxy-State
+/// attributes, a Message-Authenticator and the Response Authenticator
 /// MD5(Code + Identifier + Length + Request Authenticator + Attributes + Secret).
 pub fn das_answer(req: &DasRequest, error: Option<u32>, secret: &[u8]) -> Vec<u8> {
     let code = match (req.code, error) {
@@ -546,6 +546,10 @@ pub fn das_answer(req: &DasRequest, error: Option<u32>, secret: &[u8]) -> Vec<u8
     let mut attrs = Vec::new();
     if let Some(e) = error {
         put_u32(&mut attrs, attr::ERROR_CAUSE, e);
+    }
+    // Copied unmodified, in order, for the proxies on the way (RFC 5176 §3.1).
+    for (_, v) in req.attrs.iter().filter(|a| a.0 == attr::PROXY_STATE) {
+        put(&mut attrs, attr::PROXY_STATE, v);
     }
     signed(code, req.id, Some(&req.auth), attrs, secret)
 }
@@ -747,6 +751,12 @@ mod tests {
             hex(&das_answer(&r, Some(error_cause::SESSION_CONTEXT_NOT_FOUND), b"testing123")),
             "2d19002c24693ced92c7b1008b0fb52c8b5004f56506000001f75012bbbc1dfa86708ad4fb38e832c4ba08aa"
         );
+        // Proxy-State goes back as it came.
+        let mut proxied = r.clone();
+        proxied.attrs.push((attr::PROXY_STATE, b"hop1".to_vec()));
+        let a = das_answer(&proxied, None, b"testing123");
+        let attrs = attributes(&a[20..]).unwrap();
+        assert_eq!(attrs[0], (attr::PROXY_STATE, &b"hop1"[..]));
         // Another secret, a changed octet, a Message-Authenticator alone wrong, an answer
         // code, a cut packet: all refused.
         assert_eq!(
