@@ -6,7 +6,9 @@
 //! nothing; a CoA with Session-Timeout 600 on a 1 h voucher shortens the kernel element to
 //! ~600 s; a Disconnect by MAC takes the phone out of the kernel set and frees its slot; a
 //! Disconnect by User-Name alone revokes the voucher (its phone out, the voucher refused
-//! after). Under CI=true a missing radclient (or namespaces) fails the test.
+//! after). Under CI=true a missing radclient (or namespaces) fails the test. And, without
+//! root, what a request does to real sessions (real store, in-memory firewall): targeted by
+//! Acct-Session-Id, by MAC narrowed by User-Name, by a voucher never used here.
 
 #[path = "common/cafe.rs"]
 mod cafe;
@@ -18,6 +20,16 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cafe::Cafe;
+use ed25519_dalek::SigningKey;
+use wifipos::config::Config;
+use wifipos::firewall::MemoryFirewall;
+use wifipos::keys::{KeyId, Keyring};
+use wifipos::mac::Mac;
+use wifipos::portal::Gate;
+use wifipos::radius::das::{carry_out, Ask};
+use wifipos::radius::packet::StatusType;
+use wifipos::sessions::Sessions;
+use wifipos::store::Store;
 
 const SECRET: &str = "testing123";
 const PHONE: &str = "02:00:00:00:00:10";
@@ -366,4 +378,139 @@ fn disconnect_and_coa_from_the_radius_server_and_nobody_else() {
         events.contains("devices lose it; by RADIUS Disconnect-Request from 10.99.0.2"),
         "{events}"
     );
+}
+
+fn wall_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn key() -> SigningKey {
+    SigningKey::from_bytes(&[7; 32])
+}
+
+fn token(serial: u64, max_devices: u8, now: i64) -> String {
+    wifipos::voucher::Voucher {
+        key_id: KeyId::of(&key().verifying_key()),
+        serial,
+        issued_at: now as u32,
+        redeem_by: 0,
+        duration_s: 3600,
+        max_devices,
+        purchase_ref: String::new(),
+        ext: None,
+    }
+    .sign(&key())
+    .unwrap()
+}
+
+fn allowed(s: &mut Sessions) -> HashMap<Mac, u64> {
+    s.firewall
+        .list_allowed()
+        .unwrap()
+        .into_iter()
+        .map(|(m, d)| (m, d.as_secs()))
+        .collect()
+}
+
+#[test]
+fn a_request_reaches_the_session_device_or_voucher_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config {
+        venue: "Cafe Nord".into(),
+        radius_server: Some("127.0.0.1:9".parse().unwrap()),
+        radius_secret: SECRET.into(),
+        radius_coa_port: Some(3799),
+        ..Config::default()
+    };
+    let mut s = Sessions::new(
+        Store::open(&dir.path().join("w.db")).unwrap(),
+        Box::new(MemoryFirewall::new()),
+        Keyring::new([key().verifying_key()]),
+        cfg,
+    );
+    let t = wall_now();
+    s.restore(t).unwrap();
+    let kid = KeyId::of(&key().verifying_key());
+    let (m1, m2, m3) = (
+        Mac([2, 0, 0, 0, 0, 1]),
+        Mac([2, 0, 0, 0, 0, 2]),
+        Mac([2, 0, 0, 0, 0, 3]),
+    );
+    s.redeem(&token(1, 2, t), m1, t).unwrap();
+    s.redeem(&token(1, 2, t), m2, t).unwrap();
+    s.redeem(&token(2, 1, t), m3, t).unwrap();
+    let from = "10.99.0.2".parse().unwrap();
+    let ask = |timeout, session: Option<&str>, mac, voucher| Ask {
+        session_timeout: timeout,
+        session: session.map(str::to_owned),
+        mac,
+        voucher,
+    };
+    // By Acct-Session-Id: that device, off that voucher, with its Stop queued.
+    let id = s.store.acct_sessions(Some(m1)).unwrap()[0]
+        .session_id
+        .clone();
+    let done = carry_out(&mut s, &ask(None, Some(&id), None, None), from, t).unwrap();
+    assert_eq!(done.devices, vec![m1]);
+    let a = allowed(&mut s);
+    assert!(!a.contains_key(&m1) && a.contains_key(&m2), "{a:?}");
+    let mut stops = 0;
+    while let Some(r) = s.store.outbox_oldest().unwrap() {
+        s.store.outbox_done(r.id).unwrap();
+        if wifipos::radius::packet::status_of(&r.attributes) == Some(StatusType::Stop) {
+            stops += 1;
+        }
+    }
+    assert_eq!(stops, 1, "m1's Stop");
+    // That session is over; a MAC narrowed by a voucher it is not on; a voucher not used here.
+    assert_eq!(
+        carry_out(&mut s, &ask(None, Some(&id), None, None), from, t).unwrap_err(),
+        503
+    );
+    assert_eq!(
+        carry_out(&mut s, &ask(None, None, Some(m2), Some((kid, 2))), from, t).unwrap_err(),
+        503
+    );
+    assert_eq!(
+        carry_out(&mut s, &ask(Some(60), None, None, Some((kid, 99))), from, t).unwrap_err(),
+        503
+    );
+    // A session id of another device than the MAC named.
+    let id3 = s.store.acct_sessions(Some(m3)).unwrap()[0]
+        .session_id
+        .clone();
+    assert_eq!(
+        carry_out(&mut s, &ask(None, Some(&id3), Some(m2), None), from, t).unwrap_err(),
+        503
+    );
+    // A CoA by MAC shortens its voucher (for every device on it).
+    carry_out(&mut s, &ask(Some(60), None, Some(m3), None), from, t).unwrap();
+    assert!((55..=60).contains(&allowed(&mut s)[&m3]));
+    assert_eq!(
+        s.store.voucher(kid, 2).unwrap().unwrap().ends_at,
+        Some(t + 60)
+    );
+    // ... or lengthens it, by voucher.
+    carry_out(
+        &mut s,
+        &ask(Some(7200), None, None, Some((kid, 2))),
+        from,
+        t,
+    )
+    .unwrap();
+    assert!(allowed(&mut s)[&m3] > 7100);
+    // A revoke of a voucher never used here: NAK (no session), but refused when it comes.
+    assert_eq!(
+        carry_out(&mut s, &ask(None, None, None, Some((kid, 5))), from, t).unwrap_err(),
+        503
+    );
+    assert!(s
+        .redeem(&token(5, 1, t), Mac([2, 0, 0, 0, 0, 5]), t)
+        .is_err());
+    // A revoke of a voucher in use: every device loses it.
+    carry_out(&mut s, &ask(None, None, None, Some((kid, 1))), from, t).unwrap();
+    assert!(!allowed(&mut s).contains_key(&m2));
 }
