@@ -6,7 +6,8 @@
 //! nothing; a CoA with Session-Timeout 600 on a 1 h voucher shortens the kernel element to
 //! ~600 s; a Disconnect by MAC takes the phone out of the kernel set and frees its slot; a
 //! Disconnect by User-Name alone revokes the voucher (its phone out, the voucher refused
-//! after). Under CI=true a missing radclient (or namespaces) fails the test. And, without
+//! after); a retransmission is answered the same and applied once; a SIGHUP moves the port.
+//! Under CI=true a missing radclient (or namespaces) fails the test. And, without
 //! root, what a request does to real sessions (real store, in-memory firewall): targeted by
 //! Acct-Session-Id, by MAC narrowed by User-Name, by a voucher never used here.
 
@@ -60,15 +61,19 @@ struct Reply {
 }
 
 /// `radclient` in `host`'s namespace sends `command` (`disconnect` or `coa`) with `attrs`
-/// (one `Name = value` a line) to the router's WAN address, one try with a 1 s wait
-/// (`count` sends of the same request).
-fn radclient(
+/// (one `Name = value` a line) to the router's WAN address, one try with a 1 s wait.
+fn radclient(cafe: &Cafe, host: &str, command: &str, secret: &str, attrs: &str) -> Reply {
+    radclient_to(cafe, 3799, host, command, secret, attrs)
+}
+
+/// [`radclient`] to another port.
+fn radclient_to(
     cafe: &Cafe,
+    port: u16,
     host: &str,
     command: &str,
     secret: &str,
     attrs: &str,
-    count: u32,
 ) -> Reply {
     let t = Instant::now();
     let mut child = cafe
@@ -80,9 +85,7 @@ fn radclient(
             "1",
             "-t",
             "1",
-            "-c",
-            &count.to_string(),
-            "10.99.0.1:3799",
+            &format!("10.99.0.1:{port}"),
             command,
             secret,
         ])
@@ -215,7 +218,7 @@ fn disconnect_and_coa_from_the_radius_server_and_nobody_else() {
         "\toption radius_server '10.99.0.2'\n\toption radius_secret '{SECRET}'\n\
          \toption radius_nas_id 'cafe-test'\n\toption radius_coa_port '3799'\n"
     ));
-    let _daemon = cafe.start();
+    let daemon = cafe.start();
     wait_for("the listener", Duration::from_secs(5), || {
         cafe.log().contains("listening on UDP 3799")
     });
@@ -229,7 +232,7 @@ fn disconnect_and_coa_from_the_radius_server_and_nobody_else() {
 
     // Nothing changes for: the wrong secret (no answer), a foreign source (no answer), another
     // NAS (NAK 403), an unknown MAC (NAK 503), a CoA without Session-Timeout (NAK 402).
-    let r = radclient(&cafe, "upstream", "disconnect", "wrong-secret", by_mac, 1);
+    let r = radclient(&cafe, "upstream", "disconnect", "wrong-secret", by_mac);
     assert_eq!(r.code, None, "{}", r.out);
     let extra = |args: &[&str]| {
         let o = cafe.lab.run("upstream", "ip", args);
@@ -245,7 +248,7 @@ fn disconnect_and_coa_from_the_radius_server_and_nobody_else() {
         "src",
         "10.99.0.3",
     ]);
-    let r = radclient(&cafe, "upstream", "disconnect", SECRET, by_mac, 1);
+    let r = radclient(&cafe, "upstream", "disconnect", SECRET, by_mac);
     assert_eq!(r.code, None, "from 10.99.0.3: {}", r.out);
     extra(&[
         "route",
@@ -256,7 +259,7 @@ fn disconnect_and_coa_from_the_radius_server_and_nobody_else() {
         "src",
         "10.99.0.3",
     ]);
-    let r = radclient(&cafe, "client", "disconnect", SECRET, by_mac, 1);
+    let r = radclient(&cafe, "client", "disconnect", SECRET, by_mac);
     assert_eq!(r.code, None, "from the phone: {}", r.out);
     let r = radclient(
         &cafe,
@@ -264,7 +267,6 @@ fn disconnect_and_coa_from_the_radius_server_and_nobody_else() {
         "disconnect",
         SECRET,
         "Calling-Station-Id = \"02-00-00-00-00-10\"\nNAS-Identifier = \"other-cafe\"\n",
-        1,
     );
     assert_eq!(r.code.as_deref(), Some("Disconnect-NAK"), "{}", r.out);
     assert_eq!(
@@ -277,11 +279,10 @@ fn disconnect_and_coa_from_the_radius_server_and_nobody_else() {
         "disconnect",
         SECRET,
         "Calling-Station-Id = \"02-00-00-00-00-99\"\n",
-        1,
     );
     assert_eq!(r.code.as_deref(), Some("Disconnect-NAK"), "{}", r.out);
     assert_eq!(r.error_cause.as_deref(), Some("Session-Context-Not-Found"));
-    let r = radclient(&cafe, "upstream", "coa", SECRET, by_mac, 1);
+    let r = radclient(&cafe, "upstream", "coa", SECRET, by_mac);
     assert_eq!(r.code.as_deref(), Some("CoA-NAK"), "{}", r.out);
     assert_eq!(r.error_cause.as_deref(), Some("Missing-Attribute"));
     let set = kernel_set(&cafe);
@@ -301,7 +302,6 @@ fn disconnect_and_coa_from_the_radius_server_and_nobody_else() {
         "coa",
         SECRET,
         "Calling-Station-Id = \"02:00:00:00:00:10\"\nSession-Timeout = 600\n",
-        1,
     );
     assert_eq!(r.code.as_deref(), Some("CoA-ACK"), "{}", r.out);
     let left = kernel_set(&cafe)[PHONE];
@@ -312,7 +312,7 @@ fn disconnect_and_coa_from_the_radius_server_and_nobody_else() {
     assert!((590..=600).contains(&left), "{left}");
 
     // A Disconnect by MAC: the phone is out at the ACK, its slot free.
-    let r = radclient(&cafe, "upstream", "disconnect", SECRET, by_mac, 1);
+    let r = radclient(&cafe, "upstream", "disconnect", SECRET, by_mac);
     assert_eq!(r.code.as_deref(), Some("Disconnect-ACK"), "{}", r.out);
     let set = kernel_set(&cafe);
     println!(
@@ -365,7 +365,6 @@ fn disconnect_and_coa_from_the_radius_server_and_nobody_else() {
         "disconnect",
         SECRET,
         &format!("User-Name = \"{user_name}\"\n"),
-        1,
     );
     assert_eq!(r.code.as_deref(), Some("Disconnect-ACK"), "{}", r.out);
     assert!(!kernel_set(&cafe).contains_key(PHONE2));
@@ -378,6 +377,25 @@ fn disconnect_and_coa_from_the_radius_server_and_nobody_else() {
         events.contains("devices lose it; by RADIUS Disconnect-Request from 10.99.0.2"),
         "{events}"
     );
+
+    // A reload moves the port.
+    cafe.write_config(&format!(
+        "\toption radius_server '10.99.0.2'\n\toption radius_secret '{SECRET}'\n\
+         \toption radius_nas_id 'cafe-test'\n\toption radius_coa_port '3800'\n"
+    ));
+    let hup = Command::new("kill")
+        .args(["-HUP", &daemon.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    wait_for("the new port", Duration::from_secs(5), || {
+        cafe.log().contains("listening on UDP 3800")
+    });
+    let unknown = "Calling-Station-Id = \"02-00-00-00-00-99\"\n";
+    let r = radclient(&cafe, "upstream", "disconnect", SECRET, unknown);
+    assert_eq!(r.code, None, "3799 closed: {}", r.out);
+    let r = radclient_to(&cafe, 3800, "upstream", "disconnect", SECRET, unknown);
+    assert_eq!(r.code.as_deref(), Some("Disconnect-NAK"), "{}", r.out);
 }
 
 fn wall_now() -> i64 {
