@@ -2,14 +2,15 @@
 //! (`tests/common/cafe.rs`, needs root and namespaces), with `option radius_coa_port '3799'`
 //! and FreeRADIUS's own `radclient` in the upstream namespace (10.99.0.2, the
 //! `radius_server`) as the server: requests with the wrong secret, from a foreign address
-//! (10.99.0.3 in the upstream, and a phone), for another NAS-Identifier or an unknown MAC change
-//! nothing; a CoA with Session-Timeout 600 on a 1 h voucher shortens the kernel element to
-//! ~600 s; a Disconnect by MAC takes the phone out of the kernel set and frees its slot; a
-//! Disconnect by User-Name alone revokes the voucher (its phone out, the voucher refused
-//! after); a retransmission is answered the same and applied once; a SIGHUP moves the port.
-//! Under CI=true a missing radclient (or namespaces) fails the test. And, without
-//! root, what a request does to real sessions (real store, in-memory firewall): targeted by
-//! Acct-Session-Id, by MAC narrowed by User-Name, by a voucher never used here.
+//! (10.99.0.3 in the upstream, and a phone), with an old Event-Timestamp, for another
+//! NAS-Identifier or an unknown MAC change nothing; a CoA with Session-Timeout 600 on a 1 h
+//! voucher shortens the kernel element to ~600 s; a Disconnect by MAC takes the phone out of
+//! the kernel set and frees its slot; a Disconnect by User-Name alone revokes the voucher (its
+//! phone out, the voucher refused after); a retransmission is answered the same and applied
+//! once; a SIGHUP moves the port. Under CI=true a missing radclient (or namespaces) fails the
+//! test. And, without root, what a request does to real sessions (real store, in-memory
+//! firewall): targeted by Acct-Session-Id, by MAC narrowed by User-Name, by a voucher never
+//! used here.
 
 #[path = "common/cafe.rs"]
 mod cafe;
@@ -282,6 +283,9 @@ fn disconnect_and_coa_from_the_radius_server_and_nobody_else() {
     );
     assert_eq!(r.code.as_deref(), Some("Disconnect-NAK"), "{}", r.out);
     assert_eq!(r.error_cause.as_deref(), Some("Session-Context-Not-Found"));
+    let old = format!("{by_mac}Event-Timestamp = 1000000000\n");
+    let r = radclient(&cafe, "upstream", "disconnect", SECRET, &old);
+    assert_eq!(r.code, None, "a replay of 2001: {}", r.out);
     let r = radclient(&cafe, "upstream", "coa", SECRET, by_mac);
     assert_eq!(r.code.as_deref(), Some("CoA-NAK"), "{}", r.out);
     assert_eq!(r.error_cause.as_deref(), Some("Missing-Attribute"));
@@ -294,6 +298,7 @@ fn disconnect_and_coa_from_the_radius_server_and_nobody_else() {
         "{log}"
     );
     assert!(log.contains("not signed with radius_secret"), "{log}");
+    assert!(log.contains("Event-Timestamp more than 300 s"), "{log}");
 
     // A CoA with Session-Timeout 600 (MAC written aa:bb form): the element's timeout follows.
     let r = radclient(

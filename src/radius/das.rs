@@ -43,13 +43,14 @@ const EVENT_WINDOW_S: i64 = 300;
 
 /// Attributes a request may carry besides the identifiers and Session-Timeout: nothing we
 /// act on, nothing we must refuse.
-const HARMLESS: [u8; 6] = [
+const HARMLESS: [u8; 7] = [
     attr::NAS_IDENTIFIER,
     attr::NAS_IP_ADDRESS,
     attr::NAS_IPV6_ADDRESS,
     attr::EVENT_TIMESTAMP,
     attr::MESSAGE_AUTHENTICATOR,
     attr::STATE,
+    attr::PROXY_STATE,
 ];
 
 /// What a valid request asks, before the store is looked at.
@@ -89,7 +90,6 @@ pub fn decide(req: &DasRequest, nas_id: &str) -> Result<Ask, Cause> {
     let coa = req.code == COA_REQUEST;
     for (t, _) in &req.attrs {
         let ok = HARMLESS.contains(t)
-            || *t == attr::PROXY_STATE
             || matches!(
                 *t,
                 attr::USER_NAME | attr::CALLING_STATION_ID | attr::ACCT_SESSION_ID
@@ -150,9 +150,12 @@ pub fn decide(req: &DasRequest, nas_id: &str) -> Result<Ask, Cause> {
 }
 
 /// An Event-Timestamp too far from `now` (a replay of an old request, or a clock far off).
+/// Not judged while this router's clock is not set yet (before NTP).
 pub fn stale(req: &DasRequest, now: i64) -> bool {
-    req.number(attr::EVENT_TIMESTAMP)
-        .is_some_and(|t| (i64::from(t) - now).abs() > EVENT_WINDOW_S)
+    now >= crate::sessions::CLOCK_SANE_AFTER
+        && req
+            .number(attr::EVENT_TIMESTAMP)
+            .is_some_and(|t| (i64::from(t) - now).abs() > EVENT_WINDOW_S)
 }
 
 /// Carries out `ask` at `now`; `from` (the server's address) goes in the log and the events.
@@ -589,10 +592,13 @@ mod tests {
                 &[(attr::EVENT_TIMESTAMP, &t.to_be_bytes())],
             )
         };
-        assert!(!stale(&at(1_000_000), 1_000_299));
-        assert!(stale(&at(1_000_000), 1_000_301));
-        assert!(stale(&at(1_000_400), 1_000_000));
-        assert!(!stale(&req(DISCONNECT_REQUEST, &[]), 5));
+        let t = 1_800_000_000;
+        assert!(!stale(&at(t), t as i64 + 299));
+        assert!(stale(&at(t), t as i64 + 301));
+        assert!(stale(&at(t + 400), t as i64));
+        assert!(!stale(&req(DISCONNECT_REQUEST, &[]), t as i64));
+        // A router whose clock is not set yet cannot tell.
+        assert!(!stale(&at(t), 5));
     }
 
     #[test]
