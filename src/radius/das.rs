@@ -226,15 +226,16 @@ pub fn carry_out(
         }
         (None, None) => {
             let (k, n) = voucher.ok_or(error_cause::MISSING_ATTRIBUTE)?;
-            // A voucher never used here is still recorded as revoked (refused if a guest
-            // presents it later); with no session to end, the answer is a NAK 503.
+            // A voucher never used here (or whose time is up) is still recorded as revoked
+            // (refused if a guest presents it later); with no session to end, the answer is a
+            // NAK 503.
             let known = s
                 .store
                 .voucher(k, n)
                 .map_err(|e| failed(AdminError::Internal(e.to_string())))?;
             let live = known
                 .as_ref()
-                .is_some_and(|v| v.revoked_at.is_none() && v.ends_at.is_some());
+                .is_some_and(|v| v.revoked_at.is_none() && v.ends_at.is_some_and(|e| e > now));
             let done = admin::revoke_from(s, Target::Voucher(k, n), &note, now).map_err(failed)?;
             if live {
                 Ok(done)
