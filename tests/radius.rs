@@ -5,9 +5,10 @@
 //! made while the server is down, across a restart of the daemon, arrive exactly once; a
 //! retransmission (a small UDP proxy drops the first sends) has a new Identifier and a larger
 //! Acct-Delay-Time. And the daemon itself in the lab (`tests/common/cafe.rs`, needs root and
-//! namespaces), with FreeRADIUS in the upstream namespace: a phone's Start, the uplink down, a
-//! kick, a `kill -9` and restart, the uplink back with the server down, then the server back: Start and Stop in the detail file once each,
-//! the Stop's octets equal to the voucher's count, the outbox size in `wifiposd status`.
+//! namespaces), with FreeRADIUS in the upstream namespace: two phones' Starts, the uplink cut
+//! for two minutes with a kick, an Interim-Update falling due, a `kill -9` and restart, the
+//! uplink back with the server down, then the server back: every record in the detail file
+//! exactly once, octets equal to the vouchers' counts, the outbox size in `wifiposd status`.
 //! Under CI=true a missing freeradius (or namespaces) fails the test.
 
 #[path = "common/cafe.rs"]
@@ -17,8 +18,7 @@ mod common;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,154 +34,7 @@ use wifipos::radius::sender::{self, Timing};
 use wifipos::sessions::Sessions;
 use wifipos::store::{AcctChange, Delta, Store, MAX_OUTBOX_ROWS};
 
-const SECRET: &str = "testing123";
-
-fn have_freeradius() -> bool {
-    let ok = Command::new("freeradius")
-        .arg("-v")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("freeradius (Debian packages freeradius and freeradius-utils, installed by scripts/setup) is required under CI=true");
-        }
-        eprintln!("SKIPPED: freeradius is missing (apt-get install freeradius freeradius-utils)");
-    }
-    ok
-}
-
-/// A FreeRADIUS accounting server on `listen`:`port` (in a lab namespace, or here),
-/// writing to `dir/detail`.
-struct Radius {
-    dir: PathBuf,
-    listen: IpAddr,
-    port: u16,
-    /// `ip netns exec NS` first.
-    netns: Option<String>,
-    /// `-X` (debug, single-threaded; the log is read by tests) or `-f` (as in production).
-    debug: bool,
-    child: Option<Child>,
-    /// Starts so far (each writes its own log, radiusd-N.log).
-    starts: usize,
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Radius {
-    fn new(dir: &Path) -> Radius {
-        let lo = IpAddr::from([127, 0, 0, 1]);
-        Radius::at(dir, lo, free_udp_port(), lo, None)
-    }
-
-    /// A server on `listen:port` for the client (the router) at `client`.
-    fn at(dir: &Path, listen: IpAddr, port: u16, client: IpAddr, netns: Option<String>) -> Radius {
-        let d = dir.display();
-        // The smallest config that works: one client (loopback, our secret), one accounting
-        // listener, the detail module. Dictionaries come from the package.
-        let conf = format!(
-            "prefix = /usr\nexec_prefix = /usr\nsysconfdir = /etc\nlocalstatedir = /var\n\
-             sbindir = /usr/sbin\nlogdir = {d}\nraddbdir = {d}\nradacctdir = {d}\n\
-             name = freeradius\nconfdir = {d}\nrun_dir = {d}\ndb_dir = {d}\n\
-             libdir = /usr/lib/freeradius\npidfile = {d}/radiusd.pid\n\
-             max_request_time = 30\ncleanup_delay = 5\nmax_requests = 1024\n\
-             hostname_lookups = no\nlog {{\n destination = stdout\n}}\n\
-             security {{\n allow_core_dumps = no\n max_attributes = 200\n reject_delay = 0\n status_server = no\n}}\n\
-             client router {{\n ipaddr = {client}\n secret = {SECRET}\n}}\n\
-             modules {{\n detail {{\n  filename = {d}/detail\n  header = \"%t\"\n  permissions = 0600\n  locking = no\n  log_packet_header = yes\n }}\n}}\n\
-             server default {{\n listen {{\n  type = acct\n  ipaddr = {listen}\n  port = {port}\n }}\n preacct {{\n }}\n accounting {{\n  detail\n }}\n}}\n"
-        );
-        std::fs::write(dir.join("radiusd.conf"), conf).unwrap();
-        Radius {
-            dir: dir.to_owned(),
-            listen,
-            port,
-            netns,
-            debug: true,
-            child: None,
-            starts: 0,
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::new(self.listen, self.port)
-    }
-
-    fn start(&mut self) {
-        self.starts += 1;
-        let path = self.dir.join(format!("radiusd-{}.log", self.starts));
-        let log = std::fs::File::create(&path).unwrap();
-        let mut cmd = match &self.netns {
-            // `ip netns exec` execs freeradius: killing the child kills the server.
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, "freeradius"]);
-                c
-            }
-            None => Command::new("freeradius"),
-        };
-        let child = cmd
-            .args([if self.debug { "-X" } else { "-f" }, "-d"])
-            .arg(&self.dir)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("freeradius starts");
-        self.child = Some(child);
-        // Ready when it says so.
-        let t = Instant::now();
-        loop {
-            let log = std::fs::read_to_string(&path).unwrap_or_default();
-            if log.contains("Ready to process requests")
-                || (!self.debug && std::net::UdpSocket::bind(self.addr()).is_err())
-            {
-                break;
-            }
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("freeradius exited ({st}):\n{log}");
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(20),
-                "freeradius not ready:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// The records in the detail file: attribute → value (quotes removed).
-    fn detail(&self) -> Vec<HashMap<String, String>> {
-        let text = std::fs::read_to_string(self.dir.join("detail")).unwrap_or_default();
-        text.split("\n\n")
-            .filter(|r| !r.trim().is_empty())
-            .map(|r| {
-                r.lines()
-                    .skip(1)
-                    .filter_map(|l| l.trim().split_once(" = "))
-                    .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
-                    .collect()
-            })
-            .collect()
-    }
-}
-
-impl Drop for Radius {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+use common::freeradius::{have_freeradius, Radius, SECRET};
 
 /// One request as the proxy saw it.
 #[derive(Debug, Clone)]
@@ -815,8 +668,35 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// The bytes a voucher counted (`wifiposd vouchers`), by serial.
+fn used_bytes(cafe: &cafe::Cafe, serial: u64) -> u64 {
+    let o = cafe.admin(&["vouchers", "--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    j["vouchers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["serial"].as_u64() == Some(serial))
+        .and_then(|v| v["used_bytes"].as_u64())
+        .unwrap_or_else(|| panic!("no voucher {serial}: {j}"))
+}
+
+fn octets(r: &HashMap<String, String>) -> u64 {
+    ["Acct-Input-Octets", "Acct-Output-Octets"]
+        .iter()
+        .map(|k| r[*k].parse::<u64>().unwrap())
+        .sum()
+}
+
+/// The issue's outage, in the lab: two phones online with FreeRADIUS upstream and
+/// `radius_interim 60`; the router's uplink is cut for two minutes. Meanwhile one phone is
+/// kicked (its Stop waits), the other's Interim-Update falls due (it waits too), the daemon is
+/// killed (`kill -9`) and started again, and the server is down when the link comes back. When
+/// the server returns, every record arrives exactly once: Start, Interim-Update and Stop for
+/// each device session as due, octets equal to the vouchers' counts, Acct-Delay-Time as long
+/// as the wait.
 #[test]
-fn the_daemon_reports_to_freeradius_upstream_across_an_outage_and_a_restart() {
+fn the_daemon_reports_to_freeradius_upstream_across_a_two_minute_outage_and_a_restart() {
     if !have_freeradius() {
         return;
     }
@@ -834,20 +714,24 @@ fn the_daemon_reports_to_freeradius_upstream_across_an_outage_and_a_restart() {
     );
     radius.start();
     cafe.write_config(&format!(
-        "\toption radius_server '10.99.0.2'\n\toption radius_secret '{SECRET}'\n\toption radius_nas_id 'cafe-test'\n"
+        "\toption radius_server '10.99.0.2'\n\toption radius_secret '{SECRET}'\n\toption radius_nas_id 'cafe-test'\n\toption radius_interim '60'\n"
     ));
     let mut daemon = cafe.start();
-    let v = cafe.issue(&["--duration", "1h", "--devices", "1"]);
-    assert_eq!(
-        cafe.lab.curl("client", &[v["url"].as_str().unwrap()]).0,
-        200
-    );
-    wait_for("the Start", Duration::from_secs(10), || {
-        radius.detail().len() == 1
+    let v1 = cafe.issue(&["--duration", "1h", "--devices", "1"]);
+    let v2 = cafe.issue(&["--duration", "1h", "--devices", "1"]);
+    let serial = |v: &serde_json::Value| v["serial"].as_u64().unwrap();
+    for (phone, v) in [("client", &v1), ("client2", &v2)] {
+        assert_eq!(cafe.lab.curl(phone, &[v["url"].as_str().unwrap()]).0, 200);
+    }
+    wait_for("the Starts", Duration::from_secs(10), || {
+        radius.detail().len() == 2
     });
-    let start = &radius.detail()[0];
+    let start = radius
+        .detail()
+        .into_iter()
+        .find(|r| r["Calling-Station-Id"] == "02-00-00-00-00-10")
+        .unwrap();
     assert_eq!(start["Acct-Status-Type"], "Start");
-    assert_eq!(start["Calling-Station-Id"], "02-00-00-00-00-10");
     assert_eq!(start["NAS-Identifier"], "cafe-test");
     assert_eq!(start["Packet-Src-IP-Address"], "10.99.0.1");
     assert_eq!(
@@ -857,16 +741,19 @@ fn the_daemon_reports_to_freeradius_upstream_across_an_outage_and_a_restart() {
     wait_for("an empty outbox", Duration::from_secs(5), || {
         waiting(&cafe) == Some(0)
     });
-    // Some traffic for the counters (saved at the Stop).
-    for _ in 0..5 {
-        assert_eq!(cafe.lab.internet("client", false), 204);
+    // Some traffic for the counters.
+    for phone in ["client", "client2"] {
+        for _ in 0..5 {
+            assert_eq!(cafe.lab.internet(phone, false), 204);
+        }
     }
 
-    // The router's uplink goes down (no route to the server); the phone is kicked.
+    // The uplink goes down for two minutes (no route to the server).
     let link = |state: &str| {
         let o = cafe.lab.run("router", "ip", &["link", "set", "wan", state]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     };
+    let cut = Instant::now();
     link("down");
     let o = cafe.admin(&["kick", "02:00:00:00:00:10"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -881,47 +768,95 @@ fn the_daemon_reports_to_freeradius_upstream_across_an_outage_and_a_restart() {
         .unwrap();
     println!("{tries} sends in ~5 s without a route");
     assert!((1..=4).contains(&tries), "backing off, not busy: {tries}");
+    // The second phone's Interim-Update falls due during the cut (60 s after its Start).
+    wait_for("the Interim-Update queued", Duration::from_secs(75), || {
+        waiting(&cafe) == Some(2)
+    });
     // The daemon is killed and started again; the server is down too when the link returns.
     daemon.kill9();
     drop(daemon);
     radius.stop();
     let _daemon = cafe.start();
-    assert_eq!(waiting(&cafe), Some(1), "kept across the restart");
+    assert_eq!(waiting(&cafe), Some(2), "kept across the restart");
+    let used = (
+        used_bytes(&cafe, serial(&v1)),
+        used_bytes(&cafe, serial(&v2)),
+    );
+    assert!(used.0 > 0 && used.1 > 0, "{used:?}");
+    std::thread::sleep(Duration::from_secs(120).saturating_sub(cut.elapsed()));
     link("up");
+    println!("uplink back after {:?}", cut.elapsed());
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(waiting(&cafe), Some(1), "the server is still down");
-    let used: u64 = {
-        let o = cafe.admin(&["vouchers", "--json"]);
-        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        j["vouchers"][0]["used_bytes"].as_u64().unwrap()
-    };
-    assert!(used > 0);
+    let queued = waiting(&cafe).unwrap();
+    assert!(queued >= 2, "the server is still down: {queued} waiting");
 
-    // The server comes back: the Stop arrives, once.
+    // The server comes back: everything arrives, once.
     radius.start();
     let t = Instant::now();
-    wait_for("the Stop delivered", Duration::from_secs(40), || {
+    wait_for("the outbox delivered", Duration::from_secs(40), || {
         waiting(&cafe) == Some(0)
     });
     println!(
-        "Stop delivered {:?} after the server came back",
+        "{queued} records delivered {:?} after the server came back",
         t.elapsed()
     );
     std::thread::sleep(Duration::from_secs(2));
     let recs = radius.detail();
-    assert_eq!(recs.len(), 2, "{recs:#?}\n{}", cafe.log());
-    let stop = &recs[1];
-    assert_eq!(stop["Acct-Status-Type"], "Stop");
+    // Exactly once: no record twice (a session's status and event time name it).
+    let mut seen = std::collections::HashSet::new();
+    for r in &recs {
+        let key = (
+            r["Acct-Session-Id"].clone(),
+            r["Acct-Status-Type"].clone(),
+            r["Event-Timestamp"].clone(),
+        );
+        assert!(seen.insert(key), "delivered twice: {r:?}");
+    }
+    let of = |mac: &str, status: &str| -> Vec<HashMap<String, String>> {
+        recs.iter()
+            .filter(|r| r["Calling-Station-Id"] == mac && r["Acct-Status-Type"] == status)
+            .cloned()
+            .collect()
+    };
+    let (a, b) = ("02-00-00-00-00-10", "02-00-00-00-00-11");
+    assert_eq!(of(a, "Start").len(), 1, "{recs:#?}");
+    assert_eq!(of(b, "Start").len(), 1, "{recs:#?}");
+    assert!(of(a, "Interim-Update").is_empty(), "{recs:#?}");
+    let stops = of(a, "Stop");
+    assert_eq!(stops.len(), 1, "{recs:#?}\n{}", cafe.log());
+    let stop = &stops[0];
     assert_eq!(stop["Acct-Terminate-Cause"], "Admin-Reset");
     assert_eq!(stop["Acct-Session-Id"], start["Acct-Session-Id"]);
-    let octets: u64 = ["Acct-Input-Octets", "Acct-Output-Octets"]
-        .iter()
-        .map(|k| stop[*k].parse::<u64>().unwrap())
-        .sum();
-    println!("Stop: {octets} octets; the voucher counted {used} bytes");
-    assert_eq!(octets, used, "the Stop reports the device's counters");
+    println!(
+        "Stop: {} octets; the voucher counted {} bytes",
+        octets(stop),
+        used.0
+    );
+    assert_eq!(
+        octets(stop),
+        used.0,
+        "the Stop reports the device's counters"
+    );
     let delay: u64 = stop["Acct-Delay-Time"].parse().unwrap();
-    assert!(delay >= 3, "{stop:?}");
+    assert!(delay >= 120, "{stop:?}");
+    // The second phone: its Interim-Updates (one per 60 s, the one made in the cut first)
+    // with its counters (no traffic since the cut: all equal to the voucher's count).
+    let interims = of(b, "Interim-Update");
+    assert!(
+        (2..=3).contains(&interims.len()),
+        "{} interims: {recs:#?}",
+        interims.len()
+    );
+    for i in &interims {
+        assert_eq!(octets(i), used.1, "{i:?}");
+        assert_eq!(i["Acct-Session-Id"], of(b, "Start")[0]["Acct-Session-Id"]);
+    }
+    let first: u64 = interims[0]["Acct-Delay-Time"].parse().unwrap();
+    assert!(
+        first >= 50,
+        "the first Interim-Update waited out the cut: {first} s"
+    );
+    assert!(of(b, "Stop").is_empty(), "the second phone is still online");
 }
 
 /// The Acct-Terminate-Cause of every Stop in the outbox, by Calling-Station-Id, oldest first

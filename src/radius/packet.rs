@@ -25,7 +25,7 @@ pub const COA_NAK: u8 = 45;
 
 /// The vendor of wifipos's own attributes (Vendor-Specific, RFC 2865 §5.26). 32473 is the
 /// number RFC 5612 sets aside for examples: a placeholder until wifipos has its own Private
-/// Enterprise Number. The server's dictionary is `files/usr/share/wifipos/dictionary.wifipos`.
+/// Enterprise Number. The server's dictionary is `docs/freeradius/dictionary.wifipos`.
 pub const VENDOR_WIFIPOS: u32 = 32473;
 
 /// wifipos's vendor attributes in an Access-Request.

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod freeradius;
 pub mod lab;
 
 /// The status code of a raw HTTP/1.1 response text, 0 if there is none.
