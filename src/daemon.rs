@@ -238,6 +238,8 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
                     sessions.clone(),
                     crate::radius::sender::Timing::default(),
                 ));
+                // Disconnect and CoA requests (RFC 5176): it follows the port through reloads.
+                let das = tokio::task::spawn_local(crate::radius::das::run(sessions.clone()));
                 let keeper = tokio::task::spawn_local(keep_in_sync(
                     sessions.clone(),
                     portal.clone(),
@@ -293,6 +295,7 @@ pub fn serve(mut cfg: Config, opts: ServeOptions) -> Result<(), DaemonError> {
                 }
                 keeper.abort();
                 radius.abort();
+                das.abort();
                 // Accounting since the last save, so a clean stop loses none of it.
                 let now = wall_now();
                 let mut s = sessions.borrow_mut();

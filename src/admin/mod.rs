@@ -323,6 +323,17 @@ fn name(key: KeyId, serial: u64) -> String {
 }
 
 fn revoke(s: &mut Sessions, target: Target, now: i64) -> Result<Done, AdminError> {
+    revoke_from(s, target, "", now)
+}
+
+/// `revoke`, with `note` (who asked, such as `; by RADIUS Disconnect-Request from ADDR`;
+/// empty for the admin) appended to the events.
+pub fn revoke_from(
+    s: &mut Sessions,
+    target: Target,
+    note: &str,
+    now: i64,
+) -> Result<Done, AdminError> {
     let list: Vec<(KeyId, u64)> = match target {
         Target::Voucher(k, n) => vec![(k, n)],
         Target::Key(k) => {
@@ -354,7 +365,7 @@ fn revoke(s: &mut Sessions, target: Target, now: i64) -> Result<Done, AdminError
             .map_err(internal)?
             .is_some_and(|v| v.revoked_at.is_some());
         if !already {
-            actions.extend(s.store.revoke(k, n, now).map_err(internal)?);
+            actions.extend(s.store.revoke_noting(k, n, note, now).map_err(internal)?);
             names.push(name(k, n));
         }
     }
@@ -385,7 +396,7 @@ fn revoke(s: &mut Sessions, target: Target, now: i64) -> Result<Done, AdminError
 }
 
 /// The vouchers a device is on that still have time.
-fn live_vouchers(s: &Sessions, mac: Mac, now: i64) -> Result<Vec<(KeyId, u64)>, AdminError> {
+pub fn live_vouchers(s: &Sessions, mac: Mac, now: i64) -> Result<Vec<(KeyId, u64)>, AdminError> {
     let st = s.store.device_status(mac, now).map_err(internal)?;
     Ok(st
         .vouchers
@@ -407,7 +418,22 @@ fn apply(
 }
 
 fn kick(s: &mut Sessions, mac: Mac, now: i64) -> Result<Done, AdminError> {
-    let live = live_vouchers(s, mac, now)?;
+    kick_from(s, mac, None, "", now)
+}
+
+/// `kick`, off voucher `only` alone if given, with `note` (who asked; empty for the admin)
+/// appended to the events.
+pub fn kick_from(
+    s: &mut Sessions,
+    mac: Mac,
+    only: Option<(KeyId, u64)>,
+    note: &str,
+    now: i64,
+) -> Result<Done, AdminError> {
+    let mut live = live_vouchers(s, mac, now)?;
+    if let Some(v) = only {
+        live.retain(|x| *x == v);
+    }
     if live.is_empty() {
         return Err(AdminError::Refused(format!(
             "{mac} is not on any voucher with time left; nothing to free"
@@ -421,7 +447,11 @@ fn kick(s: &mut Sessions, mac: Mac, now: i64) -> Result<Done, AdminError> {
     }
     let mut actions = Vec::new();
     for &(k, n) in &live {
-        actions.extend(s.store.kick(k, n, mac, now).map_err(internal)?);
+        actions.extend(
+            s.store
+                .kick_noting(k, n, mac, note, now)
+                .map_err(internal)?,
+        );
     }
     apply(s, &actions, now)?;
     let names: Vec<String> = live.iter().map(|&(k, n)| name(k, n)).collect();
@@ -474,6 +504,34 @@ fn extend(s: &mut Sessions, (k, n): (KeyId, u64), secs: u64, now: i64) -> Result
             duration::format(secs as u64),
             duration::utc_date(ends),
             duration::format((ends - now).max(0) as u64),
+            devices.len()
+        ),
+        vouchers: vec![v],
+        devices,
+    })
+}
+
+/// Sets a used, unrevoked voucher's end to `ends_at` (earlier or later: a RADIUS server's
+/// Session-Timeout), through the same path as `extend`; `why` goes in the event.
+pub fn set_end(
+    s: &mut Sessions,
+    (k, n): (KeyId, u64),
+    ends_at: i64,
+    why: &str,
+    now: i64,
+) -> Result<Done, AdminError> {
+    let v = name(k, n);
+    let Some(actions) = s.store.set_end(k, n, ends_at, why, now).map_err(internal)? else {
+        return Err(AdminError::Refused(format!(
+            "voucher {v} is not in use here or is revoked"
+        )));
+    };
+    let devices = apply(s, &actions, now)?;
+    Ok(Done {
+        message: format!(
+            "voucher {v} now ends {} ({} left); {} device(s) updated",
+            duration::utc_date(ends_at),
+            duration::format((ends_at - now).max(0) as u64),
             devices.len()
         ),
         vouchers: vec![v],

@@ -195,6 +195,17 @@ impl Store {
         serial: u64,
         now: i64,
     ) -> Result<Vec<FirewallAction>, StoreError> {
+        self.revoke_noting(key_id, serial, "", now)
+    }
+
+    /// [`Store::revoke`] with `note` (who asked: `; by RADIUS …`) appended to its event.
+    pub fn revoke_noting(
+        &mut self,
+        key_id: KeyId,
+        serial: u64,
+        note: &str,
+        now: i64,
+    ) -> Result<Vec<FirewallAction>, StoreError> {
         let key = key_id.to_string();
         let s = serial_sql(serial);
         let tx = self
@@ -217,7 +228,7 @@ impl Store {
             EV_REVOKED,
             None,
             Some((&key, s)),
-            &format!("{} devices lose it", macs.len()),
+            &format!("{} devices lose it{note}", macs.len()),
         )?;
         tx.commit()?;
         Ok(policy::after_loss(&macs, now, |m| {
@@ -237,6 +248,18 @@ impl Store {
         mac: Mac,
         now: i64,
     ) -> Result<Option<FirewallAction>, StoreError> {
+        self.kick_noting(key_id, serial, mac, "", now)
+    }
+
+    /// [`Store::kick`] with `note` (who asked: `; by RADIUS …`) appended to its event.
+    pub fn kick_noting(
+        &mut self,
+        key_id: KeyId,
+        serial: u64,
+        mac: Mac,
+        note: &str,
+        now: i64,
+    ) -> Result<Option<FirewallAction>, StoreError> {
         let (key, s, m) = (key_id.to_string(), serial_sql(serial), mac.to_string());
         let tx = self
             .conn
@@ -249,7 +272,14 @@ impl Store {
             return Ok(None);
         }
         let ends = ends_of(&tx, &m, now)?;
-        event(&tx, now, EV_KICKED, Some(&m), Some((&key, s)), "slot freed")?;
+        event(
+            &tx,
+            now,
+            EV_KICKED,
+            Some(&m),
+            Some((&key, s)),
+            &format!("slot freed{note}"),
+        )?;
         tx.commit()?;
         Ok(policy::after_loss(&[mac], now, |_| ends.clone()).pop())
     }
