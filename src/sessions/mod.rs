@@ -14,8 +14,9 @@
 //! `sessions` ← `admin` ← `control` ← `daemon` (which also uses `sessions` and `admin`);
 //! `sessions` → {`portal` (only the `Gate` trait and its answers, in `gate`), `store`,
 //! `firewall`, `policy`, `conntrack`, `ends`, `fdb`, `neigh`, `keys`, `voucher`, `config`,
-//! `radius::packet`}, none of which imports `sessions`, `admin`, `control` or `daemon`
-//! (`radius::sender`, the daemon's task, imports `sessions`; `sessions` never imports it).
+//! `radius::packet`, `radius::auth`}, none of which imports `sessions`, `admin`, `control` or
+//! `daemon` (`radius::sender` and `radius::das`, the daemon's tasks, import `sessions`, and
+//! `das` also `admin`; `sessions` never imports them).
 
 mod gate;
 pub mod radius;
