@@ -476,7 +476,25 @@ pub fn load(path: &Path) -> Result<Report, LoadError> {
         path: path.display().to_string(),
         source,
     })?;
-    Ok(check(&path.display().to_string(), &text))
+    let mut report = check(&path.display().to_string(), &text);
+    report.warnings.extend(secret_exposed(path, &report.config));
+    Ok(report)
+}
+
+/// A warning when the file holds `radius_secret` and users other than root may read it (the
+/// package installs it 0600; an editor or a copy may have changed that).
+pub fn secret_exposed(path: &Path, cfg: &Config) -> Option<Warning> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (!cfg.radius_secret.is_empty() && mode & 0o077 != 0).then(|| Warning {
+        file: path.display().to_string(),
+        line: 0,
+        message: format!(
+            "it holds option radius_secret but its mode is {:o}, so other users can read the secret; run chmod 600 {}",
+            mode & 0o777,
+            path.display()
+        ),
+    })
 }
 
 /// Every option of `config wifipos`.

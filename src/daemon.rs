@@ -118,7 +118,8 @@ pub fn load_config(path: Option<&std::path::Path>) -> Result<Config, DaemonError
     };
     let (cfg, warnings) =
         config::parse(&name, &text).map_err(|e| DaemonError::Config(e.to_string()))?;
-    for w in warnings {
+    let exposed = path.and_then(|p| config::secret_exposed(p, &cfg).map(|w| w.to_string()));
+    for w in warnings.into_iter().chain(exposed) {
         eprintln!("wifiposd: warning: {w}");
     }
     Ok(cfg)

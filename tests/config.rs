@@ -469,6 +469,31 @@ fn radius_accounting_options_read_with_their_defaults_and_limits() {
 }
 
 #[test]
+fn a_secret_others_can_read_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wifipos");
+    std::fs::write(
+        &path,
+        "config wifipos 'main'\n\toption radius_server '192.0.2.5'\n\toption radius_secret 's3cret'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let w = config::load(&path).unwrap().warnings;
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].message.contains("mode is 644") && w[0].message.contains("chmod 600"),
+        "{w:?}"
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(config::load(&path).unwrap().warnings.is_empty());
+    // Without a secret the mode does not matter.
+    std::fs::write(&path, "config wifipos 'main'\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(config::load(&path).unwrap().warnings.is_empty());
+}
+
+#[test]
 fn central_authorization_and_coa_options_read_with_their_defaults_and_limits() {
     let c = Config::default();
     assert_eq!(
