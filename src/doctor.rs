@@ -837,6 +837,8 @@ config rule\n\toption name 'Allow-DNS-Guest'\n\toption src 'guest'\n\toption des
             counts_downloads: true,
             speed_limited: 0,
             radius: None,
+            radius_auth: None,
+            radius_coa: None,
         }
     }
 

@@ -574,6 +574,11 @@ fn two_venues_share_one_device_limit_through_hq() {
     }
     let _da = a.start();
     let _db = b.start();
+    let status = String::from_utf8(b.admin(&["status"]).stdout).unwrap();
+    assert!(
+        status.contains("RADIUS authorization by 172.31.2.1:1812: new devices wait up to 1000 ms"),
+        "{status}"
+    );
     let v = a.issue(&["--duration", "1h", "--devices", "2"]);
     let url = v["url"].as_str().unwrap();
     assert_eq!(a.lab.curl("client", &[url]).0, 200);

@@ -149,6 +149,12 @@ pub struct Status {
     /// RADIUS accounting (`None`: off).
     #[serde(default)]
     pub radius: Option<RadiusStatus>,
+    /// Central authorization: the server asked and how long a redemption waits (`None`: off).
+    #[serde(default)]
+    pub radius_auth: Option<(String, u32)>,
+    /// Disconnect/CoA: the UDP port and the addresses taken from (`None`: off).
+    #[serde(default)]
+    pub radius_coa: Option<(u16, Vec<String>)>,
 }
 
 /// RADIUS accounting in `status`.
@@ -295,6 +301,12 @@ fn status(s: &mut Sessions, uptime_s: u64, now: i64) -> Result<Status, AdminErro
             }),
             None => None,
         },
+        radius_auth: cfg
+            .radius_auth()
+            .map(|(a, _)| (a.to_string(), cfg.radius_timeout_ms)),
+        radius_coa: cfg
+            .radius_coa()
+            .map(|(port, from, _)| (port, from.iter().map(|ip| ip.to_string()).collect())),
     })
 }
 

@@ -62,6 +62,17 @@ pub fn status(s: &Status) -> String {
             r.server, r.waiting
         ));
     }
+    if let Some((server, ms)) = &s.radius_auth {
+        out.push_str(&format!(
+            "RADIUS authorization by {server}: new devices wait up to {ms} ms for its answer, then the router decides\n"
+        ));
+    }
+    if let Some((port, from)) = &s.radius_coa {
+        out.push_str(&format!(
+            "RADIUS Disconnect/CoA taken on UDP port {port} from {}\n",
+            from.join(", ")
+        ));
+    }
     for c in &s.clones {
         out.push_str(&format!(
             "CLONE: {c} (one MAC on two bridge ports: `wifiposd block MAC` to shut it out)\n"
