@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::SigningKey;
+use common::till::{key, key_id, token, wall_now};
 use wifipos::config::Config;
 use wifipos::firewall::MemoryFirewall;
 use wifipos::keys::{KeyId, Keyring};
@@ -161,32 +161,6 @@ impl Proxy {
     }
 }
 
-fn wall_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn key() -> SigningKey {
-    SigningKey::from_bytes(&[7; 32])
-}
-
-fn token(key: &SigningKey, serial: u64, max_devices: u8, now: i64) -> String {
-    wifipos::voucher::Voucher {
-        key_id: KeyId::of(&key.verifying_key()),
-        serial,
-        issued_at: now as u32,
-        redeem_by: 0,
-        duration_s: 3600,
-        max_devices,
-        purchase_ref: String::new(),
-        ext: None,
-    }
-    .sign(key)
-    .unwrap()
-}
-
 fn sessions(db: &Path, server: SocketAddr) -> Sessions {
     let cfg = Config {
         venue: "Cafe Nord".into(),
@@ -264,10 +238,10 @@ fn start_interim_and_stop_reach_freeradius_with_their_attributes() {
         radius.addr(),
     )));
     let (a, b) = (mac(0x0a), mac(0x0b));
-    let kid = KeyId::of(&key().verifying_key());
+    let kid = key_id();
     {
         let mut s = s.borrow_mut();
-        let tok = token(&key(), 41, 2, t);
+        let tok = token(41, 2, t);
         s.redeem(&tok, a, t).unwrap();
         s.redeem(&tok, b, t).unwrap();
         // a uploaded 5 000 000 000 bytes (over 2^32: one gigaword) and downloaded 123 456.
@@ -382,7 +356,7 @@ fn records_made_while_the_server_is_down_arrive_once_after_a_restart_and_retrans
     radius.start();
     let proxy = Proxy::new(radius.addr());
     let t = wall_now();
-    let tok = |serial| token(&key(), serial, 3, t);
+    let tok = |serial| token(serial, 3, t);
 
     // 1. A lost packet: the first two sends of a Start are dropped.
     let s = Rc::new(RefCell::new(sessions(&db, proxy.addr)));
@@ -422,7 +396,7 @@ fn records_made_while_the_server_is_down_arrive_once_after_a_restart_and_retrans
         s.redeem(&tok(2), mac(3), t2).unwrap();
         s.redeem(&tok(3), mac(4), t2).unwrap();
         assert_eq!(s.account_interims(t + 70), 4, "four interims");
-        let kid = KeyId::of(&key().verifying_key());
+        let kid = key_id();
         let actions = s.store.revoke(kid, 3, t + 80).unwrap();
         s.apply(&actions, t + 80).unwrap();
     }
@@ -493,9 +467,7 @@ fn a_wrong_secret_is_not_taken_for_an_acknowledgement() {
     let mut cfg_s = sessions(&dir.path().join("w.db"), radius.addr());
     cfg_s.cfg.radius_secret = "not-the-secret".into();
     let s = Rc::new(RefCell::new(cfg_s));
-    s.borrow_mut()
-        .redeem(&token(&key(), 9, 1, t), mac(9), t)
-        .unwrap();
+    s.borrow_mut().redeem(&token(9, 1, t), mac(9), t).unwrap();
     assert!(!run_sender(&s, fast(), Duration::from_secs(2), empty));
     assert_eq!(s.borrow().store.outbox_len().unwrap(), 1, "kept for later");
     assert!(radius.detail().is_empty());
@@ -517,9 +489,7 @@ fn freeradius_checks_the_message_authenticator() {
     proxy.forge_ma.store(1, Ordering::SeqCst);
     let t = wall_now();
     let s = Rc::new(RefCell::new(sessions(&dir.path().join("w.db"), proxy.addr)));
-    s.borrow_mut()
-        .redeem(&token(&key(), 9, 1, t), mac(9), t)
-        .unwrap();
+    s.borrow_mut().redeem(&token(9, 1, t), mac(9), t).unwrap();
     assert!(run_sender(&s, fast(), Duration::from_secs(10), empty));
     assert_eq!(
         proxy.seen.lock().unwrap().len(),
@@ -545,9 +515,7 @@ fn a_late_answer_to_an_earlier_send_counts() {
     proxy.late_ms.store(1500, Ordering::SeqCst);
     let t = wall_now();
     let s = Rc::new(RefCell::new(sessions(&dir.path().join("w.db"), proxy.addr)));
-    s.borrow_mut()
-        .redeem(&token(&key(), 9, 1, t), mac(9), t)
-        .unwrap();
+    s.borrow_mut().redeem(&token(9, 1, t), mac(9), t).unwrap();
     let started = Instant::now();
     assert!(run_sender(&s, fast(), Duration::from_secs(10), empty));
     let took = started.elapsed();
@@ -883,7 +851,7 @@ fn every_end_of_access_has_its_terminate_cause() {
     let t = wall_now();
     let mut s = sessions(&dir.path().join("w.db"), "127.0.0.1:9".parse().unwrap());
     s.cfg.device_idle_replace_min = 1;
-    let kid = KeyId::of(&key().verifying_key());
+    let kid = key_id();
     // A 1 MiB data cap used up: Session-Timeout (RFC 2866 has no data-limit cause).
     let capped = wifipos::voucher::Voucher {
         key_id: kid,
@@ -914,12 +882,12 @@ fn every_end_of_access_has_its_terminate_cause() {
     s.meter_round(t + 2);
     assert_eq!(stops_in_outbox(&mut s), [("02-00-00-00-00-01".into(), 5)]);
     // Revoked: Admin-Reset.
-    s.redeem(&token(&key(), 51, 1, t), mac(2), t).unwrap();
+    s.redeem(&token(51, 1, t), mac(2), t).unwrap();
     let actions = s.store.revoke(kid, 51, t + 3).unwrap();
     s.apply(&actions, t + 3).unwrap();
     assert_eq!(stops_in_outbox(&mut s), [("02-00-00-00-00-02".into(), 6)]);
     // An idle device gives its place to a new one: Idle-Timeout.
-    let one = token(&key(), 52, 1, t);
+    let one = token(52, 1, t);
     s.redeem(&one, mac(3), t).unwrap();
     s.redeem(&one, mac(4), t + 120).unwrap();
     assert_eq!(stops_in_outbox(&mut s), [("02-00-00-00-00-03".into(), 4)]);
@@ -932,7 +900,7 @@ fn every_end_of_access_has_its_terminate_cause() {
     // Off: nothing is queued.
     s.cfg.radius_server = None;
     let t5 = t + 3700;
-    s.redeem(&token(&key(), 53, 1, t), mac(5), t5).unwrap();
+    s.redeem(&token(53, 1, t), mac(5), t5).unwrap();
     assert_eq!(s.store.outbox_len().unwrap(), 0);
     // Turned on (a reload): the device that joined meanwhile gets its Start, dated when it
     // joined, once; its interims count from then.

@@ -19,10 +19,10 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::SigningKey;
+use common::till::{key, key_id, token, wall_now};
 use wifipos::config::Config;
 use wifipos::firewall::MemoryFirewall;
-use wifipos::keys::{KeyId, Keyring};
+use wifipos::keys::Keyring;
 use wifipos::mac::Mac;
 use wifipos::portal::{Central, Gate, RedeemError};
 use wifipos::sessions::Sessions;
@@ -31,34 +31,8 @@ use wifipos::voucher::Rejection;
 
 use common::freeradius::{free_udp_port, have_freeradius, Radius, SECRET};
 
-fn wall_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn key() -> SigningKey {
-    SigningKey::from_bytes(&[7; 32])
-}
-
-fn token(serial: u64, max_devices: u8, issued: i64) -> String {
-    wifipos::voucher::Voucher {
-        key_id: KeyId::of(&key().verifying_key()),
-        serial,
-        issued_at: issued as u32,
-        redeem_by: 0,
-        duration_s: 3600,
-        max_devices,
-        purchase_ref: String::new(),
-        ext: None,
-    }
-    .sign(&key())
-    .unwrap()
-}
-
 fn user(serial: u64) -> String {
-    format!("{}:{serial}", KeyId::of(&key().verifying_key()))
+    format!("{}:{serial}", key_id())
 }
 
 /// One venue's router: its own store and firewall, asking `radius` (or, with `secret`, a
@@ -79,6 +53,14 @@ fn venue(dir: &Path, name: &str, radius: &Radius, secret: &str, timeout_ms: u32)
     );
     s.restore(wall_now()).unwrap();
     s
+}
+
+/// Venues `cafe-a` and `cafe-b`, sharing the server and its secret.
+fn two_venues(dir: &Path, radius: &Radius) -> (Sessions, Sessions) {
+    (
+        venue(dir, "cafe-a", radius, SECRET, 2000),
+        venue(dir, "cafe-b", radius, SECRET, 2000),
+    )
 }
 
 fn mac(n: u8) -> Mac {
@@ -143,8 +125,7 @@ fn device_limits_hold_across_two_routers_and_the_servers_time_counts_from_first_
         return;
     };
     let rt = runtime();
-    let mut a = venue(dir.path(), "cafe-a", &radius, SECRET, 2000);
-    let mut b = venue(dir.path(), "cafe-b", &radius, SECRET, 2000);
+    let (mut a, mut b) = two_venues(dir.path(), &radius);
     let t = token(1, 2, wall_now());
     let (r, asked) = redeem(&rt, &mut a, &t, mac(1));
     assert_eq!(r.unwrap().devices, 1);
@@ -220,7 +201,7 @@ fn device_limits_hold_across_two_routers_and_the_servers_time_counts_from_first_
     );
     let ends = b
         .store
-        .voucher(KeyId::of(&key().verifying_key()), 2)
+        .voucher(key_id(), 2)
         .unwrap()
         .unwrap()
         .ends_at
@@ -239,8 +220,7 @@ fn a_voucher_revoked_at_hq_is_refused_at_every_venue_with_the_servers_words() {
         return;
     };
     let rt = runtime();
-    let mut a = venue(dir.path(), "cafe-a", &radius, SECRET, 2000);
-    let mut b = venue(dir.path(), "cafe-b", &radius, SECRET, 2000);
+    let (mut a, mut b) = two_venues(dir.path(), &radius);
     let t = token(9, 3, wall_now());
     radius
         .hq_db()
@@ -337,11 +317,9 @@ fn only_what_the_router_would_grant_a_new_device_is_asked() {
         t[i] = if t[i] == b'A' { b'B' } else { b'A' };
         String::from_utf8(t).unwrap()
     };
-    a.store
-        .revoke(KeyId::of(&key().verifying_key()), 31, now)
-        .unwrap();
+    a.store.revoke(key_id(), 31, now).unwrap();
     let deadline_passed = wifipos::voucher::Voucher {
-        key_id: KeyId::of(&key().verifying_key()),
+        key_id: key_id(),
         serial: 32,
         issued_at: (now - 7200) as u32,
         redeem_by: (now - 3600) as u32,

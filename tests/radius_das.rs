@@ -22,10 +22,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cafe::Cafe;
-use ed25519_dalek::SigningKey;
+use common::till::{key, key_id, token, wall_now};
 use wifipos::config::Config;
 use wifipos::firewall::MemoryFirewall;
-use wifipos::keys::{KeyId, Keyring};
+use wifipos::keys::Keyring;
 use wifipos::mac::Mac;
 use wifipos::portal::Gate;
 use wifipos::radius::das::{carry_out, Ask};
@@ -403,32 +403,6 @@ fn disconnect_and_coa_from_the_radius_server_and_nobody_else() {
     assert_eq!(r.code.as_deref(), Some("Disconnect-NAK"), "{}", r.out);
 }
 
-fn wall_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn key() -> SigningKey {
-    SigningKey::from_bytes(&[7; 32])
-}
-
-fn token(serial: u64, max_devices: u8, now: i64) -> String {
-    wifipos::voucher::Voucher {
-        key_id: KeyId::of(&key().verifying_key()),
-        serial,
-        issued_at: now as u32,
-        redeem_by: 0,
-        duration_s: 3600,
-        max_devices,
-        purchase_ref: String::new(),
-        ext: None,
-    }
-    .sign(&key())
-    .unwrap()
-}
-
 fn allowed(s: &mut Sessions) -> HashMap<Mac, u64> {
     s.firewall
         .list_allowed()
@@ -456,7 +430,7 @@ fn a_request_reaches_the_session_device_or_voucher_it_names() {
     );
     let t = wall_now();
     s.restore(t).unwrap();
-    let kid = KeyId::of(&key().verifying_key());
+    let kid = key_id();
     let (m1, m2, m3) = (
         Mac([2, 0, 0, 0, 0, 1]),
         Mac([2, 0, 0, 0, 0, 2]),

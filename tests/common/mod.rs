@@ -4,6 +4,7 @@
 pub mod fixtures;
 pub mod freeradius;
 pub mod lab;
+pub mod till;
 
 /// The status code of a raw HTTP/1.1 response text, 0 if there is none.
 pub fn http_status(response: &str) -> u16 {
