@@ -34,35 +34,10 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-/// The kernel's `allowed` set: MAC → seconds until it expires.
+/// The kernel's `allowed` set: MAC → seconds until it expires (empty while there is no
+/// table).
 fn kernel_set(cafe: &Cafe) -> HashMap<String, u64> {
-    let out = cafe.lab.run(
-        "router",
-        "nft",
-        &["-j", "list", "set", "inet", "wifipos", "allowed"],
-    );
-    let mut found = HashMap::new();
-    if !out.status.success() {
-        return found;
-    }
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    fn walk(v: &serde_json::Value, found: &mut HashMap<String, u64>) {
-        match v {
-            serde_json::Value::Object(o) => {
-                if let (Some(val), Some(exp)) = (o.get("val"), o.get("expires")) {
-                    found.insert(
-                        val.as_str().unwrap_or_default().to_owned(),
-                        exp.as_u64().unwrap_or(0),
-                    );
-                }
-                o.values().for_each(|x| walk(x, found));
-            }
-            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, found)),
-            _ => {}
-        }
-    }
-    walk(&json, &mut found);
-    found
+    cafe.lab.allowed_set().unwrap_or_default()
 }
 
 /// Polls until `cond` holds; returns how long it took, or `None` after `limit`.

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::till::{key, key_id, token, wall_now};
+use common::wait_for;
 use wifipos::config::Config;
 use wifipos::firewall::MemoryFirewall;
 use wifipos::keys::{KeyId, Keyring};
@@ -623,17 +624,6 @@ fn waiting(cafe: &cafe::Cafe) -> Option<u64> {
         .lines()
         .find(|l| l.starts_with("RADIUS accounting to"))?;
     line.split(": ").nth(1)?.split(' ').next()?.parse().ok()
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(
-            t.elapsed() < limit,
-            "{what} did not happen within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The bytes a voucher counted (`wifiposd vouchers`), by serial.

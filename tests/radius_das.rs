@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use cafe::Cafe;
 use common::till::{key, key_id, token, wall_now};
+use common::wait_for;
 use wifipos::config::Config;
 use wifipos::firewall::MemoryFirewall;
 use wifipos::keys::Keyring;
@@ -129,35 +130,7 @@ fn radclient_to(
 
 /// The kernel's `allowed` set: MAC → seconds until its element expires.
 fn kernel_set(cafe: &Cafe) -> HashMap<String, u64> {
-    let out = cafe.lab.run(
-        "router",
-        "nft",
-        &["-j", "list", "set", "inet", "wifipos", "allowed"],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut found = HashMap::new();
-    fn walk(v: &serde_json::Value, found: &mut HashMap<String, u64>) {
-        match v {
-            serde_json::Value::Object(o) => {
-                if let (Some(val), Some(exp)) = (o.get("val"), o.get("expires")) {
-                    found.insert(
-                        val.as_str().unwrap_or_default().to_ascii_lowercase(),
-                        exp.as_u64().unwrap_or(0),
-                    );
-                }
-                o.values().for_each(|x| walk(x, found));
-            }
-            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, found)),
-            _ => {}
-        }
-    }
-    walk(&json, &mut found);
-    found
+    cafe.lab.allowed_set().expect("the table is there")
 }
 
 /// A CoA-Request with Identifier `id` for voucher `user_name` setting Session-Timeout
@@ -194,17 +167,6 @@ for _ in range(2): s.sendto(p,('10.99.0.1',3799)); print(s.recvfrom(5000)[0].hex
         .lines()
         .map(str::to_owned)
         .collect()
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(
-            t.elapsed() < limit,
-            "{what} did not happen within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

@@ -92,6 +92,38 @@ impl Lab {
         nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
     }
 
+    /// The kernel's `allowed` set inside the router: MAC (lowercase) → seconds until its
+    /// element expires; `None` when it cannot be listed (no table).
+    pub fn allowed_set(&self) -> Option<std::collections::HashMap<String, u64>> {
+        let out = self.run(
+            "router",
+            "nft",
+            &["-j", "list", "set", "inet", "wifipos", "allowed"],
+        );
+        if !out.status.success() {
+            return None;
+        }
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let mut found = std::collections::HashMap::new();
+        fn walk(v: &serde_json::Value, found: &mut std::collections::HashMap<String, u64>) {
+            match v {
+                serde_json::Value::Object(o) => {
+                    if let (Some(val), Some(exp)) = (o.get("val"), o.get("expires")) {
+                        found.insert(
+                            val.as_str().unwrap_or_default().to_ascii_lowercase(),
+                            exp.as_u64().unwrap_or(0),
+                        );
+                    }
+                    o.values().for_each(|x| walk(x, found));
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, found)),
+                _ => {}
+            }
+        }
+        walk(&json, &mut found);
+        Some(found)
+    }
+
     /// `nft -j list table inet wifipos` inside the router, parsed.
     pub fn nft_json(&self) -> serde_json::Value {
         let out = self.run("router", "nft", &["-j", "list", "table", "inet", "wifipos"]);

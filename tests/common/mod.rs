@@ -6,6 +6,18 @@ pub mod freeradius;
 pub mod lab;
 pub mod till;
 
+/// Waits until `f` holds, checking every 50 ms; panics naming `what` after `limit`.
+pub fn wait_for(what: &str, limit: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < limit,
+            "{what} did not happen within {limit:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// The status code of a raw HTTP/1.1 response text, 0 if there is none.
 pub fn http_status(response: &str) -> u16 {
     response
