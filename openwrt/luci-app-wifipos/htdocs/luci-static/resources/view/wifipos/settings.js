@@ -119,7 +119,10 @@ return view.extend({
 		o = s.taboption('radius', form.Value, 'radius_server', _('Accounting server'),
 			_('Gets a record of every paid device: when it starts, an update every few minutes, when it ends. Records wait on the router while the server cannot be reached. Its IP address, with the port if not 1813: 192.0.2.5, 192.0.2.5:1813 or [2001:db8::5]:1813. Empty: off.'));
 		o.datatype = 'or(ipaddr(1),ipaddrport(1))';
-		o.validate = function(id, v) {
+		o.validate = function(id) {
+			// Not the value passed in: after a datatype with parts (ipaddrport) LuCI's
+			// validator passes the last part checked (the port) instead of the field's text.
+			var v = this.formvalue(id);
 			return (v == null || v === '') ? true : radiusServer(String(v));
 		};
 		o.placeholder = '192.0.2.5:1813';
@@ -158,7 +161,10 @@ return view.extend({
 		o = s.taboption('radius', form.Value, 'radius_auth_server', _('Authorization server'),
 			_('Asked before a new device joins a voucher, so a voucher\'s device limit holds across all venues, a voucher stopped at head office is refused everywhere, and its time counts from its first use anywhere. Its IP address, with the port if not 1812. Empty: each venue decides alone.'));
 		o.datatype = 'or(ipaddr(1),ipaddrport(1))';
-		o.validate = function(id, v) {
+		o.validate = function(id) {
+			// Not the value passed in: after a datatype with parts (ipaddrport) LuCI's
+			// validator passes the last part checked (the port) instead of the field's text.
+			var v = this.formvalue(id);
 			return (v == null || v === '') ? true : radiusServer(String(v));
 		};
 		o.placeholder = '192.0.2.5:1812';
