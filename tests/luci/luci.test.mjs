@@ -159,6 +159,12 @@ test('the pages in German and Spanish, from the po files through LuCI\'s own _()
     const t = await page.textContent('#wifipos-vouchers');
     assert.ok(t.includes(speed), `${lang}: ${speed}`);
     assert.ok(t.includes(usedUp), `${lang}: ${usedUp}`);
+    // The RADIUS tab of Settings, its title and a field's description.
+    await open(page, 'settings', '[id="widget.cbid.wifipos.main.venue"]');
+    const [radius, secret] = { de: ['Filialkette (RADIUS)', 'Gemeinsames Geheimnis'],
+      es: ['Cadena de locales (RADIUS)', 'Secreto compartido'] }[lang];
+    await page.click(`text=${radius}`);
+    assert.ok((await page.textContent('#maincontent')).includes(secret), `${lang}: ${secret}`);
   }
 });
 
@@ -399,7 +405,6 @@ test('Settings: the RADIUS tab refuses what the daemon refuses; a server and sec
   await type('radius_coa_port', '3799');
   for (const o of ['radius_server', 'radius_secret', 'radius_auth_server', 'radius_timeout_ms', 'radius_interim', 'radius_coa_port'])
     await until(`${o} valid`, async () => !(await invalid(o)), 5000);
-  await shot(page, 'settings-radius');
   await page.click('.cbi-page-actions .cbi-button-apply');
   await until('the config file to hold the RADIUS options', () => {
     const c = config();
@@ -409,5 +414,12 @@ test('Settings: the RADIUS tab refuses what the daemon refuses; a server and sec
   });
   assert.ok(!config().includes('radius_nas_id'), 'an empty name stays unset');
   await until('the apply', () => log.filter((l) => l.method === 'apply').length > applies);
+  // Opened again, the tab shows what was saved.
+  await open(page, 'settings', '[id="widget.cbid.wifipos.main.venue"]');
+  await page.click('text=Chain of venues (RADIUS)');
+  assert.equal(await page.inputValue(field('radius_server')), '192.0.2.5:1813');
+  assert.equal(await page.inputValue(field('radius_timeout_ms')), '2000');
+  assert.equal(await page.getAttribute(field('radius_secret'), 'type'), 'password');
+  await shot(page, 'settings-radius');
   assert.ok(await online(env('KEEP_NS')), 'the paying phone stays online through the reload');
 });
