@@ -825,12 +825,21 @@ fn luci_pages_in_chromium_revoke_a_phone_and_save_a_venue() {
         "LuCI browser tests failed:\n{report}\n{}",
         cafe.log()
     );
-    for page in ["overview", "devices", "vouchers", "settings", "events"] {
+    for page in [
+        "overview",
+        "devices",
+        "vouchers",
+        "settings",
+        "settings-radius",
+        "events",
+    ] {
         assert!(Path::new(&format!("{docs}/luci-{page}.png")).exists());
     }
     // What the browser did is in the daemon: the phone's voucher revoked, the venue reloaded.
     let s = rpcd.ok("status", json!({}));
     assert_eq!(s["venue"], "Kaffeehaus Nord", "{s}");
+    // The RADIUS tab's values, reloaded: the daemon reports to the server the form saved.
+    assert_eq!(s["radius"]["server"], "192.0.2.5:1813", "{s}");
     assert_eq!(s["sessions"], 2, "the kept and the capped phone: {s}");
     drop(daemon);
 }

@@ -415,6 +415,165 @@ fn the_real_uci_defaults_script_adds_the_firewall_rules_and_with_https_option_11
     assert_eq!(r.reloads(), 2);
 }
 
+/// The ruleset fw4 makes from the router's firewall config (`scripts/fw4-ruleset --render`).
+fn fw4_ruleset(r: &Router) -> String {
+    let out = Command::new(format!("{ROOT}/scripts/fw4-ruleset"))
+        .arg("--render")
+        .arg(r.path("etc/config"))
+        .output()
+        .unwrap();
+    ok(&out);
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// One chain of a ruleset, from its header to its closing brace.
+fn chain<'a>(ruleset: &'a str, name: &str) -> &'a str {
+    let start = ruleset
+        .find(&format!("chain {name} {{"))
+        .unwrap_or_else(|| panic!("no chain {name}:\n{ruleset}"));
+    &ruleset[start..start + ruleset[start..].find("\n\t}").unwrap()]
+}
+
+#[test]
+fn radius_coa_port_lets_the_radius_servers_in_through_the_wan_zone_and_only_while_set() {
+    let Some(tools) = host_tools() else { return };
+    let r = Router::new(tools);
+    let original = r.show("firewall");
+    // The package's default config: Disconnect/CoA off, no rule, nothing in fw4's wan input.
+    ok(&r.firewall("add"));
+    let plain = r.show("firewall");
+    assert!(!plain.contains("wifipos_coa"), "{plain}");
+    let ruleset = fw4_ruleset(&r);
+    assert!(!ruleset.contains("Allow-wifipos-CoA"), "{ruleset}");
+    assert_eq!(r.reloads(), 1);
+
+    // Accounting server and the CoA port: UDP 3799 from that address, in the wan zone.
+    r.set("wifipos.main.radius_server=192.0.2.5:1813");
+    r.set("wifipos.main.radius_secret=cafe-chain-secret");
+    r.set("wifipos.main.radius_coa_port=3799");
+    r.commit("wifipos");
+    let check = r.uci(&["-q", "get", "wifipos.main.radius_coa_port"]);
+    assert_eq!(String::from_utf8_lossy(&check.stdout), "3799\n");
+    ok(&r.firewall("add"));
+    let show = r.show("firewall");
+    for line in [
+        "firewall.wifipos_coa=rule",
+        "firewall.wifipos_coa.name='Allow-wifipos-CoA'",
+        "firewall.wifipos_coa.src='wan'",
+        "firewall.wifipos_coa.proto='udp'",
+        "firewall.wifipos_coa.dest_port='3799'",
+        "firewall.wifipos_coa.src_ip='192.0.2.5'",
+        "firewall.wifipos_coa.family='ipv4'",
+        "firewall.wifipos_coa.target='ACCEPT'",
+    ] {
+        assert!(show.lines().any(|l| l == line), "{line}:\n{show}");
+    }
+    assert_eq!(r.reloads(), 2);
+    let ruleset = fw4_ruleset(&r);
+    let wan = chain(&ruleset, "input_wan");
+    let rule =
+        "ip saddr 192.0.2.5 udp dport 3799 counter accept comment \"!fw4: Allow-wifipos-CoA\"";
+    let at = wan.find(rule).unwrap_or_else(|| panic!("{rule}:\n{wan}"));
+    assert!(at < wan.find("jump reject_from_wan").expect(wan), "{wan}");
+    assert_eq!(ruleset.matches("Allow-wifipos-CoA").count(), 1, "{ruleset}");
+    assert!(!chain(&ruleset, "input_guest").contains("3799"));
+
+    // Idempotent: a second add changes nothing and reloads nothing.
+    let file = r.file("firewall");
+    ok(&r.firewall("add"));
+    assert_eq!(r.file("firewall"), file);
+    assert_eq!(r.reloads(), 2);
+
+    // A new port is followed in place.
+    r.set("wifipos.main.radius_coa_port=1700");
+    r.commit("wifipos");
+    ok(&r.firewall("add"));
+    assert_eq!(r.reloads(), 3);
+    let ruleset = fw4_ruleset(&r);
+    let wan = chain(&ruleset, "input_wan");
+    assert!(
+        wan.contains("ip saddr 192.0.2.5 udp dport 1700 counter accept"),
+        "{wan}"
+    );
+    assert!(!ruleset.contains("3799"), "{ruleset}");
+
+    // An authorization server on IPv6 besides: both addresses, the family left to fw4.
+    r.set("wifipos.main.radius_auth_server=[2001:db8::5]:1812");
+    r.commit("wifipos");
+    ok(&r.firewall("add"));
+    let show = r.show("firewall");
+    assert!(
+        show.contains("firewall.wifipos_coa.src_ip='192.0.2.5' '2001:db8::5'\n"),
+        "{show}"
+    );
+    assert!(!show.contains("wifipos_coa.family"), "{show}");
+    let ruleset = fw4_ruleset(&r);
+    let wan = chain(&ruleset, "input_wan");
+    assert!(
+        wan.contains("ip saddr 192.0.2.5 udp dport 1700 counter accept"),
+        "{wan}"
+    );
+    assert!(
+        wan.contains("ip6 saddr 2001:db8::5 udp dport 1700 counter accept"),
+        "{wan}"
+    );
+    // Both on the same address (accounting and authorization ports): one address, ipv4.
+    r.set("wifipos.main.radius_auth_server=192.0.2.5:1812");
+    r.commit("wifipos");
+    ok(&r.firewall("add"));
+    let show = r.show("firewall");
+    assert!(
+        show.contains("firewall.wifipos_coa.src_ip='192.0.2.5'\n"),
+        "{show}"
+    );
+    assert!(
+        show.contains("firewall.wifipos_coa.family='ipv4'\n"),
+        "{show}"
+    );
+    // wifiposd itself takes this config (the script reads what the daemon reads).
+    let mut c = Command::new(r.path("bin/wifiposd"));
+    c.arg("check-config");
+    r.env(&mut c);
+    ok(&c.output().unwrap());
+
+    // The option unset (Disconnect/CoA off): add takes the stale rule away.
+    let reloads = r.reloads();
+    assert!(r
+        .uci(&["delete", "wifipos.main.radius_coa_port"])
+        .status
+        .success());
+    r.commit("wifipos");
+    ok(&r.firewall("add"));
+    assert_eq!(r.show("firewall"), plain);
+    assert_eq!(r.reloads(), reloads + 1);
+    assert!(!fw4_ruleset(&r).contains("Allow-wifipos-CoA"));
+    // 0 is off too.
+    r.set("wifipos.main.radius_coa_port=0");
+    r.commit("wifipos");
+    ok(&r.firewall("add"));
+    assert_eq!(r.show("firewall"), plain);
+
+    // remove takes it away with the others.
+    r.set("wifipos.main.radius_coa_port=3799");
+    r.commit("wifipos");
+    ok(&r.firewall("add"));
+    assert!(r.show("firewall").contains("wifipos_coa=rule"));
+    ok(&r.firewall("remove"));
+    assert_eq!(r.show("firewall"), original);
+    assert!(!fw4_ruleset(&r).contains("wifipos"));
+
+    // The upstream zone by its network, whatever its name (the config only: its other rules
+    // still name `wan`).
+    r.set("firewall.@zone[1].name=upstream");
+    r.commit("firewall");
+    ok(&r.firewall("add"));
+    let show = r.show("firewall");
+    assert!(
+        show.contains("firewall.wifipos_coa.src='upstream'\n"),
+        "{show}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // The lab with fw4's ruleset in the router.
 

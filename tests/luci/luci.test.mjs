@@ -159,6 +159,12 @@ test('the pages in German and Spanish, from the po files through LuCI\'s own _()
     const t = await page.textContent('#wifipos-vouchers');
     assert.ok(t.includes(speed), `${lang}: ${speed}`);
     assert.ok(t.includes(usedUp), `${lang}: ${usedUp}`);
+    // The RADIUS tab of Settings, its title and a field's description.
+    await open(page, 'settings', '[id="widget.cbid.wifipos.main.venue"]');
+    const [radius, secret] = { de: ['Filialkette (RADIUS)', 'Gemeinsames Geheimnis'],
+      es: ['Cadena de locales (RADIUS)', 'Secreto compartido'] }[lang];
+    await page.click(`text=${radius}`);
+    assert.ok((await page.textContent('#maincontent')).includes(secret), `${lang}: ${secret}`);
   }
 });
 
@@ -331,5 +337,89 @@ test('Settings: key ids as the router computes them; a new venue is saved, appli
         .toString().includes('Kaffeehaus Nord');
     } catch { return false; }
   });
+  assert.ok(await online(env('KEEP_NS')), 'the paying phone stays online through the reload');
+});
+
+test('Settings: the RADIUS tab refuses what the daemon refuses; a server and secret are saved, applied and taken by the daemon', async () => {
+  const page = await login('root');
+  await open(page, 'settings', '[id="widget.cbid.wifipos.main.venue"]');
+  await page.click('text=Chain of venues (RADIUS)');
+  const field = (o) => `[id="widget.cbid.wifipos.main.${o}"]`;
+  // Typed as a person types: LuCI validates on keyup and blur, and re-checks `depends` on
+  // change (when the field loses focus).
+  const type = async (o, v) => {
+    await page.fill(field(o), v);
+    await page.press(field(o), 'End');
+    await page.locator(field(o)).blur();
+  };
+  const invalid = async (o) => /cbi-input-invalid/.test(await page.getAttribute(field(o), 'class'));
+  const config = () => fs.readFileSync(`${env('UCI_CONFDIR')}/wifipos`, 'utf8');
+  assert.ok(!config().includes('radius_server'), 'no server yet');
+  // No server: what needs one is hidden.
+  for (const o of ['radius_server', 'radius_secret', 'radius_auth_server'])
+    assert.ok(await page.isVisible(field(o)), o);
+  for (const o of ['radius_interim', 'radius_nas_id', 'radius_timeout_ms', 'radius_coa_port'])
+    assert.equal(await page.isVisible(field(o)), false, o);
+  assert.equal(await page.getAttribute(field('radius_secret'), 'type'), 'password');
+  // The server: what src/config.rs parse_radius_server refuses is refused here.
+  for (const bad of ['radius.example', 'radius.example:1813', '0.0.0.0', '[::]:1813', '224.0.0.5', 'ff02::1',
+    '192.0.2.5:0', '192.0.2.5:70000', '2001:db8::5]:1813', '192.0.2.5/24']) {
+    await type('radius_server', bad);
+    await until(`${bad} marked invalid`, () => invalid('radius_server'), 5000);
+  }
+  for (const good of ['192.0.2.5', '2001:db8::5', '[2001:db8::5]:1813', '192.0.2.5:1813']) {
+    await type('radius_server', good);
+    await until(`${good} taken`, async () => !(await invalid('radius_server')), 5000);
+  }
+  // A server set: interim, name and CoA port appear; the secret is now required.
+  for (const o of ['radius_interim', 'radius_nas_id', 'radius_coa_port'])
+    assert.ok(await page.isVisible(field(o)), o);
+  assert.equal(await page.getAttribute(field('radius_interim'), 'placeholder'), '300', 'the default shown');
+  assert.equal(await page.isVisible(field('radius_timeout_ms')), false, 'no timeout without an auth server');
+  await until('the empty secret marked', () => invalid('radius_secret'), 5000);
+  await type('radius_secret', 's'.repeat(129));
+  await until('129 characters marked', () => invalid('radius_secret'), 5000);
+  // The authorization server brings the timeout, within 100-10000 ms.
+  await type('radius_auth_server', '192.0.2.5');
+  await until('the timeout shown', () => page.isVisible(field('radius_timeout_ms')), 5000);
+  for (const bad of ['50', '99', '10001', 'soon']) {
+    await type('radius_timeout_ms', bad);
+    await until(`timeout ${bad} marked`, () => invalid('radius_timeout_ms'), 5000);
+  }
+  await type('radius_interim', '59');
+  await until('interim 59 marked', () => invalid('radius_interim'), 5000);
+  await type('radius_coa_port', '65536');
+  await until('port 65536 marked', () => invalid('radius_coa_port'), 5000);
+  // Saving an invalid form writes nothing.
+  const applies = log.filter((l) => l.method === 'apply').length;
+  await page.click('.cbi-page-actions .cbi-button-apply');
+  await until('the refusal', async () => /contains an invalid input value/.test(await page.textContent('body')), 5000);
+  assert.match(await page.textContent('.modal'), /Save error/);
+  await page.click('.modal button:has-text("Dismiss")');
+  assert.ok(!config().includes('radius_server'), 'nothing saved');
+  assert.equal(log.filter((l) => l.method === 'apply').length, applies);
+  // Valid values: saved and applied.
+  await type('radius_secret', 'cafe-chain-secret');
+  await type('radius_timeout_ms', '2000');
+  await type('radius_interim', '600');
+  await type('radius_coa_port', '3799');
+  for (const o of ['radius_server', 'radius_secret', 'radius_auth_server', 'radius_timeout_ms', 'radius_interim', 'radius_coa_port'])
+    await until(`${o} valid`, async () => !(await invalid(o)), 5000);
+  await page.click('.cbi-page-actions .cbi-button-apply');
+  await until('the config file to hold the RADIUS options', () => {
+    const c = config();
+    return ["option radius_server '192.0.2.5:1813'", "option radius_secret 'cafe-chain-secret'",
+      "option radius_auth_server '192.0.2.5'", "option radius_timeout_ms '2000'", "option radius_interim '600'",
+      "option radius_coa_port '3799'"].every((l) => c.includes(l));
+  });
+  assert.ok(!config().includes('radius_nas_id'), 'an empty name stays unset');
+  await until('the apply', () => log.filter((l) => l.method === 'apply').length > applies);
+  // Opened again, the tab shows what was saved.
+  await open(page, 'settings', '[id="widget.cbid.wifipos.main.venue"]');
+  await page.click('text=Chain of venues (RADIUS)');
+  assert.equal(await page.inputValue(field('radius_server')), '192.0.2.5:1813');
+  assert.equal(await page.inputValue(field('radius_timeout_ms')), '2000');
+  assert.equal(await page.getAttribute(field('radius_secret'), 'type'), 'password');
+  await shot(page, 'settings-radius');
   assert.ok(await online(env('KEEP_NS')), 'the paying phone stays online through the reload');
 });
