@@ -16,7 +16,7 @@ use crate::admin::Status;
 use crate::config::uci::Package;
 use crate::config::Config;
 use crate::sessions::CLOCK_SANE_AFTER;
-use openwrt::{dhcp, dns_name, firewall, firewall_https, offloading, one};
+use openwrt::{dhcp, dns_name, firewall, firewall_coa, firewall_https, offloading, one};
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -111,6 +111,7 @@ pub fn judge(f: &Facts) -> Vec<Finding> {
     out.push(guest_interface(f, &cfg));
     out.push(firewall(f, &cfg));
     out.extend(firewall_https(f, &cfg));
+    out.extend(firewall_coa(f, &cfg));
     out.push(dhcp(f, &cfg));
     out.extend(dns_name(f, &cfg));
     out.push(offloading(f));
@@ -459,6 +460,53 @@ config rule\n\toption name 'Allow-DNS-Guest'\n\toption src 'guest'\n\toption des
         assert!(!blocks(&all), "{}", render(&all));
         assert!(all.iter().all(|x| x.level == Level::Ok), "{}", render(&all));
         assert!(render(&all).contains("Allow-wifipos-portal"));
+    }
+
+    #[test]
+    fn disconnect_and_coa_need_the_wan_rule() {
+        let mut f = good();
+        assert!(
+            judge(&f).iter().all(|x| x.check != "firewall-coa"),
+            "off: no check"
+        );
+        let mut cfg = https();
+        cfg.radius_server = Some("192.0.2.5:1813".parse().unwrap());
+        cfg.radius_secret = "s".into();
+        cfg.radius_coa_port = Some(3799);
+        f.config = Ok(cfg);
+        let wan =
+            "config zone\n\toption name 'wan'\n\tlist network 'wan'\n\toption input 'REJECT'\n";
+        f.firewall = pkg(&format!("{FIREWALL}{PORTAL_RULE}{HTTPS_RULE}{wan}"));
+        let (l, text) = level(&f, "firewall-coa");
+        assert_eq!(l, Level::Warn, "{text}");
+        assert!(
+            text.contains("UDP port 3799") && text.contains("wifipos-firewall add"),
+            "{text}"
+        );
+        // The rule wifipos-firewall writes.
+        let rule = "config rule 'wifipos_coa'\n\toption name 'Allow-wifipos-CoA'\n\toption src 'wan'\n\toption proto 'udp'\n\toption dest_port '3799'\n\tlist src_ip '192.0.2.5'\n\toption family 'ipv4'\n\toption target 'ACCEPT'\n";
+        f.firewall = pkg(&format!("{FIREWALL}{PORTAL_RULE}{HTTPS_RULE}{wan}{rule}"));
+        let (l, text) = level(&f, "firewall-coa");
+        assert_eq!(l, Level::Ok, "{text}");
+        assert!(text.contains("Allow-wifipos-CoA"), "{text}");
+        // Another port, or a TCP-only rule, does not count.
+        for other in ["3800", "1700"] {
+            f.firewall = pkg(&format!(
+                "{FIREWALL}{PORTAL_RULE}{HTTPS_RULE}{wan}{}",
+                rule.replace("'3799'", &format!("'{other}'"))
+            ));
+            assert_eq!(level(&f, "firewall-coa").0, Level::Warn);
+        }
+        f.firewall = pkg(&format!(
+            "{FIREWALL}{PORTAL_RULE}{HTTPS_RULE}{wan}{}",
+            rule.replace("'udp'", "'tcp'")
+        ));
+        assert_eq!(level(&f, "firewall-coa").0, Level::Warn);
+        // No WAN zone at all.
+        f.firewall = pkg(&format!("{FIREWALL}{PORTAL_RULE}{HTTPS_RULE}"));
+        let (l, text) = level(&f, "firewall-coa");
+        assert_eq!(l, Level::Warn);
+        assert!(text.contains("no WAN zone"), "{text}");
     }
 
     #[test]

@@ -122,6 +122,62 @@ pub(super) fn firewall_https(f: &Facts, cfg: &Config) -> Option<Finding> {
     })
 }
 
+/// With Disconnect/CoA on, fw4 must let UDP to its port in from the WAN zone (the zone that
+/// holds network `wan`, else one named `wan`): `wifipos-firewall add` makes rule
+/// `wifipos_coa` for the servers' addresses.
+pub(super) fn firewall_coa(f: &Facts, cfg: &Config) -> Option<Finding> {
+    let (port, _, _) = cfg.radius_coa()?;
+    let fw = f.firewall.as_ref()?.as_ref().ok()?;
+    let zones = || fw.sections.iter().filter(|s| s.kind == "zone");
+    let wan = zones()
+        .find(|z| words(z, "network").iter().any(|n| n == "wan"))
+        .or_else(|| zones().find(|z| one(z, "name") == Some("wan")));
+    let fix = Some(format!(
+        "/usr/libexec/wifipos-firewall add (with option radius_coa_port it lets UDP port {port} in from the WAN zone, from the RADIUS servers' addresses only, as rule wifipos_coa)"
+    ));
+    let Some(wan) = wan else {
+        return Some(finding(
+            "firewall-coa",
+            Level::Warn,
+            "fw4 has no WAN zone (one holding network wan, or named wan): Disconnect/CoA requests from the RADIUS server may not reach the router".into(),
+            fix,
+        ));
+    };
+    let zname = one(wan, "name").unwrap_or("wan");
+    let udp = |r: &&Section| {
+        let p = words(r, "proto");
+        p.is_empty()
+            || p.iter()
+                .any(|p| matches!(p.as_str(), "udp" | "tcpudp" | "all" | "17"))
+    };
+    let rule = fw
+        .sections
+        .iter()
+        .filter(|s| s.kind == "rule")
+        .filter(|r| one(r, "enabled") != Some("0"))
+        .filter(|r| one(r, "src") == Some(zname) && one(r, "dest").is_none())
+        .filter(|r| one(r, "target").is_some_and(|t| t.eq_ignore_ascii_case("ACCEPT")))
+        .filter(udp)
+        .find(|r| covers_port(&words(r, "dest_port"), port));
+    Some(match rule {
+        Some(r) => finding(
+            "firewall-coa",
+            Level::Ok,
+            format!(
+                "fw4 lets Disconnect/CoA (UDP port {port}) in from zone {zname} (rule {})",
+                one(r, "name").or(r.name.as_deref()).unwrap_or("unnamed")
+            ),
+            None,
+        ),
+        None => finding(
+            "firewall-coa",
+            Level::Warn,
+            format!("fw4's zone {zname} refuses UDP port {port}: Disconnect/CoA requests from the RADIUS server cannot reach the router (its kicks, revokes and new ends do not apply here)"),
+            fix,
+        ),
+    })
+}
+
 pub(super) fn firewall(f: &Facts, cfg: &Config) -> Finding {
     let port = cfg.portal_port;
     let fw = match &f.firewall {
