@@ -77,8 +77,9 @@ impl Radius {
         Radius::write(dir, listen, port, None, &[client], netns)
     }
 
-    /// Accounting on `port` and central authorization on `auth_port` (wifipos's example
-    /// policy over `dir/hq.db`) for the routers at `clients`.
+    /// Accounting on `port` (the detail file and wifipos's accounting table) and central
+    /// authorization on `auth_port` (wifipos's example policy), both over `dir/hq.db`, for
+    /// the routers at `clients`.
     pub fn central(
         dir: &Path,
         listen: IpAddr,
@@ -109,6 +110,10 @@ impl Radius {
             .map(|(i, c)| format!("client router{i} {{\n ipaddr = {c}\n secret = {SECRET}\n}}\n"))
             .collect();
         // Dictionaries come from the package (and `dir/dictionary` when there is one).
+        let acct_policy = match auth_port {
+            None => String::new(),
+            Some(_) => format!("$INCLUDE {}\n", docs("wifipos.accounting").display()),
+        };
         let (auth_modules, auth_server) = match auth_port {
             None => (String::new(), String::new()),
             Some(p) => (
@@ -131,7 +136,7 @@ impl Radius {
              security {{\n allow_core_dumps = no\n max_attributes = 200\n reject_delay = 0\n status_server = no\n}}\n\
              {clients}\
              modules {{\n detail {{\n  filename = {d}/detail\n  header = \"%t\"\n  permissions = 0600\n  locking = no\n  log_packet_header = yes\n }}\n{auth_modules}}}\n\
-             server default {{\n listen {{\n  type = acct\n  ipaddr = {listen}\n  port = {port}\n }}\n preacct {{\n }}\n accounting {{\n  detail\n }}\n{auth_server}}}\n"
+             server default {{\n listen {{\n  type = acct\n  ipaddr = {listen}\n  port = {port}\n }}\n preacct {{\n }}\n accounting {{\n  detail\n{acct_policy} }}\n{auth_server}}}\n"
         );
         std::fs::write(dir.join("radiusd.conf"), conf).unwrap();
         Radius {
