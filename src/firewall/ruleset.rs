@@ -1,7 +1,7 @@
 //! The ruleset as data: which sets, chains and rules the `inet wifipos` table holds for a given
 //! [`Ruleset`], and the walled garden as merged address intervals. Pure: no netlink, no I/O.
-//! `netlink.rs` turns this description into one batch; [`ruleset_script`] renders it as nft
-//! text for people (logs, docs, tests).
+//! `netlink/install.rs` turns this description into one batch; [`ruleset_script`] renders it
+//! as nft text for people (logs, docs, tests).
 
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;

@@ -7,14 +7,9 @@
 //! Owns: the element key layout and the query (a dump of one set for the MACs behind one
 //! address). Knows nothing of HTTP or vouchers.
 
-use std::ffi::c_void;
 use std::net::IpAddr;
 
-use nftnl::nftnl_sys as sys;
-
-use super::netlink::{
-    request, SetObj, NFPROTO_INET, NFT_MSG_GETSETELEM, NLM_F_DUMP, NLM_F_REQUEST,
-};
+use super::netlink::{dump_elems, SetObj};
 use super::ruleset::{SetSpec, PORTAL4, PORTAL6};
 use super::{FirewallError, Mac};
 
@@ -68,59 +63,12 @@ pub fn openers(ip: IpAddr) -> Result<Seen, FirewallError> {
     let set = SetObj::new(spec)?;
     let mut out = Vec::new();
     let mut total = 0;
-    request(
-        "list who opened portal connections",
-        |buf, seq| {
-            // SAFETY: `buf` is an aligned buffer of nft_nlmsg_maxsize bytes; a GETSETELEM
-            // dump request naming one set fits in it; the set object is live.
-            unsafe {
-                let nlh = sys::nftnl_nlmsg_build_hdr(
-                    buf,
-                    NFT_MSG_GETSETELEM,
-                    NFPROTO_INET,
-                    NLM_F_REQUEST | NLM_F_DUMP,
-                    seq,
-                );
-                sys::nftnl_set_elems_nlmsg_build_payload(nlh, set.0);
-                (*nlh).nlmsg_len as usize
-            }
-        },
-        |msg| {
-            // SAFETY: `msg` points at one complete, aligned netlink message from the kernel;
-            // the parsed set and its iterator are freed here; keys are read with the length
-            // libnftnl reports.
-            unsafe {
-                let parsed = sys::nftnl_set_alloc();
-                if parsed.is_null() {
-                    return;
-                }
-                if sys::nftnl_set_elems_nlmsg_parse(msg.cast(), parsed) >= 0 {
-                    let iter = sys::nftnl_set_elems_iter_create(parsed);
-                    if !iter.is_null() {
-                        let mut elem = sys::nftnl_set_elems_iter_next(iter);
-                        while !elem.is_null() {
-                            let mut len = 0u32;
-                            let key: *const c_void = sys::nftnl_set_elem_get(
-                                elem,
-                                sys::NFTNL_SET_ELEM_KEY as u16,
-                                &mut len,
-                            );
-                            total += 1;
-                            if !key.is_null() {
-                                let k = std::slice::from_raw_parts(key.cast::<u8>(), len as usize);
-                                if let Some(m) = mac_in(k, &prefix) {
-                                    out.push(m);
-                                }
-                            }
-                            elem = sys::nftnl_set_elems_iter_next(iter);
-                        }
-                        sys::nftnl_set_elems_iter_destroy(iter);
-                    }
-                }
-                sys::nftnl_set_free(parsed);
-            }
-        },
-    )?;
+    dump_elems("list who opened portal connections", &set, |key, _| {
+        total += 1;
+        if let Some(m) = key.and_then(|k| mac_in(k, &prefix)) {
+            out.push(m);
+        }
+    })?;
     out.sort();
     out.dedup();
     Ok(Seen {
