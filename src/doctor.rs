@@ -2,7 +2,7 @@
 //! router ([`gather`]) and says, for each check, what it found and how to fix it.
 //!
 //! Owns: the judging, pure: [`Facts`] in, [`Finding`]s out; the checks of OpenWrt's own
-//! config (fw4, dnsmasq, network) are in [`openwrt`]. A finding that
+//! config (fw4, dnsmasq, network) are in `openwrt`. A finding that
 //! keeps guests from the portal or from paying is [`Level::Blocks`]; `doctor` exits 1 then.
 
 pub mod gather;

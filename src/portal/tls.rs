@@ -4,7 +4,7 @@
 //! present, inside its validity period, key matching the certificate), the live certificate
 //! that SIGHUP replaces (a bad new one keeps the old one in use), and the TLS accept loop: the
 //! same connection caps as plain HTTP (`conns`), the handshake bounded by the header timeout,
-//! then the very same HTTP service. rustls with the `ring` provider, TLS 1.3 only and few algorithms (see [`provider`]).
+//! then the very same HTTP service. rustls with the `ring` provider, TLS 1.3 only and few algorithms (see `provider`).
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
