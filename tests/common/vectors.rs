@@ -2,8 +2,9 @@
 //! loading tests/fixtures' copy, checked against the contract in ../shared.
 #![allow(dead_code)]
 
+use ed25519_dalek::VerifyingKey;
 use serde_json::Value;
-use wifipos::keys::Keyring;
+use wifipos::keys::{self, KeyId, Keyring};
 use wifipos::voucher::Voucher;
 
 /// tests/fixtures/`name` parsed. The contract lives in ../shared/`name`; the committed copy
@@ -27,6 +28,18 @@ pub fn load(name: &str) -> Value {
 /// Lower-case hex of `b`.
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Asserts `public` is the vectors' public key: its base64 and its key id.
+pub fn assert_public_key(public: &VerifyingKey, v: &Value) {
+    assert_eq!(
+        keys::public_key_b64(public),
+        v["public_key_b64"].as_str().unwrap()
+    );
+    assert_eq!(
+        KeyId::of(public).to_string(),
+        v["key_id_hex"].as_str().unwrap()
+    );
 }
 
 /// A keyring trusting the vectors' `public_key_b64`.
