@@ -13,93 +13,16 @@ use pkgkit::*;
 use std::path::Path;
 use std::process::Command;
 
-const DEPENDS: [&str; 6] = [
-    "libc",
-    "kmod-nft-core",
-    "kmod-nft-nat",
-    "kmod-nf-conntrack-netlink",
-    "kmod-sched-core",
-    "kmod-ifb",
-];
-const NOT_OURS: [&str; 6] = [
-    "scripts.log",
-    "etc/apk/",
-    "lib/apk/db/",
-    "var/",
-    "lib/functions.sh",
-    "lib/apk/packages/",
-];
-
-fn apk(apk: &Path, root: &Path, args: &[&str]) -> String {
-    let out = Command::new(apk)
-        .arg("--root")
-        .arg(root)
-        .args([
-            "--allow-untrusted",
-            "--no-network",
-            "--no-cache",
-            "--force-no-chroot",
-            "--preserve-env",
-        ])
-        .args(args)
-        .env("IPKG_INSTROOT", root)
-        .output()
-        .unwrap();
-    let t = text(&out);
-    assert!(out.status.success(), "apk {args:?}: {t}");
-    t
-}
-
-/// A fresh x86_64 root with empty packages standing for the dependencies.
-fn offline_root(apk_bin: &Path, root: &Path, scratch: &Path) {
-    let empty = scratch.join("empty");
-    std::fs::create_dir_all(&empty).unwrap();
-    let mut stubs = vec![];
-    for p in DEPENDS {
-        let out = scratch.join(format!("{p}-1-r0.apk"));
-        let o = Command::new(apk_bin)
-            .args(["mkpkg", "--info"])
-            .arg(format!("name:{p}"))
-            .args(["--info", "version:1-r0", "--info", "arch:x86_64"])
-            .args(["--info", "description:stand-in", "--files"])
-            .arg(&empty)
-            .arg("--output")
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", text(&o));
-        stubs.push(out.display().to_string());
-    }
-    let mut args = vec!["--initdb", "--arch", "x86_64", "add"];
-    args.extend(stubs.iter().map(String::as_str));
-    apk(apk_bin, root, &args);
-    functions_sh(root);
-}
-
 /// The package's files in `root`, compared with expected_files (content not compared for
-/// `edited`).
+/// `edited`); apk's wifipos.apk-new beside an edited config left out.
 fn check_files(root: &Path, bin: &Path, edited: &[&str]) {
-    let want = expected_files(bin);
-    let mut got = files(root, &NOT_OURS);
-    if !want.contains_key("usr/libexec/wifipos-firewall") {
-        got.remove("usr/libexec/wifipos-firewall");
-    }
-    got.remove("etc/config/wifipos.apk-new");
-    assert_eq!(
-        got.keys().collect::<Vec<_>>(),
-        want.keys().collect::<Vec<_>>()
+    check_package_files(
+        root,
+        bin,
+        &APK_NOT_OURS,
+        "etc/config/wifipos.apk-new",
+        edited,
     );
-    for (rel, (mode, src)) in &want {
-        assert_eq!(got[rel], *mode, "mode of /{rel}: {:o}", got[rel]);
-        if edited.contains(&rel.as_str()) || rel == "usr/libexec/wifipos-firewall" {
-            continue;
-        }
-        assert!(
-            std::fs::read(root.join(rel)).unwrap() == std::fs::read(src).unwrap(),
-            "/{rel} differs from {}",
-            src.display()
-        );
-    }
 }
 
 #[test]
@@ -119,7 +42,7 @@ fn apk_installs_upgrades_keeping_the_edited_config_and_deletes() {
 
     let r = tempfile::tempdir().unwrap();
     let root = r.path();
-    offline_root(&apk_bin, root, scratch.path());
+    apk_root(&apk_bin, root, scratch.path(), &WIFIPOS_DEPENDS);
 
     // Install.
     let out = apk(&apk_bin, root, &["add", v1.to_str().unwrap()]);
@@ -173,11 +96,7 @@ fn apk_installs_upgrades_keeping_the_edited_config_and_deletes() {
         "{installed}"
     );
     if real {
-        let v = Command::new(root.join("usr/sbin/wifiposd"))
-            .arg("version")
-            .output()
-            .unwrap();
-        assert!(v.status.success(), "the installed wifiposd: {}", text(&v));
+        installed_version(root);
     }
 
     // Upgrade with the admin's edits: apk protects /etc and writes the new file beside it.
@@ -223,11 +142,10 @@ fn apk_installs_upgrades_keeping_the_edited_config_and_deletes() {
             "wifipos-firewall remove"
         ]
     );
-    let mut left: Vec<String> = files(root, &NOT_OURS).into_keys().collect();
-    if !expected_files(&bin).contains_key("usr/libexec/wifipos-firewall") {
-        left.retain(|f| f != "usr/libexec/wifipos-firewall");
-    }
-    assert_eq!(left, ["etc/config/wifipos"]);
+    assert_eq!(
+        left_after_removal(root, &bin, &APK_NOT_OURS),
+        ["etc/config/wifipos"]
+    );
     assert_eq!(
         std::fs::read(root.join("etc/config/wifipos")).unwrap(),
         edited
@@ -238,7 +156,7 @@ fn apk_installs_upgrades_keeping_the_edited_config_and_deletes() {
     );
     let installed = apk(&apk_bin, root, &["info", "-v"]);
     assert!(!installed.contains("wifipos"), "{installed}");
-    for d in DEPENDS {
+    for d in WIFIPOS_DEPENDS {
         assert!(installed.contains(d), "{d}: {installed}");
     }
 }
@@ -253,11 +171,11 @@ fn apk_del_without_edits_leaves_nothing_and_refuses_a_foreign_arch() {
     let pkg = build_package("build-apk", &bin, "x86_64", scratch.path(), 1);
     let r = tempfile::tempdir().unwrap();
     let root = r.path();
-    offline_root(&apk_bin, root, scratch.path());
+    apk_root(&apk_bin, root, scratch.path(), &WIFIPOS_DEPENDS);
     apk(&apk_bin, root, &["add", pkg.to_str().unwrap()]);
     assert!(root.join("usr/sbin/wifiposd").is_file());
     apk(&apk_bin, root, &["del", "wifipos"]);
-    assert_eq!(files(root, &NOT_OURS), Default::default());
+    assert_eq!(files(root, &APK_NOT_OURS), Default::default());
 
     // A root of another architecture: apk installs nothing.
     let other = tempfile::tempdir().unwrap();

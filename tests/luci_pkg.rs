@@ -211,64 +211,26 @@ fn names(pkgs: &[PathBuf]) -> Vec<&str> {
     pkgs.iter().map(|p| p.to_str().unwrap()).collect()
 }
 
-// ---------------------------------------------------------------- opkg
+/// The translation packages' names, luci-i18n-wifipos-<lang>.
+fn i18n_packages() -> Vec<String> {
+    languages()
+        .iter()
+        .map(|l| format!("luci-i18n-wifipos-{l}"))
+        .collect()
+}
 
-const OPKG_NOT_OURS: [&str; 5] = [
-    "etc/opkg.conf",
-    "usr/lib/opkg/",
-    "lib/functions.sh",
-    "var/",
-    "scripts.log",
-];
-
-fn opkg_root(dir: &Path) {
-    std::fs::create_dir_all(dir.join("usr/lib/opkg/info")).unwrap();
-    std::fs::create_dir_all(dir.join("var/lock")).unwrap();
-    std::fs::create_dir_all(dir.join("etc")).unwrap();
-    std::fs::write(
-        dir.join("etc/opkg.conf"),
-        "dest root /\nlists_dir ext /var/opkg-lists\narch all 1\narch noarch 1\narch x86_64 10\n",
-    )
-    .unwrap();
-    let mut status = String::new();
-    for p in STUBS {
-        status += &format!(
-            "Package: {p}\nVersion: 1\nStatus: install ok installed\nArchitecture: x86_64\n\
-             Installed-Time: 1\n\n"
+/// Reproducible builds: each package of `a` has the bytes of its namesake in `b`.
+fn assert_same_bytes(a: &[PathBuf], b: &[PathBuf]) {
+    for (a, b) in a.iter().zip(b) {
+        assert!(
+            std::fs::read(a).unwrap() == std::fs::read(b).unwrap(),
+            "{}",
+            a.display()
         );
-        std::fs::write(dir.join(format!("usr/lib/opkg/info/{p}.list")), "").unwrap();
     }
-    std::fs::write(dir.join("usr/lib/opkg/status"), status).unwrap();
-    functions_sh(dir);
 }
 
-fn opkg_raw(opkg: &Path, root: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(opkg)
-        .arg("-o")
-        .arg(root)
-        .arg("-f")
-        .arg(root.join("etc/opkg.conf"))
-        .arg("--force-postinstall")
-        .args(args)
-        .env("IPKG_INSTROOT", root)
-        .output()
-        .unwrap()
-}
-
-fn opkg(opkg: &Path, root: &Path, args: &[&str]) -> String {
-    let out = opkg_raw(opkg, root, args);
-    let t = text(&out);
-    assert!(out.status.success(), "opkg {args:?}: {t}");
-    t
-}
-
-fn stanza(root: &Path, pkg: &str) -> Option<String> {
-    let status = std::fs::read_to_string(root.join("usr/lib/opkg/status")).unwrap();
-    status
-        .split("\n\n")
-        .find(|s| s.lines().next() == Some(&format!("Package: {pkg}")))
-        .map(str::to_owned)
-}
+// ---------------------------------------------------------------- opkg
 
 #[test]
 fn opkg_installs_luci_app_with_translations_upgrades_and_removes_it() {
@@ -286,17 +248,11 @@ fn opkg_installs_luci_app_with_translations_upgrades_and_removes_it() {
     );
     // Reproducible: the same sources give the same bytes.
     let again = build_luci("ipk", &scratch.path().join("again"), 1);
-    for (a, b) in v1.iter().zip(&again) {
-        assert!(
-            std::fs::read(a).unwrap() == std::fs::read(b).unwrap(),
-            "{}",
-            a.display()
-        );
-    }
+    assert_same_bytes(&v1, &again);
     let v2 = build_luci("ipk", &scratch.path().join("v2"), 2);
     let r = tempfile::tempdir().unwrap();
     let root = r.path();
-    opkg_root(root);
+    opkg_root(root, &STUBS);
 
     // Without wifipos the LuCI pages cannot be installed.
     let o = opkg_raw(&opkg_bin, root, &["install", v1[0].to_str().unwrap()]);
@@ -306,7 +262,7 @@ fn opkg_installs_luci_app_with_translations_upgrades_and_removes_it() {
         t.contains("wifipos"),
         "opkg names the missing dependency: {t}"
     );
-    assert!(stanza(root, "luci-app-wifipos").is_none());
+    assert!(opkg_stanza(root, "luci-app-wifipos").is_none());
     assert!(!root.join("www").exists(), "nothing installed: {t}");
     take_log(root);
 
@@ -320,19 +276,17 @@ fn opkg_installs_luci_app_with_translations_upgrades_and_removes_it() {
         "{out}"
     );
     check_all(root, &bin, &OPKG_NOT_OURS);
-    let st = stanza(root, "luci-app-wifipos").unwrap();
+    let st = opkg_stanza(root, "luci-app-wifipos").unwrap();
     assert!(st.contains(&format!("\nDepends: {LUCI_DEPENDS}\n")), "{st}");
     assert!(st.contains("\nArchitecture: all\n"), "{st}");
     for l in languages() {
-        let st = stanza(root, &format!("luci-i18n-wifipos-{l}")).unwrap();
+        let st = opkg_stanza(root, &format!("luci-i18n-wifipos-{l}")).unwrap();
         assert!(st.contains("\nDepends: libc, luci-app-wifipos\n"), "{st}");
     }
     // package-pack.mk's postinst ran default_postinst, which ran luci.mk's (postinst-pkg).
     let log = take_log(root);
     let info = format!("{}//usr/lib/opkg/info", root.display());
-    for p in std::iter::once("luci-app-wifipos".to_owned())
-        .chain(languages().iter().map(|l| format!("luci-i18n-wifipos-{l}")))
-    {
+    for p in std::iter::once("luci-app-wifipos".to_owned()).chain(i18n_packages()) {
         assert!(
             log.contains(&format!(
                 "default_postinst {info}/{p}.postinst configure PKG_UPGRADE=0 pkgname="
@@ -355,7 +309,7 @@ fn opkg_installs_luci_app_with_translations_upgrades_and_removes_it() {
         "{out}"
     );
     check_all(root, &bin, &OPKG_NOT_OURS);
-    assert!(stanza(root, "luci-app-wifipos")
+    assert!(opkg_stanza(root, "luci-app-wifipos")
         .unwrap()
         .contains("\nVersion: 0.1.0-2\n"));
     take_log(root);
@@ -368,14 +322,11 @@ fn opkg_installs_luci_app_with_translations_upgrades_and_removes_it() {
         "opkg names what needs wifipos: {t}"
     );
     assert!(root.join("usr/sbin/wifiposd").is_file(), "{t}");
-    assert!(stanza(root, "wifipos").is_some(), "{t}");
+    assert!(opkg_stanza(root, "wifipos").is_some(), "{t}");
     take_log(root);
 
     // Removing the translations, then the pages, leaves wifipos exactly as it was.
-    let i18n: Vec<String> = languages()
-        .iter()
-        .map(|l| format!("luci-i18n-wifipos-{l}"))
-        .collect();
+    let i18n = i18n_packages();
     let mut args = vec!["remove"];
     args.extend(i18n.iter().map(String::as_str));
     args.push("luci-app-wifipos");
@@ -385,69 +336,11 @@ fn opkg_installs_luci_app_with_translations_upgrades_and_removes_it() {
         left.keys().cloned().collect::<Vec<_>>(),
         expected_files(&bin).into_keys().collect::<Vec<_>>()
     );
-    assert!(stanza(root, "luci-app-wifipos").is_none());
-    assert!(stanza(root, "wifipos").is_some());
+    assert!(opkg_stanza(root, "luci-app-wifipos").is_none());
+    assert!(opkg_stanza(root, "wifipos").is_some());
 }
 
 // ---------------------------------------------------------------- apk
-
-const APK_NOT_OURS: [&str; 6] = [
-    "scripts.log",
-    "etc/apk/",
-    "lib/apk/db/",
-    "var/",
-    "lib/functions.sh",
-    "lib/apk/packages/",
-];
-
-fn apk_raw(apk: &Path, root: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(apk)
-        .arg("--root")
-        .arg(root)
-        .args([
-            "--allow-untrusted",
-            "--no-network",
-            "--no-cache",
-            "--force-no-chroot",
-            "--preserve-env",
-        ])
-        .args(args)
-        .env("IPKG_INSTROOT", root)
-        .output()
-        .unwrap()
-}
-
-fn apk(apk: &Path, root: &Path, args: &[&str]) -> String {
-    let out = apk_raw(apk, root, args);
-    let t = text(&out);
-    assert!(out.status.success(), "apk {args:?}: {t}");
-    t
-}
-
-fn apk_root(apk_bin: &Path, root: &Path, scratch: &Path) {
-    let empty = scratch.join("empty");
-    std::fs::create_dir_all(&empty).unwrap();
-    let mut stubs = vec![];
-    for p in STUBS {
-        let out = scratch.join(format!("{p}-1-r0.apk"));
-        let o = Command::new(apk_bin)
-            .args(["mkpkg", "--info"])
-            .arg(format!("name:{p}"))
-            .args(["--info", "version:1-r0", "--info", "arch:x86_64"])
-            .args(["--info", "description:stand-in", "--files"])
-            .arg(&empty)
-            .arg("--output")
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", text(&o));
-        stubs.push(out.display().to_string());
-    }
-    let mut args = vec!["--initdb", "--arch", "x86_64", "add"];
-    args.extend(stubs.iter().map(String::as_str));
-    apk(apk_bin, root, &args);
-    functions_sh(root);
-}
 
 #[test]
 fn apk_installs_luci_app_with_translations_upgrades_and_deletes_it() {
@@ -464,17 +357,11 @@ fn apk_installs_luci_app_with_translations_upgrades_and_deletes_it() {
         v1[0].display()
     );
     let again = build_luci("apk", &scratch.path().join("again"), 1);
-    for (a, b) in v1.iter().zip(&again) {
-        assert!(
-            std::fs::read(a).unwrap() == std::fs::read(b).unwrap(),
-            "{}",
-            a.display()
-        );
-    }
+    assert_same_bytes(&v1, &again);
     let v2 = build_luci("apk", &scratch.path().join("v2"), 2);
     let r = tempfile::tempdir().unwrap();
     let root = r.path();
-    apk_root(&apk_bin, root, scratch.path());
+    apk_root(&apk_bin, root, scratch.path(), &STUBS);
 
     // Without wifipos the LuCI pages cannot be installed.
     let o = apk_raw(&apk_bin, root, &["add", v1[0].to_str().unwrap()]);
@@ -544,10 +431,7 @@ fn apk_installs_luci_app_with_translations_upgrades_and_deletes_it() {
     apk(&apk_bin, root, &["add", "wifipos"]);
 
     let mut args = vec!["del", "luci-app-wifipos"];
-    let i18n: Vec<String> = languages()
-        .iter()
-        .map(|l| format!("luci-i18n-wifipos-{l}"))
-        .collect();
+    let i18n = i18n_packages();
     args.extend(i18n.iter().map(String::as_str));
     apk(&apk_bin, root, &args);
     let left = files(root, &APK_NOT_OURS);

@@ -14,95 +14,10 @@ use pkgkit::*;
 use std::path::Path;
 use std::process::Command;
 
-const DEPENDS: [&str; 6] = [
-    "libc",
-    "kmod-nft-core",
-    "kmod-nft-nat",
-    "kmod-nf-conntrack-netlink",
-    "kmod-sched-core",
-    "kmod-ifb",
-];
-/// Files of the offline root that are not the package's.
-const NOT_OURS: [&str; 5] = [
-    "etc/opkg.conf",
-    "usr/lib/opkg/",
-    "lib/functions.sh",
-    "var/",
-    "scripts.log",
-];
-
-/// An offline OpenWrt root for x86_64 with the dependencies installed.
-fn offline_root(dir: &Path) {
-    std::fs::create_dir_all(dir.join("usr/lib/opkg/info")).unwrap();
-    std::fs::create_dir_all(dir.join("var/lock")).unwrap();
-    std::fs::create_dir_all(dir.join("etc")).unwrap();
-    std::fs::write(
-        dir.join("etc/opkg.conf"),
-        "dest root /\nlists_dir ext /var/opkg-lists\narch all 1\narch noarch 1\narch x86_64 10\n",
-    )
-    .unwrap();
-    let mut status = String::new();
-    for p in DEPENDS {
-        status += &format!(
-            "Package: {p}\nVersion: 1\nStatus: install ok installed\nArchitecture: x86_64\n\
-             Installed-Time: 1\n\n"
-        );
-        std::fs::write(dir.join(format!("usr/lib/opkg/info/{p}.list")), "").unwrap();
-    }
-    std::fs::write(dir.join("usr/lib/opkg/status"), status).unwrap();
-    functions_sh(dir);
-}
-
-fn opkg(opkg: &Path, root: &Path, args: &[&str]) -> String {
-    let out = Command::new(opkg)
-        .arg("-o")
-        .arg(root)
-        .arg("-f")
-        .arg(root.join("etc/opkg.conf"))
-        .arg("--force-postinstall")
-        .args(args)
-        .env("IPKG_INSTROOT", root)
-        .output()
-        .unwrap();
-    let t = text(&out);
-    assert!(out.status.success(), "opkg {args:?}: {t}");
-    t
-}
-
-/// The status file's stanza of `pkg`, if any.
-fn stanza(root: &Path, pkg: &str) -> Option<String> {
-    let status = std::fs::read_to_string(root.join("usr/lib/opkg/status")).unwrap();
-    status
-        .split("\n\n")
-        .find(|s| s.lines().next() == Some(&format!("Package: {pkg}")))
-        .map(str::to_owned)
-}
-
-/// The installed files of the package, the offline root's own files and what `extra` names
-/// left out, compared with expected_files (content not compared for `edited`).
+/// The package's files in `root`, compared with expected_files (content not compared for
+/// `edited`); opkg's wifipos-opkg beside an edited config left out.
 fn check_files(root: &Path, bin: &Path, edited: &[&str]) {
-    let want = expected_files(bin);
-    let mut got = files(root, &NOT_OURS);
-    // The firewall recorder replaced the shipped helper (or stands in for it).
-    if !want.contains_key("usr/libexec/wifipos-firewall") {
-        got.remove("usr/libexec/wifipos-firewall");
-    }
-    got.remove("etc/config/wifipos-opkg");
-    assert_eq!(
-        got.keys().collect::<Vec<_>>(),
-        want.keys().collect::<Vec<_>>()
-    );
-    for (rel, (mode, src)) in &want {
-        assert_eq!(got[rel], *mode, "mode of /{rel}: {:o}", got[rel]);
-        if edited.contains(&rel.as_str()) || rel == "usr/libexec/wifipos-firewall" {
-            continue;
-        }
-        assert!(
-            std::fs::read(root.join(rel)).unwrap() == std::fs::read(src).unwrap(),
-            "/{rel} differs from {}",
-            src.display()
-        );
-    }
+    check_package_files(root, bin, &OPKG_NOT_OURS, "etc/config/wifipos-opkg", edited);
 }
 
 #[test]
@@ -121,17 +36,17 @@ fn opkg_installs_upgrades_keeping_the_edited_config_and_removes() {
     );
     let r = tempfile::tempdir().unwrap();
     let root = r.path();
-    offline_root(root);
+    opkg_root(root, &WIFIPOS_DEPENDS);
 
     // Install.
     let out = opkg(&opkg_bin, root, &["install", v1.to_str().unwrap()]);
     assert!(out.contains("Installing wifipos (0.1.0-1)"), "{out}");
     check_files(root, &bin, &[]);
-    let st = stanza(root, "wifipos").expect("wifipos in opkg's status");
+    let st = opkg_stanza(root, "wifipos").expect("wifipos in opkg's status");
     assert!(st.contains("\nVersion: 0.1.0-1\n"), "{st}");
     assert!(st.contains("\nStatus: install user installed\n"), "{st}");
     assert!(
-        st.contains(&format!("\nDepends: {}\n", DEPENDS.join(", "))),
+        st.contains(&format!("\nDepends: {}\n", WIFIPOS_DEPENDS.join(", "))),
         "{st}"
     );
     let shipped_conf = Path::new(ROOT).join("files/etc/config/wifipos");
@@ -163,12 +78,7 @@ fn opkg_installs_upgrades_keeping_the_edited_config_and_removes() {
         )]
     );
     if real {
-        let v = Command::new(root.join("usr/sbin/wifiposd"))
-            .arg("version")
-            .output()
-            .unwrap();
-        assert!(v.status.success(), "the installed wifiposd: {}", text(&v));
-        assert!(String::from_utf8_lossy(&v.stdout).contains("0.1.0"));
+        assert!(installed_version(root).contains("0.1.0"));
     }
 
     // Upgrade with the admin's edits in /etc/config/wifipos.
@@ -192,7 +102,7 @@ fn opkg_installs_upgrades_keeping_the_edited_config_and_removes() {
         std::fs::read(&shipped_conf).unwrap()
     );
     check_files(root, &bin, &["etc/config/wifipos"]);
-    let st = stanza(root, "wifipos").unwrap();
+    let st = opkg_stanza(root, "wifipos").unwrap();
     assert!(st.contains("\nVersion: 0.1.0-2\n"), "{st}");
     // The old prerm ran as an upgrade (service stopped, firewall rule kept), then the new
     // postinst.
@@ -217,21 +127,19 @@ fn opkg_installs_upgrades_keeping_the_edited_config_and_removes() {
             "wifipos-firewall remove".to_owned(),
         ]
     );
-    let left = files(root, &NOT_OURS);
-    let mut left: Vec<_> = left.keys().map(String::as_str).collect();
     // The recorder stands for a helper the package does not ship yet: opkg leaves it.
-    if !expected_files(&bin).contains_key("usr/libexec/wifipos-firewall") {
-        left.retain(|f| *f != "usr/libexec/wifipos-firewall");
-    }
-    assert_eq!(left, ["etc/config/wifipos", "etc/config/wifipos-opkg"]);
+    assert_eq!(
+        left_after_removal(root, &bin, &OPKG_NOT_OURS),
+        ["etc/config/wifipos", "etc/config/wifipos-opkg"]
+    );
     assert_eq!(
         std::fs::read(root.join("etc/config/wifipos")).unwrap(),
         edited
     );
-    assert!(stanza(root, "wifipos").is_none());
+    assert!(opkg_stanza(root, "wifipos").is_none());
     assert!(!root.join("usr/lib/opkg/info/wifipos.list").exists());
-    for d in DEPENDS {
-        assert!(stanza(root, d).is_some(), "{d} still installed");
+    for d in WIFIPOS_DEPENDS {
+        assert!(opkg_stanza(root, d).is_some(), "{d} still installed");
     }
 }
 
@@ -245,12 +153,12 @@ fn opkg_remove_without_edits_leaves_nothing() {
     let ipk = build_package("build-ipk", &bin, "x86_64", scratch.path(), 1);
     let r = tempfile::tempdir().unwrap();
     let root = r.path();
-    offline_root(root);
+    opkg_root(root, &WIFIPOS_DEPENDS);
     opkg(&opkg_bin, root, &["install", ipk.to_str().unwrap()]);
     assert!(root.join("usr/sbin/wifiposd").is_file());
     opkg(&opkg_bin, root, &["remove", "wifipos"]);
     assert_eq!(
-        files(root, &NOT_OURS),
+        files(root, &OPKG_NOT_OURS),
         Default::default(),
         "an unedited config goes with the package"
     );
@@ -270,7 +178,7 @@ fn opkg_refuses_a_package_for_another_architecture() {
     let scratch = tempfile::tempdir().unwrap();
     // A package labelled for a router CPU this root does not have: opkg must install nothing.
     let r = tempfile::tempdir().unwrap();
-    offline_root(r.path());
+    opkg_root(r.path(), &WIFIPOS_DEPENDS);
     let (bin, _) = router_bin(scratch.path());
     let ipk = build_package("build-ipk", &bin, "x86_64", scratch.path(), 1);
     std::fs::write(
@@ -287,7 +195,15 @@ fn opkg_refuses_a_package_for_another_architecture() {
         .output()
         .unwrap();
     assert!(!r.path().join("usr/sbin/wifiposd").exists());
-    assert!(stanza(r.path(), "wifipos").is_none());
+    assert!(opkg_stanza(r.path(), "wifipos").is_none());
+}
+
+/// Runs `script` (build-ipk or build-apk) for `bin` as `arch` into `out`, asserted to refuse
+/// with exit status 2 (`what` names the case in the failure); its stderr.
+fn refusal(script: &str, bin: &Path, arch: &str, out: &Path, what: &str) -> String {
+    let o = build_script(script, bin, arch, out).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{what}: {}", text(&o));
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// build-ipk and build-apk refuse, with one sentence saying what to build instead.
@@ -296,18 +212,12 @@ fn build_scripts_refuse_binaries_openwrt_cannot_run() {
     let scratch = tempfile::tempdir().unwrap();
     let (bin, _) = router_bin(scratch.path());
     let refuse = |script: &str, bin: &Path, arch: &str, says: &str| {
-        let out = Command::new(format!("{ROOT}/scripts/{script}"))
-            .arg(bin)
-            .arg(arch)
-            .arg(scratch.path().join("out"))
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{script} {arch}: {}",
-            text(&out)
+        let err = refusal(
+            script,
+            bin,
+            arch,
+            &scratch.path().join("out"),
+            &format!("{script} {arch}"),
         );
         assert!(err.contains(says), "{script} {arch}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
@@ -462,29 +372,15 @@ fn build_ipk_matches_elf_machine_class_byte_order_and_float_abi_to_the_arch() {
         let bin = dir.path().join(name);
         std::fs::write(&bin, bytes).unwrap();
         for arch in accepted {
-            let out = Command::new(format!("{ROOT}/scripts/build-ipk"))
-                .arg(&bin)
-                .arg(arch)
-                .arg(dir.path().join("out"))
+            let out = build_script("build-ipk", &bin, arch, &dir.path().join("out"))
                 .output()
                 .unwrap();
             assert!(out.status.success(), "{name} as {arch}: {}", text(&out));
         }
         for (arch, says) in refused {
-            let out = Command::new(format!("{ROOT}/scripts/build-ipk"))
-                .arg(&bin)
-                .arg(arch)
-                .arg(dir.path().join("out"))
-                .output()
-                .unwrap();
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(
-                out.status.code(),
-                Some(2),
-                "{name} as {arch}: {}",
-                text(&out)
-            );
-            assert!(err.contains(says), "{name} as {arch}: {err}");
+            let what = format!("{name} as {arch}");
+            let err = refusal("build-ipk", &bin, arch, &dir.path().join("out"), &what);
+            assert!(err.contains(says), "{what}: {err}");
         }
     }
 }

@@ -166,6 +166,41 @@ fn curl_https(cafe: &Cafe, pki: &Pki, url: &str) -> Output {
     )
 }
 
+/// `curl -sS -m 5 ARGS` from the phone `client`, asserted to fail (TLS refused).
+fn curl_refused(cafe: &Cafe, args: &[&str]) {
+    let mut all = vec!["-sS", "-m", "5"];
+    all.extend_from_slice(args);
+    let o = cafe.lab.run("client", "curl", &all);
+    assert!(!o.status.success(), "{o:?}");
+}
+
+/// `wifipos issue` of a one-hour voucher for the https portal with the cafe's key, then
+/// `rest` (the format and where to), asserted to succeed.
+fn issue_https(cafe: &Cafe, rest: &[&str]) -> Output {
+    let out = Command::new(WIFIPOS)
+        .args([
+            "issue",
+            "--key",
+            &cafe.key,
+            "--portal-url",
+            PORTAL_HTTPS,
+            "--duration",
+            "1h",
+        ])
+        .args(rest)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    out
+}
+
+/// A one-hour voucher for the https portal (issue_https as JSON); its URL.
+fn issue_https_voucher(cafe: &Cafe) -> String {
+    let out = issue_https(cafe, &["--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["url"].as_str().unwrap().to_owned()
+}
+
 fn api(cafe: &Cafe, pki: &Pki) -> (serde_json::Value, String) {
     let out = curl_https(cafe, pki, &format!("{PORTAL_HTTPS}/api/captive"));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -327,27 +362,18 @@ fn phones_get_the_captive_api_over_verified_https_paid_and_unpaid() {
     );
     assert!(tls.contains("O=First"), "{tls}");
     // The same name without the CA: curl refuses the certificate.
-    let o = cafe.lab.run(
-        "client",
-        "curl",
+    curl_refused(
+        &cafe,
         &[
-            "-sS",
-            "-m",
-            "5",
             "--resolve",
             &format!("{HOST}:443:10.20.0.1"),
             &format!("{PORTAL_HTTPS}/"),
         ],
     );
-    assert!(!o.status.success(), "{o:?}");
     // TLS 1.2 only: refused (the portal speaks TLS 1.3).
-    let o = cafe.lab.run(
-        "client",
-        "curl",
+    curl_refused(
+        &cafe,
         &[
-            "-sS",
-            "-m",
-            "5",
             "--tls-max",
             "1.2",
             "--cacert",
@@ -357,21 +383,15 @@ fn phones_get_the_captive_api_over_verified_https_paid_and_unpaid() {
             &format!("{PORTAL_HTTPS}/"),
         ],
     );
-    assert!(!o.status.success(), "{o:?}");
     // The address instead of the name: no DNS-ID match, refused.
-    let o = cafe.lab.run(
-        "client",
-        "curl",
+    curl_refused(
+        &cafe,
         &[
-            "-sS",
-            "-m",
-            "5",
             "--cacert",
             &pki.path("ca.crt"),
             "https://10.20.0.1/api/captive",
         ],
     );
-    assert!(!o.status.success(), "{o:?}");
 
     // Plain HTTP for the portal's name goes to the same path on https; an OS probe for
     // another host is redirected to the https portal.
@@ -409,25 +429,9 @@ fn phones_get_the_captive_api_over_verified_https_paid_and_unpaid() {
     );
 
     // Paid: a voucher issued for the https portal opens there and the phone is online.
-    let out = Command::new(WIFIPOS)
-        .args([
-            "issue",
-            "--key",
-            &cafe.key,
-            "--portal-url",
-            PORTAL_HTTPS,
-            "--format",
-            "json",
-            "--duration",
-            "1h",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let url = v["url"].as_str().unwrap();
+    let url = issue_https_voucher(&cafe);
     assert!(url.starts_with(&format!("{PORTAL_HTTPS}/v/")), "{url}");
-    let o = curl_https(&cafe, &pki, url);
+    let o = curl_https(&cafe, &pki, &url);
     let page = String::from_utf8_lossy(&o.stdout);
     assert!(page.contains("id=\"online\""), "{page}\n{}", cafe.log());
     assert!(allowed_macs(&cafe.lab).contains(CLIENT_MAC));
@@ -523,23 +527,7 @@ fn hostile_tls_clients_are_bounded_and_paid_phones_unaffected() {
     let pid = daemon.pid();
     let rss_before = rss_kb(pid);
     // client pays first (client3 stays unpaid).
-    let out = Command::new(WIFIPOS)
-        .args([
-            "issue",
-            "--key",
-            &cafe.key,
-            "--portal-url",
-            PORTAL_HTTPS,
-            "--format",
-            "json",
-            "--duration",
-            "1h",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let o = curl_https(&cafe, &pki, v["url"].as_str().unwrap());
+    let o = curl_https(&cafe, &pki, &issue_https_voucher(&cafe));
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("id=\"online\""),
         "{o:?}"
@@ -704,23 +692,7 @@ fn chromium_scans_the_voucher_live_on_the_https_portal() {
     let spki = String::from_utf8(spki.stdout).unwrap().trim().to_owned();
     assert_eq!(spki.len(), 44, "{spki}");
     let png = cafe.path("voucher.png");
-    let out = Command::new(WIFIPOS)
-        .args([
-            "issue",
-            "--key",
-            &cafe.key,
-            "--portal-url",
-            PORTAL_HTTPS,
-            "--duration",
-            "1h",
-            "--format",
-            "png",
-            "--out",
-        ])
-        .arg(&png)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    issue_https(&cafe, &["--format", "png", "--out", png.to_str().unwrap()]);
     let (side, px) = common::voucher_png_gray_file(&png);
     let video = cafe.path("voucher.y4m");
     std::fs::write(&video, y4m(side, &px)).unwrap();

@@ -1,6 +1,7 @@
-//! What the opkg and apk tests share: the router binary to package, OpenWrt's package
-//! managers built from ../shared/upstream, an offline root's stand-ins for OpenWrt's
-//! /lib/functions.sh and the firewall helper, and a listing of installed files.
+//! What the opkg, apk and LuCI package tests share: the router binary to package, OpenWrt's
+//! package managers built from ../shared/upstream, offline roots for opkg and apk with their
+//! dependencies stubbed, the roots' stand-ins for OpenWrt's /lib/functions.sh and the firewall
+//! helper, running the package managers there, and a listing of installed files.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -81,12 +82,17 @@ pub fn openwrt_tool(tool: &str) -> Option<PathBuf> {
     Some(bin)
 }
 
+/// scripts/build-ipk or build-apk (`script`) for `bin` labelled `arch`, writing into `out`;
+/// not run yet.
+pub fn build_script(script: &str, bin: &Path, arch: &str, out: &Path) -> Command {
+    let mut c = Command::new(format!("{ROOT}/scripts/{script}"));
+    c.arg(bin).arg(arch).arg(out);
+    c
+}
+
 /// Runs scripts/build-ipk or build-apk with a package release; the package's path.
 pub fn build_package(script: &str, bin: &Path, arch: &str, out: &Path, release: u32) -> PathBuf {
-    let o = Command::new(format!("{ROOT}/scripts/{script}"))
-        .arg(bin)
-        .arg(arch)
-        .arg(out)
+    let o = build_script(script, bin, arch, out)
         .env("WIFIPOS_PKG_RELEASE", release.to_string())
         .output()
         .unwrap();
@@ -254,4 +260,201 @@ pub fn edit_config(root: &Path) -> Vec<u8> {
     c.extend_from_slice(b"\n# edited by the cafe owner\n\toption venue 'Cafe Nord'\n");
     std::fs::write(&p, &c).unwrap();
     c
+}
+
+/// Runs the installed /usr/sbin/wifiposd of `root` with `version`, asserted to succeed; its
+/// stdout.
+pub fn installed_version(root: &Path) -> String {
+    let v = Command::new(root.join("usr/sbin/wifiposd"))
+        .arg("version")
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "the installed wifiposd: {}", text(&v));
+    String::from_utf8_lossy(&v.stdout).into_owned()
+}
+
+/// The package's files in `root` (all but `not_ours`, and the package manager's copy of the
+/// new config, `new_config`, beside an edited one) compared with expected_files: names, modes,
+/// and bytes but for `edited` and the firewall recorder (which stands in for the helper, and
+/// is left out of the names when the package does not ship one).
+pub fn check_package_files(
+    root: &Path,
+    bin: &Path,
+    not_ours: &[&str],
+    new_config: &str,
+    edited: &[&str],
+) {
+    let want = expected_files(bin);
+    let mut got = files(root, not_ours);
+    if !want.contains_key("usr/libexec/wifipos-firewall") {
+        got.remove("usr/libexec/wifipos-firewall");
+    }
+    got.remove(new_config);
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    for (rel, (mode, src)) in &want {
+        assert_eq!(got[rel], *mode, "mode of /{rel}: {:o}", got[rel]);
+        if edited.contains(&rel.as_str()) || rel == "usr/libexec/wifipos-firewall" {
+            continue;
+        }
+        assert!(
+            std::fs::read(root.join(rel)).unwrap() == std::fs::read(src).unwrap(),
+            "/{rel} differs from {}",
+            src.display()
+        );
+    }
+}
+
+/// The files a removal left in `root` besides `not_ours`; the firewall recorder left out
+/// when it stands for a helper the package does not ship (the package manager leaves it).
+pub fn left_after_removal(root: &Path, bin: &Path, not_ours: &[&str]) -> Vec<String> {
+    let mut left: Vec<String> = files(root, not_ours).into_keys().collect();
+    if !expected_files(bin).contains_key("usr/libexec/wifipos-firewall") {
+        left.retain(|f| f != "usr/libexec/wifipos-firewall");
+    }
+    left
+}
+
+/// wifipos's Depends, in its control file's order.
+pub const WIFIPOS_DEPENDS: [&str; 6] = [
+    "libc",
+    "kmod-nft-core",
+    "kmod-nft-nat",
+    "kmod-nf-conntrack-netlink",
+    "kmod-sched-core",
+    "kmod-ifb",
+];
+
+// ---------------------------------------------------------------- opkg
+
+/// Files of an offline opkg root that are not a package's.
+pub const OPKG_NOT_OURS: [&str; 5] = [
+    "etc/opkg.conf",
+    "usr/lib/opkg/",
+    "lib/functions.sh",
+    "var/",
+    "scripts.log",
+];
+
+/// An offline OpenWrt root for x86_64 in `dir` whose opkg status lists `installed` as
+/// installed (each with an empty file list), with the functions.sh stand-in.
+pub fn opkg_root(dir: &Path, installed: &[&str]) {
+    std::fs::create_dir_all(dir.join("usr/lib/opkg/info")).unwrap();
+    std::fs::create_dir_all(dir.join("var/lock")).unwrap();
+    std::fs::create_dir_all(dir.join("etc")).unwrap();
+    std::fs::write(
+        dir.join("etc/opkg.conf"),
+        "dest root /\nlists_dir ext /var/opkg-lists\narch all 1\narch noarch 1\narch x86_64 10\n",
+    )
+    .unwrap();
+    let mut status = String::new();
+    for p in installed {
+        status += &format!(
+            "Package: {p}\nVersion: 1\nStatus: install ok installed\nArchitecture: x86_64\n\
+             Installed-Time: 1\n\n"
+        );
+        std::fs::write(dir.join(format!("usr/lib/opkg/info/{p}.list")), "").unwrap();
+    }
+    std::fs::write(dir.join("usr/lib/opkg/status"), status).unwrap();
+    functions_sh(dir);
+}
+
+/// Runs `opkg` on the offline `root` (`-o`, its opkg.conf, `--force-postinstall`,
+/// IPKG_INSTROOT=root) with `args`, whatever the outcome.
+pub fn opkg_raw(opkg: &Path, root: &Path, args: &[&str]) -> Output {
+    Command::new(opkg)
+        .arg("-o")
+        .arg(root)
+        .arg("-f")
+        .arg(root.join("etc/opkg.conf"))
+        .arg("--force-postinstall")
+        .args(args)
+        .env("IPKG_INSTROOT", root)
+        .output()
+        .unwrap()
+}
+
+/// opkg_raw, asserted to succeed; its exit status and output as text.
+pub fn opkg(opkg: &Path, root: &Path, args: &[&str]) -> String {
+    let out = opkg_raw(opkg, root, args);
+    let t = text(&out);
+    assert!(out.status.success(), "opkg {args:?}: {t}");
+    t
+}
+
+/// The stanza of `pkg` in the offline root's opkg status file, if any.
+pub fn opkg_stanza(root: &Path, pkg: &str) -> Option<String> {
+    let status = std::fs::read_to_string(root.join("usr/lib/opkg/status")).unwrap();
+    status
+        .split("\n\n")
+        .find(|s| s.lines().next() == Some(&format!("Package: {pkg}")))
+        .map(str::to_owned)
+}
+
+// ---------------------------------------------------------------- apk
+
+/// Files of an offline apk root that are not a package's.
+pub const APK_NOT_OURS: [&str; 6] = [
+    "scripts.log",
+    "etc/apk/",
+    "lib/apk/db/",
+    "var/",
+    "lib/functions.sh",
+    "lib/apk/packages/",
+];
+
+/// Runs `apk` on the offline `root` (`--root`, untrusted packages, no network, no cache, the
+/// scripts run here with IPKG_INSTROOT=root) with `args`, whatever the outcome.
+pub fn apk_raw(apk: &Path, root: &Path, args: &[&str]) -> Output {
+    Command::new(apk)
+        .arg("--root")
+        .arg(root)
+        .args([
+            "--allow-untrusted",
+            "--no-network",
+            "--no-cache",
+            "--force-no-chroot",
+            "--preserve-env",
+        ])
+        .args(args)
+        .env("IPKG_INSTROOT", root)
+        .output()
+        .unwrap()
+}
+
+/// apk_raw, asserted to succeed; its exit status and output as text.
+pub fn apk(apk: &Path, root: &Path, args: &[&str]) -> String {
+    let out = apk_raw(apk, root, args);
+    let t = text(&out);
+    assert!(out.status.success(), "apk {args:?}: {t}");
+    t
+}
+
+/// A fresh x86_64 apk root in `root` with `installed` added as empty stand-in packages
+/// (made with `apk mkpkg` in `scratch`), and the functions.sh stand-in.
+pub fn apk_root(apk_bin: &Path, root: &Path, scratch: &Path, installed: &[&str]) {
+    let empty = scratch.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let mut stubs = vec![];
+    for p in installed {
+        let out = scratch.join(format!("{p}-1-r0.apk"));
+        let o = Command::new(apk_bin)
+            .args(["mkpkg", "--info"])
+            .arg(format!("name:{p}"))
+            .args(["--info", "version:1-r0", "--info", "arch:x86_64"])
+            .args(["--info", "description:stand-in", "--files"])
+            .arg(&empty)
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        stubs.push(out.display().to_string());
+    }
+    let mut args = vec!["--initdb", "--arch", "x86_64", "add"];
+    args.extend(stubs.iter().map(String::as_str));
+    apk(apk_bin, root, &args);
+    functions_sh(root);
 }
