@@ -276,6 +276,19 @@ fn without_an_answer_the_router_decides_alone_after_the_timeout() {
         radius.log().contains("Message-Authenticator"),
         "FreeRADIUS says why it dropped the request"
     );
+    let events = wrong.store.events(0, 100).unwrap();
+    let unanswered: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "central_unanswered")
+        .collect();
+    assert_eq!(unanswered.len(), 1, "{events:?}");
+    assert!(
+        unanswered[0]
+            .detail
+            .contains("did not answer within 400 ms"),
+        "{:?}",
+        unanswered[0]
+    );
     // The server down (nothing listens: the port answers ICMP unreachable), or an address
     // with no route (the link down: the send fails at once, or nothing answers): the same,
     // never later than the timeout.

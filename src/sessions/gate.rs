@@ -124,6 +124,10 @@ impl Sessions {
             }
             Some(Central::Unanswered(why)) => {
                 eprintln!("wifiposd: {why}; the router decides {mac}'s redemption alone");
+                let detail = format!("{why}; the router decided alone");
+                if let Err(e) = self.store.record_unanswered(mac, &detail, now) {
+                    eprintln!("wifiposd: cannot record an event: {e}");
+                }
             }
             None => {}
         }
@@ -176,9 +180,7 @@ impl Sessions {
             bytes_left: self.bytes_remaining(mac, now),
         })
     }
-}
 
-impl Sessions {
     /// The central server's Session-Timeout ends the voucher at `end`, sooner than its own
     /// time: set it in the store (for every device on it: their time is the voucher's) and
     /// in `r`, the redemption just made.

@@ -47,6 +47,17 @@ impl Store {
         self.tally_now(now, EV_CLONE, Some(&mac.to_string()), detail)
     }
 
+    /// Records that the central RADIUS server did not answer about `mac`'s redemption
+    /// (`detail` says why), so the router decided alone; tallied like refusals.
+    pub fn record_unanswered(
+        &mut self,
+        mac: Mac,
+        detail: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.tally_now(now, EV_CENTRAL_UNANSWERED, Some(&mac.to_string()), detail)
+    }
+
     /// The clones logged since `since`, newest first: one line per MAC, "MAC: detail".
     pub fn recent_clones(&self, since: i64) -> Result<Vec<String>, StoreError> {
         let mut stmt = self.conn.prepare_cached(

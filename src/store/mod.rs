@@ -57,6 +57,9 @@ pub const EV_DATA_USED_UP: &str = "data_used_up";
 /// A device idle for `device_idle_replace` minutes gave its place on a full voucher to a new
 /// one (a phone back with a new private MAC address).
 pub const EV_REPLACED: &str = "device_replaced";
+/// Central authorization on, the RADIUS server did not answer in time: the router decided a
+/// redemption alone (what an operator reconciles with HQ's count).
+pub const EV_CENTRAL_UNANSWERED: &str = "central_unanswered";
 
 /// Every refusal code, for counting refusals in the event log.
 const REFUSAL_KINDS: &str = "'malformed', 'unknown_key', 'bad_signature', 'out_of_range', \
