@@ -434,6 +434,55 @@ fn chain<'a>(ruleset: &'a str, name: &str) -> &'a str {
     &ruleset[start..start + ruleset[start..].find("\n\t}").unwrap()]
 }
 
+/// The init script's `reload` (what procd runs on `uci commit wifipos`, LuCI's Save & Apply)
+/// brings the firewall rules up to date before it signals the daemon: a new portal port, and
+/// Disconnect/CoA turned on, need no manual `wifipos-firewall add`.
+#[test]
+fn the_init_scripts_reload_brings_the_firewall_rules_up_to_date_then_signals_the_daemon() {
+    let Some(tools) = host_tools() else { return };
+    let r = Router::new(tools);
+    ok(&r.firewall("add"));
+    let reload = || {
+        let mut c = Command::new("sh");
+        // rc.common's procd helpers, stubbed: the signal is written down.
+        c.arg("-c")
+            .arg(format!(
+                "procd_send_signal() {{ echo \"signal $*\" >> {}/signals; }}; . {ROOT}/files/etc/init.d/wifipos; reload_service",
+                r.path("").display()
+            ))
+            .env(
+                "WIFIPOS_FIREWALL",
+                format!("{ROOT}/files/usr/libexec/wifipos-firewall"),
+            );
+        r.env(&mut c);
+        c.output().unwrap()
+    };
+    let signals = || std::fs::read_to_string(r.path("signals")).unwrap_or_default();
+    r.set("wifipos.main.portal_port=2051");
+    r.set("wifipos.main.radius_server=192.0.2.5");
+    r.set("wifipos.main.radius_secret=s");
+    r.set("wifipos.main.radius_coa_port=3799");
+    r.commit("wifipos");
+    ok(&reload());
+    let fw = r.show("firewall");
+    assert!(
+        fw.lines()
+            .any(|l| l == "firewall.wifipos_portal.dest_port='2051'"),
+        "{fw}"
+    );
+    assert!(
+        fw.lines()
+            .any(|l| l == "firewall.wifipos_coa.dest_port='3799'"),
+        "{fw}"
+    );
+    assert_eq!(signals(), "signal wifipos * HUP\n");
+    assert_eq!(r.reloads(), 2, "fw4 reloaded once for the change");
+    // Nothing changed: no fw4 reload, the daemon still signalled.
+    ok(&reload());
+    assert_eq!(r.reloads(), 2);
+    assert_eq!(signals().lines().count(), 2);
+}
+
 #[test]
 fn radius_coa_port_lets_the_radius_servers_in_through_the_wan_zone_and_only_while_set() {
     let Some(tools) = host_tools() else { return };

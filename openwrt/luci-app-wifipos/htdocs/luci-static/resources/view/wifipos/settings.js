@@ -176,7 +176,7 @@ return view.extend({
 		o.depends({ radius_auth_server: /./ });
 
 		o = s.taboption('radius', form.Value, 'radius_coa_port', _('Disconnect/CoA port'),
-			_('The UDP port where the servers above may end a device or change when it ends (RFC 5176); 3799 is the usual one. Empty or 0: off. Requests from other addresses are dropped. After changing it run /usr/libexec/wifipos-firewall add, which lets only the servers above in from the WAN.'));
+			_('The UDP port where the servers above may end a device or change when it ends (RFC 5176); 3799 is the usual one. Empty or 0: off. Requests from other addresses are dropped. Saving lets only the servers above in from the WAN (firewall rule wifipos_coa).'));
 		o.datatype = 'port';
 		o.placeholder = _('off');
 		o.depends({ radius_server: /./ });
