@@ -257,15 +257,6 @@ impl<G: Gate> Portal<G> {
         Resp::redirect(format!("{}/", self.cfg.portal_url))
     }
 
-    /// The answer to `req`, without waiting for a central server: a redemption that would
-    /// ask one is decided by the gate alone.
-    pub fn handle(&mut self, req: &Req) -> Resp {
-        match self.answer(req) {
-            Answer::Now(r) => r,
-            Answer::Ask(a) => self.finish(req, a.pending, Central::Unanswered("not asked".into())),
-        }
-    }
-
     /// The answer to `req`, or the question to ask a central server first.
     pub fn answer(&mut self, req: &Req) -> Answer {
         let lang = Lang::negotiate(req.accept_language.as_deref(), self.cfg.default_lang);
