@@ -128,6 +128,36 @@ fn bytes_land_on_the_device_and_its_current_voucher_and_survive_reopening() {
     assert_eq!(s.rates_of(mac(9)).unwrap(), (None, None));
 }
 
+/// An admin's view of usage up to this moment: unsaved bytes are shown inside a savepoint
+/// and rolled back after, so the file (what a power cut leaves) does not change, and the
+/// same bytes saved later count once.
+#[test]
+fn a_view_of_unsaved_usage_shows_it_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    let mut s = Store::open(&path).unwrap();
+    let v = capped(1, 5, 2);
+    s.redeem(&v, mac(1), at(100)).unwrap().unwrap();
+    s.add_usage(&[delta(1, 100, 200, 150)]).unwrap();
+    let file = || std::fs::read(&path).unwrap();
+    let wal = || std::fs::read(dir.path().join("w.db-wal")).unwrap_or_default();
+    let before = (file(), wal());
+    let unsaved = [delta(1, 1_000, 2_000, 160)];
+    s.begin_unsaved(&unsaved).unwrap();
+    let shown = s.sessions(200).unwrap();
+    assert_eq!((shown[0].up_bytes, shown[0].down_bytes), (1_100, 2_200));
+    assert_eq!(shown[0].voucher_used_bytes, 3_300);
+    s.end_unsaved();
+    assert_eq!((file(), wal()), before, "nothing written");
+    let after = s.sessions(200).unwrap();
+    assert_eq!((after[0].up_bytes, after[0].down_bytes), (100, 200));
+    // Saved later, they count once.
+    s.add_usage(&unsaved).unwrap();
+    drop(s);
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.sessions(200).unwrap()[0].voucher_used_bytes, 3_300);
+}
+
 #[test]
 fn a_used_up_cap_ends_the_voucher_for_all_its_devices_and_is_refused_after() {
     let dir = tempfile::tempdir().unwrap();

@@ -216,25 +216,23 @@ pub fn handle(
     req: &Request,
     now: i64,
 ) -> Result<serde_json::Value, AdminError> {
-    if matches!(
-        req,
-        Request::Status | Request::Sessions | Request::Vouchers { .. }
-    ) {
-        // Show usage up to this moment, not up to the last save.
-        s.read_usage(now);
-        if let Err(e) = s.save_usage(now) {
-            eprintln!("wifiposd: cannot save the traffic counters: {e}");
-        }
-    }
     match req {
-        Request::Status => json(status(s, uptime_s, now)),
-        Request::Sessions => json(sessions(s, now)),
-        Request::Vouchers { limit } => json(
-            s.store
-                .recent_vouchers((*limit).clamp(1, 10_000))
-                .map(|vouchers| Vouchers { now, vouchers })
-                .map_err(internal),
-        ),
+        Request::Status | Request::Sessions | Request::Vouchers { .. } => {
+            // Usage up to this moment, not up to the last save: the unsaved counts are
+            // applied in a savepoint that is rolled back after the view (a page view writes
+            // nothing to flash).
+            s.read_usage(now);
+            let unsaved = s.meter.unsaved();
+            let shown = s.store.begin_unsaved(&unsaved);
+            if let Err(e) = &shown {
+                eprintln!("wifiposd: cannot show the unsaved traffic counts: {e}");
+            }
+            let out = view(s, uptime_s, req, now);
+            if shown.is_ok() {
+                s.store.end_unsaved();
+            }
+            out
+        }
         Request::Revoke { target } => json(revoke(s, parse_target(target)?, now)),
         Request::Kick { mac } => json(kick(s, parse_mac(mac)?, now)),
         Request::Extend { voucher, duration } => json(extend(
@@ -249,6 +247,26 @@ pub fn handle(
                 .events(parse_since(since, now)?, (*limit).clamp(1, 100_000))
                 .map_err(internal),
         ),
+    }
+}
+
+/// The read-only views: `status`, `sessions`, `vouchers` (reads only: see [`handle`]).
+fn view(
+    s: &mut Sessions,
+    uptime_s: u64,
+    req: &Request,
+    now: i64,
+) -> Result<serde_json::Value, AdminError> {
+    match req {
+        Request::Status => json(status(s, uptime_s, now)),
+        Request::Sessions => json(sessions(s, now)),
+        Request::Vouchers { limit } => json(
+            s.store
+                .recent_vouchers((*limit).clamp(1, 10_000))
+                .map(|vouchers| Vouchers { now, vouchers })
+                .map_err(internal),
+        ),
+        _ => Err(AdminError::BadRequest("not a view".into())),
     }
 }
 

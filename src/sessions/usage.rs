@@ -86,6 +86,11 @@ impl Meter {
             .collect()
     }
 
+    /// Every device's bytes not saved yet (what a save would write).
+    pub fn unsaved(&self) -> Vec<Delta> {
+        self.pending.values().copied().collect()
+    }
+
     /// Bytes not saved yet for these devices.
     pub fn pending_bytes(&self, macs: &[Mac]) -> u64 {
         macs.iter()

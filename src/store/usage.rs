@@ -39,6 +39,34 @@ fn current_voucher(conn: &Connection, mac: &str) -> Result<Option<(String, i64)>
         .optional()?)
 }
 
+/// [`Store::add_usage`]'s updates, inside the caller's transaction or savepoint.
+fn add_in(conn: &Connection, deltas: &[Delta]) -> Result<(), StoreError> {
+    for d in deltas {
+        let m = d.mac.to_string();
+        let Some((key, serial)) = current_voucher(conn, &m)? else {
+            continue;
+        };
+        conn.prepare_cached(
+            "UPDATE devices SET up_bytes = up_bytes + ?4, down_bytes = down_bytes + ?5,
+                last_active = COALESCE(?6, last_active)
+             WHERE key_id = ?1 AND serial = ?2 AND mac = ?3",
+        )?
+        .execute(params![
+            key,
+            serial,
+            m,
+            to_sql(d.up),
+            to_sql(d.down),
+            d.active_at
+        ])?;
+        conn.prepare_cached(
+            "UPDATE vouchers SET used_bytes = used_bytes + ?3 WHERE key_id = ?1 AND serial = ?2",
+        )?
+        .execute(params![key, serial, to_sql(d.up.saturating_add(d.down))])?;
+    }
+    Ok(())
+}
+
 fn to_sql(n: u64) -> i64 {
     n.min(i64::MAX as u64) as i64
 }
@@ -53,31 +81,31 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for d in deltas {
-            let m = d.mac.to_string();
-            let Some((key, serial)) = current_voucher(&tx, &m)? else {
-                continue;
-            };
-            tx.prepare_cached(
-                "UPDATE devices SET up_bytes = up_bytes + ?4, down_bytes = down_bytes + ?5,
-                    last_active = COALESCE(?6, last_active)
-                 WHERE key_id = ?1 AND serial = ?2 AND mac = ?3",
-            )?
-            .execute(params![
-                key,
-                serial,
-                m,
-                to_sql(d.up),
-                to_sql(d.down),
-                d.active_at
-            ])?;
-            tx.prepare_cached(
-                "UPDATE vouchers SET used_bytes = used_bytes + ?3 WHERE key_id = ?1 AND serial = ?2",
-            )?
-            .execute(params![key, serial, to_sql(d.up.saturating_add(d.down))])?;
-        }
+        add_in(&tx, deltas)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Shows `deltas` as if saved, without saving them: they are applied in a savepoint that
+    /// [`Store::end_unsaved`] rolls back, so reads in between (an admin's view of usage up to
+    /// this moment) see them and nothing reaches the flash. Nothing else may write between.
+    pub fn begin_unsaved(&mut self, deltas: &[Delta]) -> Result<(), StoreError> {
+        self.conn.execute_batch("SAVEPOINT unsaved")?;
+        if let Err(e) = add_in(&self.conn, deltas) {
+            self.end_unsaved();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Rolls back what [`Store::begin_unsaved`] applied.
+    pub fn end_unsaved(&mut self) {
+        if let Err(e) = self
+            .conn
+            .execute_batch("ROLLBACK TO unsaved; RELEASE unsaved")
+        {
+            eprintln!("wifiposd: cannot roll back a view of unsaved usage: {e}");
+        }
     }
 
     /// Whether any live voucher has a data cap (then the caller watches the counters closely).
