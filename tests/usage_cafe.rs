@@ -100,7 +100,7 @@ fn a_data_cap_ends_access_for_both_phones_near_the_cap_across_a_restart() {
     let first = row["used_bytes"].as_u64().unwrap();
     assert!(first >= 3 << 20, "{row}");
     // A clean stop (SIGTERM, as procd stops it) saves the count; the admin's view above
-    // saved nothing (it shows unsaved bytes from a rolled-back savepoint). A crash would lose
+    // saved nothing (it shows unsaved bytes from a rolled-back transaction). A crash would lose
     // up to the last 60 s, the documented bound.
     let stopped = std::process::Command::new("kill")
         .args(["-TERM", &daemon.pid().to_string()])

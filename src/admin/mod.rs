@@ -219,7 +219,7 @@ pub fn handle(
     match req {
         Request::Status | Request::Sessions | Request::Vouchers { .. } => {
             // Usage up to this moment, not up to the last save: the unsaved counts are
-            // applied in a savepoint that is rolled back after the view (a page view writes
+            // applied in a transaction that is rolled back after the view (a page view writes
             // nothing to flash).
             s.read_usage(now);
             let unsaved = s.meter.unsaved();

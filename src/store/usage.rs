@@ -39,7 +39,7 @@ fn current_voucher(conn: &Connection, mac: &str) -> Result<Option<(String, i64)>
         .optional()?)
 }
 
-/// [`Store::add_usage`]'s updates, inside the caller's transaction or savepoint.
+/// [`Store::add_usage`]'s updates, inside the caller's transaction.
 fn add_in(conn: &Connection, deltas: &[Delta]) -> Result<(), StoreError> {
     for d in deltas {
         let m = d.mac.to_string();
@@ -86,11 +86,12 @@ impl Store {
         Ok(())
     }
 
-    /// Shows `deltas` as if saved, without saving them: they are applied in a savepoint that
+    /// Shows `deltas` as if saved, without saving them: they are applied in a transaction that
     /// [`Store::end_unsaved`] rolls back, so reads in between (an admin's view of usage up to
-    /// this moment) see them and nothing reaches the flash. Nothing else may write between.
+    /// this moment) see them and nothing reaches the flash (a rollback writes nothing; a
+    /// savepoint's RELEASE would commit, writing a WAL frame). Nothing else may write between.
     pub fn begin_unsaved(&mut self, deltas: &[Delta]) -> Result<(), StoreError> {
-        self.conn.execute_batch("SAVEPOINT unsaved")?;
+        self.conn.execute_batch("BEGIN")?;
         if let Err(e) = add_in(&self.conn, deltas) {
             self.end_unsaved();
             return Err(e);
@@ -100,10 +101,7 @@ impl Store {
 
     /// Rolls back what [`Store::begin_unsaved`] applied.
     pub fn end_unsaved(&mut self) {
-        if let Err(e) = self
-            .conn
-            .execute_batch("ROLLBACK TO unsaved; RELEASE unsaved")
-        {
+        if let Err(e) = self.conn.execute_batch("ROLLBACK") {
             eprintln!("wifiposd: cannot roll back a view of unsaved usage: {e}");
         }
     }
